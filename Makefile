@@ -1,0 +1,87 @@
+# Twill's build, test and lab entry points. Every target installs what it
+# needs (Debian packages through hack/deps.sh, Go modules through the module
+# proxy), so a fresh Debian/Ubuntu machine needs nothing but `make`.
+
+SHELL := /bin/bash
+GO ?= go
+VERSION := $(shell cat VERSION)
+PKG := github.com/twill-net/twill
+LDFLAGS := -s -w -X $(PKG)/version.Version=v$(VERSION)
+GOARCH ?= $(shell $(GO) env GOARCH)
+BIN := bin
+CNI_PLUGINS := \
+	github.com/containernetworking/plugins/plugins/main/bridge \
+	github.com/containernetworking/plugins/plugins/ipam/host-local \
+	github.com/containernetworking/plugins/plugins/meta/portmap \
+	github.com/containernetworking/plugins/plugins/main/loopback
+
+export CGO_ENABLED := 0
+export GOFLAGS := -buildvcs=false
+
+.PHONY: all build plugins deps k8s image image-test lab lab-down test unit e2e bench lint dist compare clean
+
+all: build plugins
+
+## build: flanneld, the flannel CNI plugin, the twill CLI and the lab's pause program into bin/
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+
+## plugins: flannel + the standard bridge, host-local, portmap, loopback plugins into bin/cni/
+plugins:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/cni/flannel ./cmd/flannel
+	$(GO) build -trimpath -ldflags '-s -w' -o $(BIN)/cni/ $(CNI_PLUGINS)
+
+## deps: install the Debian packages the tests and the lab use (as root)
+deps:
+	bash hack/deps.sh
+
+## k8s: build the Kubernetes binaries for the lab (cached after the first run)
+k8s:
+	bash hack/k8s-build.sh
+
+## image: build Twill's container image with docker, podman or buildah
+image: build plugins
+	bash hack/image.sh
+
+## image-test: build the image offline with buildah and check what is inside
+image-test: deps build plugins
+	bash hack/image-test.sh
+
+## lab: a 3-node Kubernetes cluster in network namespaces, with Twill applied
+lab: deps build plugins k8s
+	$(BIN)/twill lab up
+
+## lab-down: remove everything the lab made
+lab-down: build
+	$(BIN)/twill lab down
+
+## test: vet, unit and root tests with -race, then the end-to-end suite
+test: deps build plugins unit e2e
+
+unit:
+	$(GO) vet ./...
+	CGO_ENABLED=1 $(GO) test -race -count=1 ./...
+
+e2e: k8s
+	bash hack/e2e.sh
+
+## bench: benchmarks; results go to bench/RESULTS.md
+bench: deps build plugins k8s
+	bash hack/bench.sh
+
+## lint: gofmt, go vet and staticcheck
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 ./...
+
+## dist: release tarballs per architecture with checksums
+dist:
+	bash hack/dist.sh
+
+## compare: the full overlay-vs-native comparison in the lab
+compare: deps build plugins k8s
+	$(BIN)/twill lab compare
+
+clean:
+	rm -rf $(BIN) _output
