@@ -1,0 +1,285 @@
+package backend
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+
+	"github.com/twill-net/twill/backend/kernel"
+)
+
+// Table applies peers' entries to the kernel and remembers what it applied,
+// so a change of one peer costs work for that peer only. It is safe for
+// concurrent use.
+type Table struct {
+	k       kernel.Kernel
+	network *net.IPNet
+	own     *net.IPNet
+
+	mu      sync.Mutex
+	applied map[string]Entries
+	// routeOwner maps an applied route's destination to its peer, so a
+	// route deleted behind our back is traced to one peer.
+	routeOwner map[string]string
+}
+
+// NewTable returns a table for routes inside network; own (the node's own
+// subnet) is never touched.
+func NewTable(k kernel.Kernel, network, own *net.IPNet) *Table {
+	return &Table{k: k, network: network, own: own, applied: map[string]Entries{}, routeOwner: map[string]string{}}
+}
+
+// Stats says what a sync changed.
+type Stats struct {
+	Added, Updated, Deleted int
+}
+
+// Changed reports whether anything was changed.
+func (s Stats) Changed() bool { return s.Added+s.Updated+s.Deleted > 0 }
+
+func (s *Stats) add(o Stats) { s.Added += o.Added; s.Updated += o.Updated; s.Deleted += o.Deleted }
+
+// Sync makes the kernel hold want for peer name (an empty want removes the
+// peer), touching only entries that differ from what was applied before.
+func (t *Table) Sync(name string, want Entries) (Stats, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	old := t.applied[name]
+	var st Stats
+	// Removal first, routes before the entries they depend on.
+	var errs []error
+	for _, r := range old.Routes {
+		if !containsRoute(want.Routes, r) {
+			errs = appendErr(errs, t.k.DeleteRoute(r), &st.Deleted)
+		}
+	}
+	for _, f := range old.FDBs {
+		if !containsKey(want.FDBs, f.Key(), func(x kernel.FDB) string { return x.Key() }) {
+			errs = appendErr(errs, t.k.DeleteFDB(f), &st.Deleted)
+		}
+	}
+	for _, n := range old.Neighs {
+		if !containsKey(want.Neighs, n.Key(), func(x kernel.Neigh) string { return x.Key() }) {
+			errs = appendErr(errs, t.k.DeleteNeigh(n), &st.Deleted)
+		}
+	}
+	// Then, in the order a packet needs them: neighbour, FDB, route.
+	for _, n := range want.Neighs {
+		if o, ok := findKey(old.Neighs, n.Key(), func(x kernel.Neigh) string { return x.Key() }); !ok || !o.Equal(n) {
+			errs = appendErr(errs, t.k.SetNeigh(n), counter(&st, ok))
+		}
+	}
+	for _, f := range want.FDBs {
+		if o, ok := findKey(old.FDBs, f.Key(), func(x kernel.FDB) string { return x.Key() }); !ok || !o.Equal(f) {
+			errs = appendErr(errs, t.k.SetFDB(f), counter(&st, ok))
+		}
+	}
+	for _, r := range want.Routes {
+		if o, ok := findKey(old.Routes, r.Key(), func(x kernel.Route) string { return x.Key() }); !ok || !o.Equal(r) {
+			errs = appendErr(errs, t.k.ReplaceRoute(r), counter(&st, ok))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		// What was applied is unknown: forget it, so the next sync
+		// programs everything again.
+		t.setApplied(name, old, Entries{})
+		return st, fmt.Errorf("programming peer %s: %w", name, err)
+	}
+	t.setApplied(name, old, want)
+	return st, nil
+}
+
+// SyncAll makes the kernel hold exactly the union of want within scope: it
+// reads the kernel once per link and kind, adds what is missing, fixes what
+// differs and removes owned entries that no peer wants (nodes deleted while
+// the daemon was down, a peer's old VTEP MAC, entries of another backend).
+func (t *Table) SyncAll(want map[string]Entries, scope Scope) (Stats, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var st Stats
+	var errs []error
+
+	wantRoutes := map[string]kernel.Route{}
+	wantNeighs := map[string]kernel.Neigh{}
+	wantFDBs := map[string]kernel.FDB{}
+	for _, e := range want {
+		for _, r := range e.Routes {
+			wantRoutes[r.Key()] = r
+		}
+		for _, n := range e.Neighs {
+			wantNeighs[n.Key()] = n
+		}
+		for _, f := range e.FDBs {
+			wantFDBs[f.Key()] = f
+		}
+	}
+
+	haveRoutes := map[string]kernel.Route{}
+	for _, link := range scope.RouteLinks {
+		rs, err := t.k.Routes(link)
+		if err != nil {
+			return st, err
+		}
+		for _, r := range rs {
+			if t.ownsRoute(r) {
+				haveRoutes[r.Key()] = r
+			}
+		}
+	}
+	haveNeighs := map[string]kernel.Neigh{}
+	haveFDBs := map[string]kernel.FDB{}
+	for _, link := range scope.NeighLinks {
+		ns, err := t.k.Neighs(link)
+		if err != nil {
+			return st, err
+		}
+		for _, n := range ns {
+			haveNeighs[n.Key()] = n
+		}
+		fs, err := t.k.FDBs(link)
+		if err != nil {
+			return st, err
+		}
+		for _, f := range fs {
+			haveFDBs[f.Key()] = f
+		}
+	}
+
+	for k, r := range haveRoutes {
+		if _, ok := wantRoutes[k]; !ok {
+			errs = appendErr(errs, t.k.DeleteRoute(r), &st.Deleted)
+		}
+	}
+	for k, f := range haveFDBs {
+		if _, ok := wantFDBs[k]; !ok {
+			errs = appendErr(errs, t.k.DeleteFDB(f), &st.Deleted)
+		}
+	}
+	for k, n := range haveNeighs {
+		if _, ok := wantNeighs[k]; !ok {
+			errs = appendErr(errs, t.k.DeleteNeigh(n), &st.Deleted)
+		}
+	}
+	for k, n := range wantNeighs {
+		if h, ok := haveNeighs[k]; !ok || !h.Equal(n) {
+			errs = appendErr(errs, t.k.SetNeigh(n), counter(&st, ok))
+		}
+	}
+	for k, f := range wantFDBs {
+		if h, ok := haveFDBs[k]; !ok || !h.Equal(f) {
+			errs = appendErr(errs, t.k.SetFDB(f), counter(&st, ok))
+		}
+	}
+	for k, r := range wantRoutes {
+		if h, ok := haveRoutes[k]; !ok || !h.Equal(r) {
+			errs = appendErr(errs, t.k.ReplaceRoute(r), counter(&st, ok))
+		}
+	}
+	t.applied = make(map[string]Entries, len(want))
+	t.routeOwner = make(map[string]string, len(want))
+	for name, e := range want {
+		t.setApplied(name, Entries{}, e)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return st, fmt.Errorf("full resync: %w", err)
+	}
+	return st, nil
+}
+
+// Forget drops the record of applied entries, after the kernel lost them
+// (a recreated device), so the next sync programs everything.
+func (t *Table) Forget() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.applied = map[string]Entries{}
+	t.routeOwner = map[string]string{}
+}
+
+// Invalidate forgets what was applied for peer name, so its next Sync
+// programs all its entries again (after the kernel lost one of them).
+func (t *Table) Invalidate(name string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.setApplied(name, t.applied[name], Entries{})
+}
+
+// RouteOwner returns the peer whose applied route has destination dst.
+func (t *Table) RouteOwner(dst *net.IPNet) (string, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	name, ok := t.routeOwner[dst.String()]
+	return name, ok
+}
+
+// setApplied records want as applied for name, replacing old. t.mu is held.
+func (t *Table) setApplied(name string, old, want Entries) {
+	for _, r := range old.Routes {
+		if t.routeOwner[r.Dst.String()] == name {
+			delete(t.routeOwner, r.Dst.String())
+		}
+	}
+	if want.Len() == 0 {
+		delete(t.applied, name)
+		return
+	}
+	t.applied[name] = want
+	for _, r := range want.Routes {
+		t.routeOwner[r.Dst.String()] = name
+	}
+}
+
+// Applied returns what was applied for peer name.
+func (t *Table) Applied(name string) (Entries, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e, ok := t.applied[name]
+	return e, ok
+}
+
+// ownsRoute: routes to subnets of the cluster network other than our own.
+func (t *Table) ownsRoute(r kernel.Route) bool {
+	if r.Dst == nil || !t.network.Contains(r.Dst.IP) {
+		return false
+	}
+	ones, _ := r.Dst.Mask.Size()
+	netOnes, _ := t.network.Mask.Size()
+	if ones < netOnes {
+		return false
+	}
+	return t.own == nil || !t.own.Contains(r.Dst.IP)
+}
+
+func counter(st *Stats, existed bool) *int {
+	if existed {
+		return &st.Updated
+	}
+	return &st.Added
+}
+
+func appendErr(errs []error, err error, n *int) []error {
+	if err != nil {
+		return append(errs, err)
+	}
+	*n++
+	return errs
+}
+
+func containsRoute(rs []kernel.Route, r kernel.Route) bool {
+	return containsKey(rs, r.Key(), func(x kernel.Route) string { return x.Key() })
+}
+
+func containsKey[T any](xs []T, key string, keyOf func(T) string) bool {
+	_, ok := findKey(xs, key, keyOf)
+	return ok
+}
+
+func findKey[T any](xs []T, key string, keyOf func(T) string) (T, bool) {
+	for _, x := range xs {
+		if keyOf(x) == key {
+			return x, true
+		}
+	}
+	var zero T
+	return zero, false
+}

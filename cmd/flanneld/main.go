@@ -1,0 +1,239 @@
+// Command flanneld is Twill's node daemon: it leases the node's pod subnet
+// from the Kubernetes API, connects it to every other node's over VXLAN (or
+// host-gw), writes /run/flannel/subnet.env for the CNI plugin and keeps the
+// iptables rules pod traffic needs. Flags and files are flannel's.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/coreos/go-iptables/iptables"
+	"github.com/sirupsen/logrus"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/twill-net/twill/backend/kernel"
+	"github.com/twill-net/twill/backend/vxlan"
+	"github.com/twill-net/twill/daemon"
+	"github.com/twill-net/twill/iface"
+	"github.com/twill-net/twill/netconf"
+	"github.com/twill-net/twill/network"
+	"github.com/twill-net/twill/subnet/kube"
+	"github.com/twill-net/twill/subnet/subnetenv"
+	"github.com/twill-net/twill/version"
+)
+
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+type flags struct {
+	kubeSubnetMgr  bool
+	kubeconfig     string
+	apiServer      string
+	netConfPath    string
+	subnetFile     string
+	ifaces         listFlag
+	ifaceRegexes   listFlag
+	ifaceCanReach  string
+	publicIP       string
+	prefix         string
+	ipMasq         bool
+	healthzIP      string
+	healthzPort    int
+	logJSON        bool
+	logLevel       string
+	showVersion    bool
+	cniConfSrc     string
+	cniConfDest    string
+	iptablesResync time.Duration
+	resync         time.Duration
+	removeIPTables bool
+}
+
+func parseFlags(args []string) (*flags, error) {
+	f := &flags{}
+	fs := flag.NewFlagSet("flanneld", flag.ContinueOnError)
+	fs.BoolVar(&f.kubeSubnetMgr, "kube-subnet-mgr", false, "lease subnets from the Kubernetes API (node.spec.podCIDR); the only mode Twill has")
+	fs.StringVar(&f.kubeconfig, "kubeconfig-file", "", "kubeconfig to reach the API server (default: in-cluster config)")
+	fs.StringVar(&f.apiServer, "kube-api-url", "", "API server URL, overriding the kubeconfig's")
+	fs.StringVar(&f.netConfPath, "net-config-path", netconf.DefaultPath, "path of net-conf.json")
+	fs.StringVar(&f.subnetFile, "subnet-file", subnetenv.DefaultPath, "where to write subnet.env for the CNI plugin")
+	fs.Var(&f.ifaces, "iface", "interface name or IP to use for inter-node traffic (repeatable; first that exists wins)")
+	fs.Var(&f.ifaceRegexes, "iface-regex", "regular expression matching the interface name or IP (repeatable)")
+	fs.StringVar(&f.ifaceCanReach, "iface-can-reach", "", "use the interface of the route to this IP")
+	fs.StringVar(&f.publicIP, "public-ip", "", "IP to publish to other nodes (default: the interface's)")
+	fs.StringVar(&f.prefix, "kube-annotation-prefix", kube.DefaultAnnotationPrefix, "prefix of the node annotations")
+	fs.BoolVar(&f.ipMasq, "ip-masq", false, "masquerade pod traffic leaving the cluster network")
+	fs.StringVar(&f.healthzIP, "healthz-ip", "0.0.0.0", "address of the /healthz and /readyz server")
+	fs.IntVar(&f.healthzPort, "healthz-port", 0, "port of the /healthz and /readyz server (0: off)")
+	fs.BoolVar(&f.logJSON, "log-json", false, "log as JSON")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.BoolVar(&f.showVersion, "version", false, "print the version and exit")
+	fs.StringVar(&f.cniConfSrc, "cni-conf-src", "", "CNI conflist to install once the node is networked (e.g. /etc/kube-flannel/cni-conf.json)")
+	fs.StringVar(&f.cniConfDest, "cni-conf-dest", "", "where to install it (e.g. /etc/cni/net.d/10-flannel.conflist)")
+	fs.DurationVar(&f.iptablesResync, "iptables-resync", 5*time.Second, "how often iptables rules are checked and restored")
+	fs.DurationVar(&f.resync, "resync-period", time.Minute, "how often the whole data plane is compared with the desired state")
+	fs.BoolVar(&f.removeIPTables, "remove-iptables", false, "remove flanneld's iptables rules and chains, then exit")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if (f.cniConfSrc == "") != (f.cniConfDest == "") {
+		return nil, errors.New("--cni-conf-src and --cni-conf-dest go together")
+	}
+	if f.healthzPort < 0 || f.healthzPort > 65535 {
+		return nil, fmt.Errorf("--healthz-port %d is not a port", f.healthzPort)
+	}
+	if f.iptablesResync <= 0 || f.resync <= 0 {
+		return nil, errors.New("--iptables-resync and --resync-period must be positive")
+	}
+	return f, nil
+}
+
+func main() {
+	f, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "flanneld:", err)
+		os.Exit(2)
+	}
+	if f.showVersion {
+		fmt.Println(version.Version)
+		return
+	}
+	log := logrus.New()
+	if f.logJSON {
+		log.SetFormatter(&logrus.JSONFormatter{})
+	} else {
+		log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+	}
+	if lvl, err := logrus.ParseLevel(f.logLevel); err == nil {
+		log.SetLevel(lvl)
+	} else {
+		fmt.Fprintf(os.Stderr, "flanneld: --log-level %q: %v\n", f.logLevel, err)
+		os.Exit(2)
+	}
+	if err := run(f, log); err != nil {
+		log.Error(err)
+		os.Exit(1)
+	}
+}
+
+func run(f *flags, log *logrus.Logger) error {
+	log.Infof("Twill flanneld %s", version.Version)
+	cfg, err := netconf.ReadFile(f.netConfPath)
+	if err != nil {
+		return err
+	}
+	ipt, err := iptables.New(iptables.Timeout(10))
+	if err != nil {
+		return fmt.Errorf("iptables: %w (is the iptables package installed?)", err)
+	}
+	if f.removeIPTables {
+		return removeRules(cfg, ipt, log)
+	}
+	if !f.kubeSubnetMgr {
+		return errors.New("--kube-subnet-mgr is required: Twill leases subnets from the Kubernetes API only (there is no etcd mode)")
+	}
+	ann, err := kube.NewAnnotations(f.prefix)
+	if err != nil {
+		return err
+	}
+	var pub net.IP
+	if f.publicIP != "" {
+		if pub = net.ParseIP(f.publicIP).To4(); pub == nil {
+			return fmt.Errorf("--public-ip %q is not an IPv4 address", f.publicIP)
+		}
+	}
+	choice, err := iface.Choose(iface.Options{Ifaces: f.ifaces, Regexes: f.ifaceRegexes, CanReach: f.ifaceCanReach})
+	if err != nil {
+		return err
+	}
+	log.WithFields(logrus.Fields{"iface": choice.Name, "addr": choice.Addr, "mtu": choice.MTU}).Infof("using interface %s because %s", choice.Name, choice.Reason)
+
+	restCfg, err := restConfig(f)
+	if err != nil {
+		return err
+	}
+	restCfg.ContentType = "application/vnd.kubernetes.protobuf"
+	restCfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+	restCfg.UserAgent = "twill-flanneld/" + version.Version
+	client, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return fmt.Errorf("creating the Kubernetes client: %w", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	nodeName, err := kube.NodeName(ctx, client, os.Getenv)
+	if err != nil {
+		return err
+	}
+	k, err := kernel.NewNetlink()
+	if err != nil {
+		return err
+	}
+	defer k.Close()
+	d, err := daemon.New(daemon.Options{
+		Config: cfg, Client: client, NodeName: nodeName, Annotations: ann, Kernel: k,
+		Iface: choice, PublicIP: pub, IPTables: ipt, IPMasq: f.ipMasq, SubnetFile: f.subnetFile,
+		CNIConfSrc: f.cniConfSrc, CNIConfDest: f.cniConfDest, ProcSys: "/proc/sys",
+		Resync: f.resync, IPTablesResync: f.iptablesResync,
+		WatchKernel: func(done <-chan struct{}, lost func(*net.IPNet)) error {
+			return kernel.WatchLosses(done, vxlan.DeviceName(cfg.Backend.VNI), cfg.Network, lost)
+		},
+		Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	if f.healthzPort != 0 {
+		addr := net.JoinHostPort(f.healthzIP, fmt.Sprint(f.healthzPort))
+		go func() {
+			if err := daemon.ServeHealth(ctx, addr, d); err != nil {
+				log.WithError(err).Error("health server")
+			}
+		}()
+	}
+	return d.Run(ctx)
+}
+
+func restConfig(f *flags) (*rest.Config, error) {
+	if f.kubeconfig == "" && f.apiServer == "" {
+		c, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("in-cluster config: %w (outside a pod, pass --kubeconfig-file)", err)
+		}
+		return c, nil
+	}
+	c, err := clientcmd.BuildConfigFromFlags(f.apiServer, f.kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("loading kubeconfig %s: %w", f.kubeconfig, err)
+	}
+	return c, nil
+}
+
+func removeRules(cfg *netconf.Config, ipt *iptables.IPTables, log *logrus.Logger) error {
+	// The subnet only shapes rule contents; removal goes by chain and jump.
+	chains := network.Chains(network.Config{Network: cfg.Network, Subnet: cfg.Network, Masquerade: true}, false)
+	if err := network.NewRules(ipt).Remove(chains); err != nil {
+		return fmt.Errorf("removing iptables rules: %w", err)
+	}
+	log.Info("removed flanneld's iptables rules")
+	return nil
+}

@@ -1,0 +1,318 @@
+package kube
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/twill-net/twill/lease"
+)
+
+// Manager finds this node's lease and watches every node's.
+type Manager struct {
+	client   kubernetes.Interface
+	ann      Annotations
+	nodeName string
+	log      logrus.FieldLogger
+
+	informer cache.SharedIndexInformer
+	factory  informers.SharedInformerFactory
+
+	mu     sync.Mutex
+	warned map[string]string // node → last warning sent as an event
+}
+
+// NewManager returns a manager for node nodeName.
+func NewManager(client kubernetes.Interface, nodeName string, ann Annotations, log logrus.FieldLogger) *Manager {
+	return &Manager{client: client, ann: ann, nodeName: nodeName, log: log, warned: map[string]string{}}
+}
+
+// NodeName finds the node this daemon runs on: NODE_NAME, else the node of
+// the pod named by POD_NAME in POD_NAMESPACE.
+func NodeName(ctx context.Context, client kubernetes.Interface, getenv func(string) string) (string, error) {
+	if n := getenv("NODE_NAME"); n != "" {
+		return n, nil
+	}
+	pod, ns := getenv("POD_NAME"), getenv("POD_NAMESPACE")
+	if pod == "" || ns == "" {
+		return "", errors.New("cannot tell which node this is: set NODE_NAME (the DaemonSet's env from spec.nodeName), or POD_NAME and POD_NAMESPACE")
+	}
+	p, err := client.CoreV1().Pods(ns).Get(ctx, pod, metav1.GetOptions{})
+	if err != nil {
+		return "", fmt.Errorf("looking up pod %s/%s to find its node: %w", ns, pod, err)
+	}
+	if p.Spec.NodeName == "" {
+		return "", fmt.Errorf("pod %s/%s is not scheduled to a node yet", ns, pod)
+	}
+	return p.Spec.NodeName, nil
+}
+
+// WaitForNode polls this node until it has a podCIDR that check accepts,
+// logging every few seconds what it waits for. API errors are retried with
+// backoff; a podCIDR that check refuses is returned as an error.
+func (m *Manager) WaitForNode(ctx context.Context, check func(*net.IPNet) error) (*v1.Node, *net.IPNet, error) {
+	backoff := 200 * time.Millisecond
+	lastLog := time.Time{}
+	for {
+		node, err := m.client.CoreV1().Nodes().Get(ctx, m.nodeName, metav1.GetOptions{})
+		var why string
+		switch {
+		case apierrors.IsNotFound(err):
+			why = fmt.Sprintf("node %s does not exist (yet): is NODE_NAME right?", m.nodeName)
+		case err != nil:
+			why = fmt.Sprintf("reading node %s: %v", m.nodeName, err)
+		default:
+			subnet, perr := podCIDR(node)
+			if perr != nil {
+				return nil, nil, perr
+			}
+			if subnet != nil {
+				if err := check(subnet); err != nil {
+					return nil, nil, fmt.Errorf("node %s has podCIDR %s: %w; make kube-controller-manager's --cluster-cidr match net-conf.json's Network", m.nodeName, subnet, err)
+				}
+				return node, subnet, nil
+			}
+			why = fmt.Sprintf("node %s has no spec.podCIDR yet: kube-controller-manager must run with --allocate-node-cidrs and --cluster-cidr (kubeadm: --pod-network-cidr)", m.nodeName)
+		}
+		if time.Since(lastLog) >= 5*time.Second {
+			m.log.Info("waiting: " + why)
+			lastLog = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, fmt.Errorf("waiting for node %s: %w (last: %s)", m.nodeName, ctx.Err(), why)
+		case <-time.After(backoff):
+		}
+		if err != nil && backoff < 5*time.Second {
+			backoff *= 2
+		} else if err == nil {
+			backoff = time.Second
+		}
+	}
+}
+
+func podCIDR(node *v1.Node) (*net.IPNet, error) {
+	c := node.Spec.PodCIDR
+	if c == "" {
+		return nil, nil
+	}
+	ip, n, err := net.ParseCIDR(c)
+	if err != nil || ip.To4() == nil {
+		return nil, fmt.Errorf("node %s has spec.podCIDR %q, which is not an IPv4 CIDR", node.Name, c)
+	}
+	n.IP = n.IP.To4()
+	return n, nil
+}
+
+// OverwriteIP returns the node's public-ip-overwrite annotation, if set.
+func (m *Manager) OverwriteIP(node *v1.Node) (net.IP, error) {
+	v, ok := node.Annotations[m.ann.PublicIPOverwrite]
+	if !ok || v == "" {
+		return nil, nil
+	}
+	ip := net.ParseIP(v).To4()
+	if ip == nil {
+		return nil, fmt.Errorf("annotation %s=%q on node %s is not an IPv4 address", m.ann.PublicIPOverwrite, v, node.Name)
+	}
+	return ip, nil
+}
+
+// Publish writes own's annotations on this node with a merge patch of the
+// nodes/status subresource (as flannel does), only when a value differs from
+// node's. It returns whether it patched.
+func (m *Manager) Publish(ctx context.Context, node *v1.Node, own *lease.Lease) (bool, error) {
+	want, err := m.ann.Encode(own)
+	if err != nil {
+		return false, err
+	}
+	diff := map[string]string{}
+	for k, v := range want {
+		if node == nil || node.Annotations[k] != v {
+			diff[k] = v
+		}
+	}
+	if len(diff) == 0 {
+		return false, nil
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": diff}})
+	if err != nil {
+		return false, err
+	}
+	_, err = m.client.CoreV1().Nodes().Patch(ctx, m.nodeName, types.MergePatchType, patch, metav1.PatchOptions{}, "status")
+	if err != nil {
+		return false, fmt.Errorf("publishing annotations %v on node %s: %w", slices.Sorted(maps.Keys(diff)), m.nodeName, err)
+	}
+	return true, nil
+}
+
+// SetNetworkAvailable sets the node's NetworkUnavailable condition to False,
+// unless it already is.
+func (m *Manager) SetNetworkAvailable(ctx context.Context) error {
+	node, err := m.client.CoreV1().Nodes().Get(ctx, m.nodeName, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("reading node %s: %w", m.nodeName, err)
+	}
+	for _, c := range node.Status.Conditions {
+		if c.Type == v1.NodeNetworkUnavailable && c.Status == v1.ConditionFalse {
+			return nil
+		}
+	}
+	now := metav1.Now()
+	cond := v1.NodeCondition{
+		Type: v1.NodeNetworkUnavailable, Status: v1.ConditionFalse,
+		Reason: "FlannelIsUp", Message: "Twill flanneld is running on this node",
+		LastTransitionTime: now, LastHeartbeatTime: now,
+	}
+	patch, err := json.Marshal(map[string]any{"status": map[string]any{"conditions": []v1.NodeCondition{cond}}})
+	if err != nil {
+		return err
+	}
+	if _, err := m.client.CoreV1().Nodes().PatchStatus(ctx, m.nodeName, patch); err != nil {
+		return fmt.Errorf("setting NetworkUnavailable=False on node %s: %w", m.nodeName, err)
+	}
+	return nil
+}
+
+// Watch starts one shared informer over all nodes that keeps only what a
+// peer needs, and calls changed with the name of every node whose lease may
+// have changed. It returns once the cache is synced.
+func (m *Manager) Watch(ctx context.Context, changed func(name string)) error {
+	m.factory = informers.NewSharedInformerFactoryWithOptions(m.client, 0,
+		informers.WithTransform(func(obj any) (any, error) {
+			if n, ok := obj.(*v1.Node); ok {
+				return m.ann.Strip(n), nil
+			}
+			return obj, nil // tombstones pass through
+		}))
+	m.informer = m.factory.Core().V1().Nodes().Informer()
+	_, err := m.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			if n, ok := obj.(*v1.Node); ok {
+				changed(n.Name)
+			}
+		},
+		UpdateFunc: func(oldObj, newObj any) {
+			o, ok1 := oldObj.(*v1.Node)
+			n, ok2 := newObj.(*v1.Node)
+			if ok1 && ok2 && sameLeaseFields(o, n) {
+				return // a kubelet status update: nothing for us
+			}
+			if ok2 {
+				changed(n.Name)
+			}
+		},
+		DeleteFunc: func(obj any) {
+			switch n := obj.(type) {
+			case *v1.Node:
+				changed(n.Name)
+			case cache.DeletedFinalStateUnknown:
+				changed(n.Key)
+			}
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("adding node event handler: %w", err)
+	}
+	m.factory.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), m.informer.HasSynced) {
+		return fmt.Errorf("waiting for the node cache to sync: %w", ctx.Err())
+	}
+	return nil
+}
+
+// Shutdown stops the informer.
+func (m *Manager) Shutdown() {
+	if m.factory != nil {
+		m.factory.Shutdown()
+	}
+}
+
+func sameLeaseFields(a, b *v1.Node) bool {
+	return a.Spec.PodCIDR == b.Spec.PodCIDR && slices.Equal(a.Spec.PodCIDRs, b.Spec.PodCIDRs) &&
+		maps.Equal(a.Annotations, b.Annotations)
+}
+
+// Node returns the cached (stripped) node.
+func (m *Manager) Node(name string) (*v1.Node, bool) {
+	obj, ok, err := m.informer.GetStore().GetByKey(name)
+	if err != nil || !ok {
+		return nil, false
+	}
+	n, ok := obj.(*v1.Node)
+	return n, ok
+}
+
+// Lease returns the lease of node name from the cache: (nil, nil) when the
+// node is gone or not ready (no podCIDR or annotations yet), an error when
+// its annotations are broken.
+func (m *Manager) Lease(name string) (*lease.Lease, error) {
+	n, ok := m.Node(name)
+	if !ok {
+		return nil, nil
+	}
+	l, err := m.ann.Decode(n)
+	if errors.Is(err, ErrNotReady) {
+		return nil, nil
+	}
+	return l, err
+}
+
+// Names lists every cached node.
+func (m *Manager) Names() []string { return m.informer.GetStore().ListKeys() }
+
+// Warn logs a problem with node name and records it as a Warning event on
+// that Node, once per distinct message, so `kubectl describe node` shows it.
+func (m *Manager) Warn(ctx context.Context, name, reason string, problem error) {
+	msg := problem.Error()
+	m.mu.Lock()
+	if m.warned[name] == msg {
+		m.mu.Unlock()
+		return
+	}
+	m.warned[name] = msg
+	m.mu.Unlock()
+	m.log.WithFields(logrus.Fields{"peer": name, "reason": reason}).Warn(msg)
+	var uid types.UID
+	if n, ok := m.Node(name); ok {
+		uid = n.UID
+	}
+	suffix := make([]byte, 4)
+	_, _ = rand.Read(suffix)
+	now := metav1.Now()
+	ev := &v1.Event{
+		ObjectMeta:     metav1.ObjectMeta{Name: fmt.Sprintf("%s.%s", name, hex.EncodeToString(suffix)), Namespace: metav1.NamespaceDefault},
+		InvolvedObject: v1.ObjectReference{Kind: "Node", Name: name, UID: uid, APIVersion: "v1"},
+		Reason:         reason,
+		Message:        fmt.Sprintf("flanneld on %s: %s", m.nodeName, msg),
+		Type:           v1.EventTypeWarning,
+		Source:         v1.EventSource{Component: "flanneld", Host: m.nodeName},
+		FirstTimestamp: now, LastTimestamp: now, Count: 1,
+	}
+	if _, err := m.client.CoreV1().Events(metav1.NamespaceDefault).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+		m.log.WithField("peer", name).Debugf("recording event: %v", err)
+	}
+}
+
+// ClearWarning forgets the last warning for name, once it is fixed.
+func (m *Manager) ClearWarning(name string) {
+	m.mu.Lock()
+	delete(m.warned, name)
+	m.mu.Unlock()
+}
