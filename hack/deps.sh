@@ -17,6 +17,8 @@ declare -A want=(
   [conntrack]=conntrack
   [ethtool]=ethtool
   [nsenter]=util-linux
+  [ping]=iputils-ping
+  [ping]=iputils-ping
 )
 missing=()
 for cmd in "${!want[@]}"; do

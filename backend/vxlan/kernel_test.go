@@ -1,0 +1,156 @@
+package vxlan
+
+import (
+	"net"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/twill-net/twill/backend"
+	"github.com/twill-net/twill/backend/kernel"
+	"github.com/twill-net/twill/backend/kernel/kerneltest"
+	"github.com/twill-net/twill/lease"
+)
+
+// node is one side of the root test: a namespace with an underlay eth0, a
+// cni0 bridge holding the pod gateway address, and the real backend.
+type node struct {
+	ns     *kerneltest.NS
+	k      *kernel.Netlink
+	b      *Backend
+	table  *backend.Table
+	lease  *lease.Lease
+	subnet *net.IPNet
+}
+
+func newNode(t *testing.T, ns *kerneltest.NS, name, ip, subnet string) *node {
+	t.Helper()
+	k, err := kernel.NewNetlinkAt(ns.Handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Close)
+	eth0, err := k.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := cidr(subnet)
+	b := New(k, Config{
+		NodeName: name, VNI: 1, Port: 8472, Iface: eth0, IfaceAddr: net.ParseIP(ip).To4(),
+		IfaceNets: []*net.IPNet{{IP: net.ParseIP(ip).To4(), Mask: net.CIDRMask(16, 32)}}, Subnet: sub,
+	})
+	if _, err := b.Setup(); err != nil {
+		t.Fatal(err)
+	}
+	// cni0 with the gateway address stands in for the pods.
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "cni0"}}
+	if err := ns.Netlink.LinkAdd(br); err != nil {
+		t.Fatal(err)
+	}
+	gw := &netlink.Addr{IPNet: &net.IPNet{IP: lease.GatewayIP(sub), Mask: sub.Mask}}
+	if err := ns.Netlink.AddrAdd(br, gw); err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.Netlink.LinkSetUp(br); err != nil {
+		t.Fatal(err)
+	}
+	l := &lease.Lease{Node: name, Subnet: sub, PublicIP: net.ParseIP(ip).To4()}
+	b.Publish(l)
+	return &node{ns: ns, k: k, b: b, table: backend.NewTable(k, cidr("10.244.0.0/16"), sub), lease: l, subnet: sub}
+}
+
+func (n *node) syncAll(t *testing.T, peers ...*lease.Lease) backend.Stats {
+	t.Helper()
+	want := map[string]backend.Entries{}
+	for _, p := range peers {
+		e, err := n.b.Entries(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[p.Node] = e
+	}
+	st, err := n.table.SyncAll(want, n.b.Scope())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func TestKernelOverlay(t *testing.T) {
+	kerneltest.RequireRoot(t)
+	if _, err := exec.LookPath("ping"); err != nil {
+		t.Skip("ping not installed (make deps installs iputils-ping)")
+	}
+	ns1, ns2 := kerneltest.New(t), kerneltest.New(t)
+	kerneltest.Veth(t, ns1, "eth0", "172.18.0.2/16", ns2, "eth0", "172.18.0.3/16")
+	n1 := newNode(t, ns1, "node-1", "172.18.0.2", "10.244.1.0/24")
+	n2 := newNode(t, ns2, "node-2", "172.18.0.3", "10.244.2.0/24")
+
+	if st := n1.syncAll(t, n2.lease); st.Added != 3 {
+		t.Errorf("node-1 first sync %+v, want 3 added", st)
+	}
+	n2.syncAll(t, n1.lease)
+
+	// Exactly flannel's view of the world.
+	route := ns1.Run(t, "ip", "route", "show", "10.244.2.0/24")
+	if strings.TrimSpace(route) != "10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink" {
+		t.Errorf("ip route: %q", route)
+	}
+	mac2 := StableMAC("node-2", 1).String()
+	neigh := ns1.Run(t, "ip", "neigh", "show", "dev", "flannel.1")
+	if strings.TrimSpace(neigh) != "10.244.2.0 lladdr "+mac2+" PERMANENT" {
+		t.Errorf("ip neigh: %q", neigh)
+	}
+	fdb := ns1.Run(t, "bridge", "fdb", "show", "dev", "flannel.1")
+	if !strings.Contains(fdb, mac2+" dst 172.18.0.3 self permanent") || strings.Count(strings.TrimSpace(fdb), "\n") != 0 {
+		t.Errorf("bridge fdb: %q", fdb)
+	}
+	link := ns1.Run(t, "ip", "-d", "link", "show", "flannel.1")
+	for _, want := range []string{"mtu 1450", "vxlan id 1", "local 172.18.0.2", "dev eth0", "dstport 8472", "nolearning", "link/ether " + StableMAC("node-1", 1).String()} {
+		if !strings.Contains(link, want) {
+			t.Errorf("ip -d link lacks %q:\n%s", want, link)
+		}
+	}
+	addr := ns1.Run(t, "ip", "-4", "-o", "addr", "show", "dev", "flannel.1")
+	if !strings.Contains(addr, "inet 10.244.1.0/32") {
+		t.Errorf("flannel.1 address: %q", addr)
+	}
+
+	// Pod subnets reach each other through the tunnel.
+	ns1.Run(t, "ping", "-c", "2", "-W", "5", "-I", "10.244.1.1", "10.244.2.1")
+
+	// A second reconcile changes nothing.
+	if st := n1.syncAll(t, n2.lease); st.Changed() {
+		t.Errorf("second sync changed %+v", st)
+	}
+	if recreated, err := n1.b.Setup(); err != nil || recreated {
+		t.Errorf("second Setup: recreated=%v err=%v", recreated, err)
+	}
+
+	// Stale entries of a node that vanished while we were down are removed.
+	gone := &lease.Lease{Node: "gone", Subnet: cidr("10.244.9.0/24"), PublicIP: net.ParseIP("172.18.0.9").To4(), BackendType: "vxlan", VNI: 1, VtepMAC: mac("0a:00:00:00:00:09")}
+	e, _ := n1.b.Entries(gone)
+	if _, err := backend.NewTable(n1.k, cidr("10.244.0.0/16"), n1.subnet).Sync("gone", e); err != nil {
+		t.Fatal(err)
+	}
+	if st := n1.syncAll(t, n2.lease); st.Deleted != 3 {
+		t.Errorf("stale entries: %+v, want 3 deleted", st)
+	}
+	if out := ns1.Run(t, "ip", "route", "show", "10.244.9.0/24"); out != "" {
+		t.Errorf("stale route left: %q", out)
+	}
+
+	// A deleted device comes back with every peer.
+	ns1.Run(t, "ip", "link", "del", "flannel.1")
+	recreated, err := n1.b.Setup()
+	if err != nil || !recreated {
+		t.Fatalf("Setup after deletion: recreated=%v err=%v", recreated, err)
+	}
+	n1.table.Forget()
+	if st := n1.syncAll(t, n2.lease); st.Added != 3 {
+		t.Errorf("after recreation %+v, want 3 added", st)
+	}
+	ns1.Run(t, "ping", "-c", "1", "-W", "5", "-I", "10.244.1.1", "10.244.2.1")
+}

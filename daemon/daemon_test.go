@@ -1,0 +1,254 @@
+package daemon
+
+import (
+	"context"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/twill-net/twill/backend/kernel"
+	"github.com/twill-net/twill/backend/vxlan"
+	"github.com/twill-net/twill/iface"
+	"github.com/twill-net/twill/netconf"
+	"github.com/twill-net/twill/subnet/kube"
+)
+
+const pfx = "flannel.alpha.coreos.com/"
+
+func peerNode(name, cidr, ip, mac string) *v1.Node {
+	return &v1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{
+			pfx + "backend-type": "vxlan",
+			pfx + "backend-data": `{"VNI":1,"VtepMAC":"` + mac + `"}`,
+			pfx + "public-ip":    ip,
+		}},
+		Spec: v1.NodeSpec{PodCIDR: cidr},
+	}
+}
+
+type harness struct {
+	t      *testing.T
+	client *fake.Clientset
+	k      *kernel.Fake
+	d      *Daemon
+	dir    string
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func start(t *testing.T, objs ...*v1.Node) *harness {
+	t.Helper()
+	cfg, err := netconf.Parse([]byte(`{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1"}, Spec: v1.NodeSpec{PodCIDR: "10.244.1.0/24"}}
+	client := fake.NewClientset(own)
+	for _, o := range objs {
+		if _, err := client.CoreV1().Nodes().Create(context.Background(), o, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "cni-conf.json"), []byte(`{"name":"cbr0"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	k := kernel.NewFake()
+	ann, _ := kube.NewAnnotations(kube.DefaultAnnotationPrefix)
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	d, err := New(Options{
+		Config: cfg, Client: client, NodeName: "node-1", Annotations: ann, Kernel: k,
+		Iface: &iface.Choice{Name: "eth0", Index: 2, MTU: 1500, Addr: net.ParseIP("172.18.0.2").To4(),
+			Nets: []*net.IPNet{{IP: net.ParseIP("172.18.0.2").To4(), Mask: net.CIDRMask(16, 32)}}},
+		IPMasq: true, SubnetFile: filepath.Join(dir, "run/flannel/subnet.env"),
+		CNIConfSrc: filepath.Join(dir, "cni-conf.json"), CNIConfDest: filepath.Join(dir, "net.d/10-flannel.conflist"),
+		Resync: time.Hour, IPTablesResync: time.Hour, Log: log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &harness{t: t, client: client, k: k, d: d, dir: dir, cancel: cancel, done: make(chan error, 1)}
+	go func() { h.done <- d.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-h.done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("Run did not return after cancel")
+		}
+	})
+	h.eventually("ready", d.Ready)
+	return h
+}
+
+func (h *harness) eventually(what string, cond func() bool) {
+	h.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (h *harness) stateIs(want ...string) func() bool {
+	slices.Sort(want)
+	return func() bool { return slices.Equal(h.k.Dump(), want) }
+}
+
+func TestStartPublishesAndProgramsPeers(t *testing.T) {
+	h := start(t,
+		peerNode("node-0", "10.244.0.0/24", "172.18.0.3", "0a:00:00:00:00:10"),
+		// A node with no annotations at all (upstream flannel panics here).
+		&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "bare"}, Spec: v1.NodeSpec{PodCIDR: "10.244.5.0/24"}},
+	)
+	h.eventually("peer programmed", h.stateIs(
+		"route 10.244.0.0/24 via 10.244.0.0 dev flannel.1 onlink",
+		"neigh 10.244.0.0 lladdr 0a:00:00:00:00:10 dev flannel.1",
+		"fdb 0a:00:00:00:00:10 dst 172.18.0.3 dev flannel.1",
+	))
+	ctx := context.Background()
+	n, err := h.client.CoreV1().Nodes().Get(ctx, "node-1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantMAC := vxlan.StableMAC("node-1", 1).String()
+	for k, v := range map[string]string{
+		pfx + "backend-type":        "vxlan",
+		pfx + "backend-data":        `{"VNI":1,"VtepMAC":"` + wantMAC + `"}`,
+		pfx + "public-ip":           "172.18.0.2",
+		pfx + "kube-subnet-manager": "true",
+	} {
+		if n.Annotations[k] != v {
+			t.Errorf("annotation %s = %q, want %q", k, n.Annotations[k], v)
+		}
+	}
+	var netCond *v1.NodeCondition
+	for i, c := range n.Status.Conditions {
+		if c.Type == v1.NodeNetworkUnavailable {
+			netCond = &n.Status.Conditions[i]
+		}
+	}
+	if netCond == nil || netCond.Status != v1.ConditionFalse {
+		t.Errorf("NetworkUnavailable condition: %+v", netCond)
+	}
+	env, err := os.ReadFile(filepath.Join(h.dir, "run/flannel/subnet.env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"; string(env) != want {
+		t.Errorf("subnet.env:\n%s\nwant:\n%s", env, want)
+	}
+	if conf, err := os.ReadFile(filepath.Join(h.dir, "net.d/10-flannel.conflist")); err != nil || string(conf) != `{"name":"cbr0"}` {
+		t.Errorf("CNI conflist not installed: %q %v", conf, err)
+	}
+}
+
+func TestPeersComeAndGo(t *testing.T) {
+	h := start(t, peerNode("node-0", "10.244.0.0/24", "172.18.0.3", "0a:00:00:00:00:10"))
+	ctx := context.Background()
+	nodes := h.client.CoreV1().Nodes()
+	if _, err := nodes.Create(ctx, peerNode("node-2", "10.244.2.0/24", "172.18.0.4", "0a:00:00:00:00:20"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodes.Delete(ctx, "node-0", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually("node-2 in, node-0 out", h.stateIs(
+		"route 10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink",
+		"neigh 10.244.2.0 lladdr 0a:00:00:00:00:20 dev flannel.1",
+		"fdb 0a:00:00:00:00:20 dst 172.18.0.4 dev flannel.1",
+	))
+	// node-2 restarts with a new VTEP MAC: the old FDB entry goes.
+	n2 := peerNode("node-2", "10.244.2.0/24", "172.18.0.4", "0a:00:00:00:00:21")
+	if _, err := nodes.Update(ctx, n2, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually("new MAC", h.stateIs(
+		"route 10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink",
+		"neigh 10.244.2.0 lladdr 0a:00:00:00:00:21 dev flannel.1",
+		"fdb 0a:00:00:00:00:21 dst 172.18.0.4 dev flannel.1",
+	))
+}
+
+func TestBrokenAnnotationsKeepEntriesAndRaiseEvent(t *testing.T) {
+	h := start(t, peerNode("node-0", "10.244.0.0/24", "172.18.0.3", "0a:00:00:00:00:10"))
+	programmed := h.stateIs(
+		"route 10.244.0.0/24 via 10.244.0.0 dev flannel.1 onlink",
+		"neigh 10.244.0.0 lladdr 0a:00:00:00:00:10 dev flannel.1",
+		"fdb 0a:00:00:00:00:10 dst 172.18.0.3 dev flannel.1",
+	)
+	h.eventually("peer programmed", programmed)
+	ctx := context.Background()
+	broken := peerNode("node-0", "10.244.0.0/24", "172.18.0.3", "0a:00:00:00:00:10")
+	broken.Annotations[pfx+"backend-data"] = "garbage"
+	if _, err := h.client.CoreV1().Nodes().Update(ctx, broken, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var events *v1.EventList
+	h.eventually("warning event", func() bool {
+		var err error
+		events, err = h.client.CoreV1().Events("default").List(ctx, metav1.ListOptions{})
+		return err == nil && len(events.Items) > 0
+	})
+	ev := events.Items[0]
+	if ev.Type != v1.EventTypeWarning || ev.InvolvedObject.Name != "node-0" || !strings.Contains(ev.Message, "backend-data") {
+		t.Errorf("event %+v", ev)
+	}
+	// A full reconcile must keep what already works.
+	h.d.queue.Add(fullKey)
+	h.eventually("full reconcile ran", func() bool {
+		h.d.mu.Lock()
+		defer h.d.mu.Unlock()
+		return h.d.fullRuns >= 2
+	})
+	if !programmed() {
+		t.Errorf("broken annotations tore down a working peer: %q", h.k.Dump())
+	}
+	if !h.d.Ready() {
+		t.Error("daemon not ready")
+	}
+}
+
+func TestOwnAnnotationsRestored(t *testing.T) {
+	h := start(t)
+	ctx := context.Background()
+	n, _ := h.client.CoreV1().Nodes().Get(ctx, "node-1", metav1.GetOptions{})
+	n.Annotations = nil
+	if _, err := h.client.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually("annotations re-published", func() bool {
+		n, err := h.client.CoreV1().Nodes().Get(ctx, "node-1", metav1.GetOptions{})
+		return err == nil && n.Annotations[pfx+"public-ip"] == "172.18.0.2"
+	})
+}
+
+func TestDeletedDeviceComesBack(t *testing.T) {
+	h := start(t, peerNode("node-0", "10.244.0.0/24", "172.18.0.3", "0a:00:00:00:00:10"))
+	all := h.stateIs(
+		"route 10.244.0.0/24 via 10.244.0.0 dev flannel.1 onlink",
+		"neigh 10.244.0.0 lladdr 0a:00:00:00:00:10 dev flannel.1",
+		"fdb 0a:00:00:00:00:10 dst 172.18.0.3 dev flannel.1",
+	)
+	h.eventually("programmed", all)
+	h.k.RemoveLink("flannel.1")
+	h.d.kernelLost(nil)
+	h.eventually("device and peers back", all)
+}
