@@ -40,6 +40,34 @@ func (s Stats) Changed() bool { return s.Added+s.Updated+s.Deleted > 0 }
 
 func (s *Stats) add(o Stats) { s.Added += o.Added; s.Updated += o.Updated; s.Deleted += o.Deleted }
 
+// plan collects kernel changes in the order they must happen, with the
+// statistic each one counts towards.
+type plan struct {
+	ops    []kernel.Op
+	counts []*int
+}
+
+func (p *plan) add(op kernel.Op, n *int) {
+	p.ops = append(p.ops, op)
+	p.counts = append(p.counts, n)
+}
+
+// apply performs the plan in as few system calls as the kernel allows.
+func (p *plan) apply(k kernel.Kernel) error {
+	if len(p.ops) == 0 {
+		return nil
+	}
+	var errs []error
+	for i, err := range kernel.Apply(k, p.ops) {
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		*p.counts[i]++
+	}
+	return errors.Join(errs...)
+}
+
 // Sync makes the kernel hold want for peer name (an empty want removes the
 // peer), touching only entries that differ from what was applied before.
 func (t *Table) Sync(name string, want Entries) (Stats, error) {
@@ -47,40 +75,40 @@ func (t *Table) Sync(name string, want Entries) (Stats, error) {
 	defer t.mu.Unlock()
 	old := t.applied[name]
 	var st Stats
+	var p plan
 	// Removal first, routes before the entries they depend on.
-	var errs []error
 	for _, r := range old.Routes {
 		if !containsRoute(want.Routes, r) {
-			errs = appendErr(errs, t.k.DeleteRoute(r), &st.Deleted)
+			p.add(kernel.Op{Kind: kernel.OpDeleteRoute, Route: r}, &st.Deleted)
 		}
 	}
 	for _, f := range old.FDBs {
 		if !containsKey(want.FDBs, f.Key(), func(x kernel.FDB) string { return x.Key() }) {
-			errs = appendErr(errs, t.k.DeleteFDB(f), &st.Deleted)
+			p.add(kernel.Op{Kind: kernel.OpDeleteFDB, FDB: f}, &st.Deleted)
 		}
 	}
 	for _, n := range old.Neighs {
 		if !containsKey(want.Neighs, n.Key(), func(x kernel.Neigh) string { return x.Key() }) {
-			errs = appendErr(errs, t.k.DeleteNeigh(n), &st.Deleted)
+			p.add(kernel.Op{Kind: kernel.OpDeleteNeigh, Neigh: n}, &st.Deleted)
 		}
 	}
 	// Then, in the order a packet needs them: neighbour, FDB, route.
 	for _, n := range want.Neighs {
 		if o, ok := findKey(old.Neighs, n.Key(), func(x kernel.Neigh) string { return x.Key() }); !ok || !o.Equal(n) {
-			errs = appendErr(errs, t.k.SetNeigh(n), counter(&st, ok))
+			p.add(kernel.Op{Kind: kernel.OpSetNeigh, Neigh: n}, counter(&st, ok))
 		}
 	}
 	for _, f := range want.FDBs {
 		if o, ok := findKey(old.FDBs, f.Key(), func(x kernel.FDB) string { return x.Key() }); !ok || !o.Equal(f) {
-			errs = appendErr(errs, t.k.SetFDB(f), counter(&st, ok))
+			p.add(kernel.Op{Kind: kernel.OpSetFDB, FDB: f}, counter(&st, ok))
 		}
 	}
 	for _, r := range want.Routes {
 		if o, ok := findKey(old.Routes, r.Key(), func(x kernel.Route) string { return x.Key() }); !ok || !o.Equal(r) {
-			errs = appendErr(errs, t.k.ReplaceRoute(r), counter(&st, ok))
+			p.add(kernel.Op{Kind: kernel.OpReplaceRoute, Route: r}, counter(&st, ok))
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
+	if err := p.apply(t.k); err != nil {
 		// What was applied is unknown: forget it, so the next sync
 		// programs everything again.
 		t.setApplied(name, old, Entries{})
@@ -98,11 +126,14 @@ func (t *Table) SyncAll(want map[string]Entries, scope Scope) (Stats, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var st Stats
-	var errs []error
 
-	wantRoutes := map[string]kernel.Route{}
-	wantNeighs := map[string]kernel.Neigh{}
-	wantFDBs := map[string]kernel.FDB{}
+	n := 0
+	for _, e := range want {
+		n += len(e.Routes)
+	}
+	wantRoutes := make(map[string]kernel.Route, n)
+	wantNeighs := make(map[string]kernel.Neigh, n)
+	wantFDBs := make(map[string]kernel.FDB, n)
 	for _, e := range want {
 		for _, r := range e.Routes {
 			wantRoutes[r.Key()] = r
@@ -146,42 +177,44 @@ func (t *Table) SyncAll(want map[string]Entries, scope Scope) (Stats, error) {
 		}
 	}
 
+	var p plan
 	for k, r := range haveRoutes {
 		if _, ok := wantRoutes[k]; !ok {
-			errs = appendErr(errs, t.k.DeleteRoute(r), &st.Deleted)
+			p.add(kernel.Op{Kind: kernel.OpDeleteRoute, Route: r}, &st.Deleted)
 		}
 	}
 	for k, f := range haveFDBs {
 		if _, ok := wantFDBs[k]; !ok {
-			errs = appendErr(errs, t.k.DeleteFDB(f), &st.Deleted)
+			p.add(kernel.Op{Kind: kernel.OpDeleteFDB, FDB: f}, &st.Deleted)
 		}
 	}
 	for k, n := range haveNeighs {
 		if _, ok := wantNeighs[k]; !ok {
-			errs = appendErr(errs, t.k.DeleteNeigh(n), &st.Deleted)
+			p.add(kernel.Op{Kind: kernel.OpDeleteNeigh, Neigh: n}, &st.Deleted)
 		}
 	}
 	for k, n := range wantNeighs {
 		if h, ok := haveNeighs[k]; !ok || !h.Equal(n) {
-			errs = appendErr(errs, t.k.SetNeigh(n), counter(&st, ok))
+			p.add(kernel.Op{Kind: kernel.OpSetNeigh, Neigh: n}, counter(&st, ok))
 		}
 	}
 	for k, f := range wantFDBs {
 		if h, ok := haveFDBs[k]; !ok || !h.Equal(f) {
-			errs = appendErr(errs, t.k.SetFDB(f), counter(&st, ok))
+			p.add(kernel.Op{Kind: kernel.OpSetFDB, FDB: f}, counter(&st, ok))
 		}
 	}
 	for k, r := range wantRoutes {
 		if h, ok := haveRoutes[k]; !ok || !h.Equal(r) {
-			errs = appendErr(errs, t.k.ReplaceRoute(r), counter(&st, ok))
+			p.add(kernel.Op{Kind: kernel.OpReplaceRoute, Route: r}, counter(&st, ok))
 		}
 	}
+	err := p.apply(t.k)
 	t.applied = make(map[string]Entries, len(want))
 	t.routeOwner = make(map[string]string, len(want))
 	for name, e := range want {
 		t.setApplied(name, Entries{}, e)
 	}
-	if err := errors.Join(errs...); err != nil {
+	if err != nil {
 		return st, fmt.Errorf("full resync: %w", err)
 	}
 	return st, nil
@@ -255,14 +288,6 @@ func counter(st *Stats, existed bool) *int {
 		return &st.Updated
 	}
 	return &st.Added
-}
-
-func appendErr(errs []error, err error, n *int) []error {
-	if err != nil {
-		return append(errs, err)
-	}
-	*n++
-	return errs
 }
 
 func containsRoute(rs []kernel.Route, r kernel.Route) bool {

@@ -144,7 +144,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if _, err := d.be.Setup(); err != nil {
 		return fmt.Errorf("setting up the %s backend: %w", d.be.Type(), err)
 	}
-	if _, err := d.mgr.Publish(ctx, node, d.own); err != nil {
+	if _, err := d.mgr.Publish(ctx, node.Annotations, d.own); err != nil {
 		return err
 	}
 	d.env = &subnetenv.Env{
@@ -303,7 +303,7 @@ func (d *Daemon) syncNode(ctx context.Context, name string) error {
 		if !ok {
 			return nil
 		}
-		if changed, err := d.mgr.Publish(ctx, node, d.own); err != nil {
+		if changed, err := d.mgr.Publish(ctx, node.Annotations, d.own); err != nil {
 			return err
 		} else if changed {
 			d.log.Info("re-published this node's annotations")
@@ -369,7 +369,7 @@ func (d *Daemon) fullReconcile(ctx context.Context) error {
 		return err
 	}
 	if node, ok := d.mgr.Node(d.o.NodeName); ok {
-		if _, err := d.mgr.Publish(ctx, node, d.own); err != nil {
+		if _, err := d.mgr.Publish(ctx, node.Annotations, d.own); err != nil {
 			return err
 		}
 	}
@@ -425,7 +425,7 @@ func (d *Daemon) ensureRules() error {
 		return fmt.Errorf("keeping iptables rules: %w", err)
 	}
 	if changed {
-		d.log.Info("iptables rules restored")
+		d.log.Info("iptables rules installed or repaired")
 	}
 	return nil
 }

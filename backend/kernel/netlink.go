@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
@@ -14,7 +15,11 @@ import (
 // Netlink is the real Kernel. It keeps one netlink socket per protocol for
 // its whole life, so programming thousands of entries costs no socket churn.
 type Netlink struct {
-	h *netlink.Handle
+	h  *netlink.Handle
+	ns netns.NsHandle // the namespace of NewNetlinkAt, else closed
+
+	batchMu sync.Mutex
+	batch   *nl.NetlinkSocket
 }
 
 var _ Kernel = (*Netlink)(nil)
@@ -25,7 +30,7 @@ func NewNetlink() (*Netlink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening netlink socket: %w", err)
 	}
-	return &Netlink{h: h}, nil
+	return &Netlink{h: h, ns: netns.None()}, nil
 }
 
 // NewNetlinkAt opens netlink sockets in the network namespace ns, whatever
@@ -35,11 +40,19 @@ func NewNetlinkAt(ns netns.NsHandle) (*Netlink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening netlink socket in namespace: %w", err)
 	}
-	return &Netlink{h: h}, nil
+	return &Netlink{h: h, ns: ns}, nil
 }
 
 // Close releases the sockets.
-func (k *Netlink) Close() { k.h.Close() }
+func (k *Netlink) Close() {
+	k.h.Close()
+	k.batchMu.Lock()
+	defer k.batchMu.Unlock()
+	if k.batch != nil {
+		k.batch.Close()
+		k.batch = nil
+	}
+}
 
 func toLink(l netlink.Link) *Link {
 	a := l.Attrs()

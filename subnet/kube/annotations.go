@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/twill-net/twill/lease"
 )
@@ -77,16 +79,8 @@ var ErrNotReady = errors.New("node has no podCIDR or no flannel annotations yet"
 
 // Decode reads a node's lease from its podCIDR and annotations. Broken
 // annotations give an error that names the annotation and the problem.
-func (a Annotations) Decode(node *v1.Node) (*lease.Lease, error) {
-	cidr := node.Spec.PodCIDR
-	if cidr == "" {
-		for _, c := range node.Spec.PodCIDRs {
-			if ip, _, err := net.ParseCIDR(c); err == nil && ip.To4() != nil {
-				cidr = c
-				break
-			}
-		}
-	}
+func (a Annotations) Decode(node *PeerNode) (*lease.Lease, error) {
+	cidr := node.PodCIDR
 	ann := node.Annotations // nil-safe: reading a nil map is fine
 	btype, hasType := ann[a.BackendType]
 	if cidr == "" || !hasType {
@@ -131,18 +125,53 @@ func (a Annotations) Decode(node *v1.Node) (*lease.Lease, error) {
 	return l, nil
 }
 
-// Strip returns a copy of node holding only what Decode reads: name,
-// resourceVersion, podCIDR(s) and our annotations. An informer keeps
-// thousands of these, so the rest (images, conditions, node info: ~6 KB
-// each) is dropped as it arrives.
-func (a Annotations) Strip(node *v1.Node) *v1.Node {
-	out := &v1.Node{}
+// PeerNode is what the informer keeps of a Node: its identity, pod CIDR
+// and the annotations under our prefix. The informer holds one per node in
+// the cluster, so it drops the rest (images, conditions, node info: ~6 KB
+// for a kubelet's node) as soon as a Node arrives.
+type PeerNode struct {
+	metav1.TypeMeta
+	metav1.ObjectMeta
+	// PodCIDR is spec.podCIDR, or the first IPv4 CIDR of spec.podCIDRs.
+	PodCIDR string
+}
+
+// DeepCopyObject implements runtime.Object.
+func (p *PeerNode) DeepCopyObject() runtime.Object {
+	c := *p
+	p.ObjectMeta.DeepCopyInto(&c.ObjectMeta)
+	return &c
+}
+
+// PeerNodeList is a list of PeerNodes, as the informer's list returns it.
+type PeerNodeList struct {
+	metav1.TypeMeta
+	metav1.ListMeta
+	Items []PeerNode
+}
+
+// DeepCopyObject implements runtime.Object.
+func (l *PeerNodeList) DeepCopyObject() runtime.Object {
+	c := &PeerNodeList{TypeMeta: l.TypeMeta, ListMeta: *l.ListMeta.DeepCopy(), Items: make([]PeerNode, len(l.Items))}
+	for i := range l.Items {
+		c.Items[i] = *l.Items[i].DeepCopyObject().(*PeerNode)
+	}
+	return c
+}
+
+// Strip returns what Decode reads of node.
+func (a Annotations) Strip(node *v1.Node) *PeerNode {
+	out := &PeerNode{PodCIDR: node.Spec.PodCIDR}
 	out.Name = node.Name
 	out.UID = node.UID
 	out.ResourceVersion = node.ResourceVersion
-	out.Spec.PodCIDR = node.Spec.PodCIDR
-	if len(node.Spec.PodCIDRs) > 0 {
-		out.Spec.PodCIDRs = node.Spec.PodCIDRs
+	if out.PodCIDR == "" {
+		for _, c := range node.Spec.PodCIDRs {
+			if ip, _, err := net.ParseCIDR(c); err == nil && ip.To4() != nil {
+				out.PodCIDR = c
+				break
+			}
+		}
 	}
 	p := a.prefix()
 	for k, v := range node.Annotations {

@@ -21,7 +21,7 @@ func TestEncodeMatchesFlannel(t *testing.T) {
 		"flannel.alpha.coreos.com/backend-data": `{"VNI":1,"VtepMAC":"0a:58:0a:f4:01:00"}`,
 		"flannel.alpha.coreos.com/public-ip":    "172.18.0.3",
 	})
-	l, err := a.Decode(n)
+	l, err := a.Decode(a.Strip(n))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +78,7 @@ func TestDecode(t *testing.T) {
 		{name: "unknown backend", node: node("n", "10.244.0.0/24", with("example.com/backend-type", "udp")), wantErr: "not a known backend"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			l, err := a.Decode(tc.node)
+			l, err := a.Decode(a.Strip(tc.node))
 			switch {
 			case tc.notReady:
 				if err != ErrNotReady {
@@ -90,7 +90,7 @@ func TestDecode(t *testing.T) {
 		})
 	}
 	over := node("n", "10.244.0.0/24", with("example.com/public-ip-overwrite", "198.51.100.7"))
-	l, err := a.Decode(over)
+	l, err := a.Decode(a.Strip(over))
 	if err != nil || l.PublicIP.String() != "198.51.100.7" || l.VtepMAC.String() != "0a:00:00:00:00:01" {
 		t.Errorf("overwrite: %+v %v", l, err)
 	}
@@ -104,8 +104,11 @@ func TestStripKeepsOnlyWhatPeersNeed(t *testing.T) {
 	})
 	n.Labels = map[string]string{"a": "b"}
 	n.Status.Images = make([]v1.ContainerImage, 30)
+	if dual := a.Strip(&v1.Node{Spec: v1.NodeSpec{PodCIDRs: []string{"fd00::/64", "10.244.3.0/24"}}}); dual.PodCIDR != "10.244.3.0/24" {
+		t.Errorf("dual-stack podCIDRs: got %q", dual.PodCIDR)
+	}
 	s := a.Strip(n)
-	if s.Name != "n1" || s.Spec.PodCIDR != "10.244.1.0/24" || len(s.Annotations) != 1 || s.Labels != nil || s.Status.Images != nil {
+	if s.Name != "n1" || s.PodCIDR != "10.244.1.0/24" || len(s.Annotations) != 1 || s.Labels != nil {
 		t.Errorf("stripped node: %+v", s)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -17,8 +18,9 @@ import (
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
@@ -33,7 +35,7 @@ type Manager struct {
 	log      logrus.FieldLogger
 
 	informer cache.SharedIndexInformer
-	factory  informers.SharedInformerFactory
+	stop     context.CancelFunc
 
 	mu     sync.Mutex
 	warned map[string]string // node → last warning sent as an event
@@ -136,15 +138,15 @@ func (m *Manager) OverwriteIP(node *v1.Node) (net.IP, error) {
 
 // Publish writes own's annotations on this node with a merge patch of the
 // nodes/status subresource (as flannel does), only when a value differs from
-// node's. It returns whether it patched.
-func (m *Manager) Publish(ctx context.Context, node *v1.Node, own *lease.Lease) (bool, error) {
+// the node's current annotations. It returns whether it patched.
+func (m *Manager) Publish(ctx context.Context, current map[string]string, own *lease.Lease) (bool, error) {
 	want, err := m.ann.Encode(own)
 	if err != nil {
 		return false, err
 	}
 	diff := map[string]string{}
 	for k, v := range want {
-		if node == nil || node.Annotations[k] != v {
+		if current[k] != v {
 			diff[k] = v
 		}
 	}
@@ -194,23 +196,31 @@ func (m *Manager) SetNetworkAvailable(ctx context.Context) error {
 // peer needs, and calls changed with the name of every node whose lease may
 // have changed. It returns once the cache is synced.
 func (m *Manager) Watch(ctx context.Context, changed func(name string)) error {
-	m.factory = informers.NewSharedInformerFactoryWithOptions(m.client, 0,
-		informers.WithTransform(func(obj any) (any, error) {
-			if n, ok := obj.(*v1.Node); ok {
-				return m.ann.Strip(n), nil
-			}
-			return obj, nil // tombstones pass through
-		}))
-	m.informer = m.factory.Core().V1().Nodes().Informer()
+	lw := &strippedListWatch{ListWatch: &cache.ListWatch{
+		ListWithContextFunc: m.listStripped,
+		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+			return m.client.CoreV1().Nodes().Watch(ctx, opts)
+		},
+		DisableChunking: true, // listStripped pages by itself
+	}}
+	m.informer = cache.NewSharedIndexInformerWithOptions(lw, &v1.Node{}, cache.SharedIndexInformerOptions{ObjectDescription: "nodes"})
+	if err := m.informer.SetTransform(func(obj any) (any, error) {
+		if n, ok := obj.(*v1.Node); ok {
+			return m.ann.Strip(n), nil
+		}
+		return obj, nil // PeerNodes from the list, and tombstones, pass through
+	}); err != nil {
+		return fmt.Errorf("setting the node transform: %w", err)
+	}
 	_, err := m.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) {
-			if n, ok := obj.(*v1.Node); ok {
+			if n, ok := obj.(*PeerNode); ok {
 				changed(n.Name)
 			}
 		},
 		UpdateFunc: func(oldObj, newObj any) {
-			o, ok1 := oldObj.(*v1.Node)
-			n, ok2 := newObj.(*v1.Node)
+			o, ok1 := oldObj.(*PeerNode)
+			n, ok2 := newObj.(*PeerNode)
 			if ok1 && ok2 && sameLeaseFields(o, n) {
 				return // a kubelet status update: nothing for us
 			}
@@ -220,7 +230,7 @@ func (m *Manager) Watch(ctx context.Context, changed func(name string)) error {
 		},
 		DeleteFunc: func(obj any) {
 			switch n := obj.(type) {
-			case *v1.Node:
+			case *PeerNode:
 				changed(n.Name)
 			case cache.DeletedFinalStateUnknown:
 				changed(n.Key)
@@ -230,7 +240,9 @@ func (m *Manager) Watch(ctx context.Context, changed func(name string)) error {
 	if err != nil {
 		return fmt.Errorf("adding node event handler: %w", err)
 	}
-	m.factory.Start(ctx.Done())
+	ictx, cancel := context.WithCancel(ctx)
+	m.stop = cancel
+	go m.informer.RunWithContext(ictx)
 	if !cache.WaitForCacheSync(ctx.Done(), m.informer.HasSynced) {
 		return fmt.Errorf("waiting for the node cache to sync: %w", ctx.Err())
 	}
@@ -239,23 +251,66 @@ func (m *Manager) Watch(ctx context.Context, changed func(name string)) error {
 
 // Shutdown stops the informer.
 func (m *Manager) Shutdown() {
-	if m.factory != nil {
-		m.factory.Shutdown()
+	if m.stop != nil {
+		m.stop()
 	}
 }
 
-func sameLeaseFields(a, b *v1.Node) bool {
-	return a.Spec.PodCIDR == b.Spec.PodCIDR && slices.Equal(a.Spec.PodCIDRs, b.Spec.PodCIDRs) &&
-		maps.Equal(a.Annotations, b.Annotations)
+// listPageSize bounds how many full Node objects (about 6 KB each with a
+// kubelet's status) are in memory at once during the initial list.
+const listPageSize = 100
+
+// listStripped lists all nodes page by page and strips each page before
+// fetching the next, so memory holds one page of full Nodes, not the whole
+// cluster. A list at resourceVersion 0 would be served whole from the
+// API server's cache, so it reads at the current version instead.
+func (m *Manager) listStripped(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+	opts.ResourceVersion, opts.ResourceVersionMatch, opts.Continue = "", "", ""
+	opts.Limit = listPageSize
+	out := &PeerNodeList{}
+	for {
+		page, err := m.client.CoreV1().Nodes().List(ctx, opts)
+		if apierrors.IsResourceExpired(err) && opts.Continue != "" {
+			// The snapshot expired between pages: start again.
+			opts.Continue, out.Items = "", out.Items[:0]
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if out.ResourceVersion == "" {
+			out.ResourceVersion = page.ResourceVersion
+		}
+		for i := range page.Items {
+			out.Items = append(out.Items, *m.ann.Strip(&page.Items[i]))
+		}
+		if page.Continue == "" {
+			return out, nil
+		}
+		opts.Continue = page.Continue
+	}
 }
 
-// Node returns the cached (stripped) node.
-func (m *Manager) Node(name string) (*v1.Node, bool) {
+// strippedListWatch makes the reflector use listStripped rather than a
+// watch-list stream, whose support varies between API servers.
+type strippedListWatch struct{ *cache.ListWatch }
+
+// IsWatchListSemanticsUnSupported tells client-go's reflector to list.
+func (strippedListWatch) IsWatchListSemanticsUnSupported() bool {
+	return os.Getenv("TWILL_EXP_STREAM") == ""
+}
+
+func sameLeaseFields(a, b *PeerNode) bool {
+	return a.PodCIDR == b.PodCIDR && maps.Equal(a.Annotations, b.Annotations)
+}
+
+// Node returns the cached node.
+func (m *Manager) Node(name string) (*PeerNode, bool) {
 	obj, ok, err := m.informer.GetStore().GetByKey(name)
 	if err != nil || !ok {
 		return nil, false
 	}
-	n, ok := obj.(*v1.Node)
+	n, ok := obj.(*PeerNode)
 	return n, ok
 }
 

@@ -1,0 +1,215 @@
+//go:build e2e
+
+package daemon_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/twill-net/twill/daemon/flanneldtest"
+	"github.com/twill-net/twill/lab/netns"
+)
+
+const netConf = `{"Network": "10.244.0.0/16", "NoMasqueradeCIDRs": ["203.0.113.0/24"], "Backend": {"Type": "vxlan"}}`
+
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s: %v", timeout, what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func readyz(n *flanneldtest.Node) error {
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: netns.DialContext(n.NS)}}
+	resp, err := c.Get(fmt.Sprintf("http://%s:10268/readyz", n.IP))
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("readyz: %s", resp.Status)
+	}
+	return nil
+}
+
+// TestTwoNodesAgainstARealAPIServer runs two flanneld processes in two
+// namespaces against one real API server and checks that their pod subnets
+// reach each other over VXLAN, that restarts lose no packet, and that a
+// deleted Node and a deleted route are handled.
+func TestTwoNodesAgainstARealAPIServer(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "flanneld")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/flanneld").CombinedOutput(); err != nil {
+		t.Fatalf("building flanneld: %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	env, err := flanneldtest.Start(ctx, dir, fmt.Sprintf("tw%d", os.Getpid()%100000), bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() || os.Getenv("TWILL_SHOW_LOGS") != "" {
+			for _, n := range []string{"n1", "n2"} {
+				log, _ := os.ReadFile(filepath.Join(dir, n, "flanneld.log"))
+				t.Logf("flanneld log of %s:\n%s", n, log)
+			}
+		}
+		if err := env.Close(); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	nodes := env.Client.CoreV1().Nodes()
+	var ns [3]*flanneldtest.Node
+	for i := 1; i <= 2; i++ {
+		name := fmt.Sprintf("n%d", i)
+		if _, err := nodes.Create(ctx, &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1.NodeSpec{PodCIDR: fmt.Sprintf("10.244.%d.0/24", i)}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if ns[i], err = env.AddNode(name, fmt.Sprintf("172.18.0.%d", 10+i)); err != nil {
+			t.Fatal(err)
+		}
+		// cni0 with the gateway address stands in for the node's pods.
+		for _, c := range [][]string{
+			{"ip", "link", "add", "cni0", "type", "bridge"},
+			{"ip", "addr", "add", fmt.Sprintf("10.244.%d.1/24", i), "dev", "cni0"},
+			{"ip", "link", "set", "cni0", "up"},
+		} {
+			if _, err := ns[i].Exec(c...); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	args := []string{"--ip-masq", "--healthz-port=10268", "--iptables-resync=1s"}
+	procs := map[int]*exec.Cmd{}
+	for i := 1; i <= 2; i++ {
+		if procs[i], err = ns[i].StartFlanneld(netConf, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 1; i <= 2; i++ {
+		eventually(t, time.Minute, ns[i].Name+" ready", func() error { return readyz(ns[i]) })
+	}
+
+	// The routing table reads exactly like flannel's.
+	eventually(t, 30*time.Second, "route to n2's pods", func() error {
+		out, _ := ns[1].Exec("ip", "route", "show", "10.244.2.0/24")
+		if strings.TrimSpace(out) != "10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink" {
+			return fmt.Errorf("ip route: %q", out)
+		}
+		return nil
+	})
+	if out, _ := ns[1].Exec("ping", "-c", "3", "-W", "5", "-I", "10.244.1.1", "10.244.2.1"); !strings.Contains(out, " 0% packet loss") {
+		t.Fatalf("pod subnets do not reach each other:\n%s", out)
+	}
+	env1, _ := os.ReadFile(ns[1].SubnetFile())
+	if string(env1) != "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n" {
+		t.Errorf("subnet.env of n1:\n%s", env1)
+	}
+	n2, err := nodes.Get(ctx, "n2", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n2.Annotations["flannel.alpha.coreos.com/public-ip"] != "172.18.0.12" || !strings.HasPrefix(n2.Annotations["flannel.alpha.coreos.com/backend-data"], `{"VNI":1,"VtepMAC":"`) {
+		t.Errorf("n2 annotations: %v", n2.Annotations)
+	}
+	netOK := false
+	for _, c := range n2.Status.Conditions {
+		netOK = netOK || (c.Type == v1.NodeNetworkUnavailable && c.Status == v1.ConditionFalse)
+	}
+	if !netOK {
+		t.Errorf("n2 NetworkUnavailable is not False: %+v", n2.Status.Conditions)
+	}
+	nat, _ := ns[1].Exec("iptables", "-t", "nat", "-S", "FLANNEL-POSTRTG")
+	if !strings.Contains(nat, "-d 203.0.113.0/24") || !strings.Contains(nat, "MASQUERADE") {
+		t.Errorf("masquerade rules:\n%s", nat)
+	}
+
+	// A restart changes nothing and loses no packet.
+	before, _ := ns[1].Exec("ip", "-o", "link", "show", "flannel.1")
+	ping := exec.Command("ip", "netns", "exec", ns[1].NSName, "ping", "-i", "0.05", "-c", "100", "-W", "1", "-I", "10.244.1.1", "10.244.2.1")
+	var pingOut strings.Builder
+	ping.Stdout = &pingOut
+	if err := ping.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := flanneldtest.Stop(procs[1]); err != nil {
+		t.Logf("flanneld exit: %v", err)
+	}
+	if procs[1], err = ns[1].StartFlanneld(netConf, args...); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, "n1 ready again", func() error { return readyz(ns[1]) })
+	_ = ping.Wait()
+	if !strings.Contains(pingOut.String(), " 0% packet loss") {
+		t.Errorf("packets lost across a flanneld restart:\n%s", pingOut.String())
+	}
+	after, _ := ns[1].Exec("ip", "-o", "link", "show", "flannel.1")
+	if strings.Fields(before)[0] != strings.Fields(after)[0] {
+		t.Errorf("flannel.1 was recreated by a restart: %q → %q", before, after)
+	}
+
+	// A route deleted by hand comes back.
+	if _, err := ns[1].Exec("ip", "route", "del", "10.244.2.0/24"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "route restored", func() error {
+		out, _ := ns[1].Exec("ip", "route", "show", "10.244.2.0/24")
+		if !strings.Contains(out, "via 10.244.2.0 dev flannel.1 onlink") {
+			return fmt.Errorf("route: %q", out)
+		}
+		return nil
+	})
+	// So does a deleted rule.
+	if _, err := ns[1].Exec("iptables", "-t", "filter", "-F", "FLANNEL-FWD"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "forward rules restored", func() error {
+		out, _ := ns[1].Exec("iptables", "-t", "filter", "-S", "FLANNEL-FWD")
+		if strings.Count(out, "-j ACCEPT") != 2 {
+			return fmt.Errorf("FLANNEL-FWD: %q", out)
+		}
+		return nil
+	})
+
+	// A deleted Node disappears from the other node's kernel.
+	if err := flanneldtest.Stop(procs[2]); err != nil {
+		t.Logf("flanneld n2 exit: %v", err)
+	}
+	if err := nodes.Delete(ctx, "n2", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "n2 removed from n1", func() error {
+		var left []string
+		for _, c := range [][]string{{"ip", "route", "show", "10.244.2.0/24"}, {"ip", "neigh", "show", "dev", "flannel.1"}, {"bridge", "fdb", "show", "dev", "flannel.1"}} {
+			if out, _ := ns[1].Exec(c...); strings.TrimSpace(out) != "" {
+				left = append(left, out)
+			}
+		}
+		if len(left) > 0 {
+			return fmt.Errorf("left: %q", left)
+		}
+		return nil
+	})
+}
