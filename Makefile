@@ -61,8 +61,10 @@ test: deps build plugins unit e2e
 unit:
 	$(GO) vet ./...
 	CGO_ENABLED=1 $(GO) test -race -count=1 ./...
+	bash hack/fuzz.sh
 
 e2e: k8s
+	CGO_ENABLED=1 $(GO) test -race -tags e2e -count=1 -timeout 10m ./daemon/...
 	bash hack/e2e.sh
 
 ## bench: benchmarks; results go to bench/RESULTS.md

@@ -120,6 +120,7 @@ func (d *Daemon) Ready() bool { return d.ready.Load() }
 func (d *Daemon) Run(ctx context.Context) error {
 	d.started.Store(true)
 	d.checkSysctls()
+	d.withdrawStaleCNIConf()
 
 	node, subnet, err := d.mgr.WaitForNode(ctx, d.o.Config.ContainsSubnet)
 	if err != nil {
@@ -449,6 +450,24 @@ func (d *Daemon) installCNIConf() error {
 	}
 	d.log.WithField("file", d.o.CNIConfDest).Info("installed the CNI configuration")
 	return nil
+}
+
+// withdrawStaleCNIConf removes the installed CNI conflist when subnet.env is
+// missing: after a reboot /run is empty but /etc/cni/net.d is not, and the
+// kubelet would report the node Ready, and start pods, before the overlay
+// works. A plain restart keeps both files, so the node never flaps.
+func (d *Daemon) withdrawStaleCNIConf() {
+	if d.o.CNIConfDest == "" {
+		return
+	}
+	if _, err := os.Stat(d.o.SubnetFile); !os.IsNotExist(err) {
+		return
+	}
+	if err := os.Remove(d.o.CNIConfDest); err == nil {
+		d.log.WithField("file", d.o.CNIConfDest).Info("removed the CNI configuration until this node is networked again (no subnet.env: first start or a reboot)")
+	} else if !os.IsNotExist(err) {
+		d.log.WithError(err).Warn("removing the stale CNI configuration")
+	}
 }
 
 func (d *Daemon) checkSysctls() {

@@ -48,18 +48,24 @@ type harness struct {
 
 func start(t *testing.T, objs ...*v1.Node) *harness {
 	t.Helper()
+	return startIn(t, t.TempDir(), "10.244.1.0/24", objs...)
+}
+
+// startIn runs the daemon with its files in dir; with ownCIDR empty the own
+// node has no podCIDR yet and the daemon is not waited for.
+func startIn(t *testing.T, dir, ownCIDR string, objs ...*v1.Node) *harness {
+	t.Helper()
 	cfg, err := netconf.Parse([]byte(`{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	own := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1"}, Spec: v1.NodeSpec{PodCIDR: "10.244.1.0/24"}}
+	own := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1"}, Spec: v1.NodeSpec{PodCIDR: ownCIDR}}
 	client := fake.NewClientset(own)
 	for _, o := range objs {
 		if _, err := client.CoreV1().Nodes().Create(context.Background(), o, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "cni-conf.json"), []byte(`{"name":"cbr0"}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +98,9 @@ func start(t *testing.T, objs ...*v1.Node) *harness {
 			t.Error("Run did not return after cancel")
 		}
 	})
-	h.eventually("ready", d.Ready)
+	if ownCIDR != "" {
+		h.eventually("ready", d.Ready)
+	}
 	return h
 }
 
@@ -251,4 +259,35 @@ func TestDeletedDeviceComesBack(t *testing.T) {
 	h.k.RemoveLink("flannel.1")
 	h.d.kernelLost(nil)
 	h.eventually("device and peers back", all)
+}
+
+// After a reboot /run is empty but the conflist is still installed: it must
+// be withdrawn until the node is networked, then come back.
+func TestStaleCNIConfWithdrawnUntilReady(t *testing.T) {
+	dir := t.TempDir()
+	dest := filepath.Join(dir, "net.d/10-flannel.conflist")
+	if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dest, []byte("stale"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := startIn(t, dir, "")
+	h.eventually("stale conflist removed", func() bool {
+		_, err := os.Stat(dest)
+		return os.IsNotExist(err)
+	})
+	ctx := context.Background()
+	n, err := h.client.CoreV1().Nodes().Get(ctx, "node-1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Spec.PodCIDR = "10.244.1.0/24"
+	if _, err := h.client.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually("ready", h.d.Ready)
+	if conf, err := os.ReadFile(dest); err != nil || string(conf) != `{"name":"cbr0"}` {
+		t.Fatalf("conflist once networked: %q %v", conf, err)
+	}
 }
