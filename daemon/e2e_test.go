@@ -50,11 +50,17 @@ func readyz(n *flanneldtest.Node) error {
 	return nil
 }
 
-// TestTwoNodesAgainstARealAPIServer runs two flanneld processes in two
-// namespaces against one real API server and checks that their pod subnets
-// reach each other over VXLAN, that restarts lose no packet, and that a
-// deleted Node and a deleted route are handled.
-func TestTwoNodesAgainstARealAPIServer(t *testing.T) {
+// cluster is a real API server with two node namespaces n1 and n2 whose
+// podCIDRs are 10.244.1.0/24 and 10.244.2.0/24, each with cni0 holding its
+// gateway address in place of pods.
+type cluster struct {
+	env   *flanneldtest.Env
+	nodes [3]*flanneldtest.Node
+	ctx   context.Context
+}
+
+func newCluster(t *testing.T) *cluster {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
@@ -64,11 +70,12 @@ func TestTwoNodesAgainstARealAPIServer(t *testing.T) {
 		t.Fatalf("building flanneld: %v\n%s", err, out)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
+	t.Cleanup(cancel)
 	env, err := flanneldtest.Start(ctx, dir, fmt.Sprintf("tw%d", os.Getpid()%100000), bin)
 	if err != nil {
 		t.Fatal(err)
 	}
+	c := &cluster{env: env, ctx: ctx}
 	t.Cleanup(func() {
 		if t.Failed() || os.Getenv("TWILL_SHOW_LOGS") != "" {
 			for _, n := range []string{"n1", "n2"} {
@@ -80,27 +87,55 @@ func TestTwoNodesAgainstARealAPIServer(t *testing.T) {
 			t.Errorf("cleanup: %v", err)
 		}
 	})
-	nodes := env.Client.CoreV1().Nodes()
-	var ns [3]*flanneldtest.Node
 	for i := 1; i <= 2; i++ {
 		name := fmt.Sprintf("n%d", i)
-		if _, err := nodes.Create(ctx, &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1.NodeSpec{PodCIDR: fmt.Sprintf("10.244.%d.0/24", i)}}, metav1.CreateOptions{}); err != nil {
+		if _, err := env.Client.CoreV1().Nodes().Create(ctx, &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1.NodeSpec{PodCIDR: fmt.Sprintf("10.244.%d.0/24", i)}}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		if ns[i], err = env.AddNode(name, fmt.Sprintf("172.18.0.%d", 10+i)); err != nil {
+		if c.nodes[i], err = env.AddNode(name, fmt.Sprintf("172.18.0.%d", 10+i)); err != nil {
 			t.Fatal(err)
 		}
-		// cni0 with the gateway address stands in for the node's pods.
-		for _, c := range [][]string{
+		for _, cmd := range [][]string{
 			{"ip", "link", "add", "cni0", "type", "bridge"},
 			{"ip", "addr", "add", fmt.Sprintf("10.244.%d.1/24", i), "dev", "cni0"},
 			{"ip", "link", "set", "cni0", "up"},
 		} {
-			if _, err := ns[i].Exec(c...); err != nil {
+			if _, err := c.nodes[i].Exec(cmd...); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
+	return c
+}
+
+// routeIs waits until node's route to dst reads want.
+func routeIs(t *testing.T, n *flanneldtest.Node, dst, want string) {
+	t.Helper()
+	eventually(t, 30*time.Second, "route "+want, func() error {
+		out, _ := n.Exec("ip", "route", "show", dst)
+		if strings.TrimSpace(out) != want {
+			return fmt.Errorf("ip route show %s on %s: %q", dst, n.Name, out)
+		}
+		return nil
+	})
+}
+
+func pings(t *testing.T, from *flanneldtest.Node, src, dst string) {
+	t.Helper()
+	if out, _ := from.Exec("ping", "-c", "3", "-W", "5", "-I", src, dst); !strings.Contains(out, " 0% packet loss") {
+		t.Fatalf("%s → %s from %s:\n%s", src, dst, from.Name, out)
+	}
+}
+
+// TestTwoNodesAgainstARealAPIServer runs two flanneld processes in two
+// namespaces against one real API server and checks that their pod subnets
+// reach each other over VXLAN, that restarts lose no packet, and that a
+// deleted Node and a deleted route are handled.
+func TestTwoNodesAgainstARealAPIServer(t *testing.T) {
+	c := newCluster(t)
+	env, ctx, ns := c.env, c.ctx, c.nodes
+	nodes := env.Client.CoreV1().Nodes()
+	var err error
 	args := []string{"--ip-masq", "--healthz-port=10268", "--iptables-resync=1s"}
 	procs := map[int]*exec.Cmd{}
 	for i := 1; i <= 2; i++ {
@@ -212,4 +247,106 @@ func TestTwoNodesAgainstARealAPIServer(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestHostGWAndBackendSwitch moves a running vxlan pair to host-gw and back:
+// each time the routes read as the backend describes, pods reach each other,
+// and nothing of the other backend is left.
+func TestHostGWAndBackendSwitch(t *testing.T) {
+	c := newCluster(t)
+	n1, n2 := c.nodes[1], c.nodes[2]
+	start := func(conf string) [3]*exec.Cmd {
+		var p [3]*exec.Cmd
+		for i, n := range []*flanneldtest.Node{n1, n2} {
+			var err error
+			if p[i+1], err = n.StartFlanneld(conf, "--healthz-port=10268"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, n := range []*flanneldtest.Node{n1, n2} {
+			eventually(t, time.Minute, n.Name+" ready", func() error { return readyz(n) })
+		}
+		return p
+	}
+	stop := func(p [3]*exec.Cmd) {
+		for _, cmd := range p[1:] {
+			_ = flanneldtest.Stop(cmd)
+		}
+	}
+	const vxlanConf = `{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}`
+	const hostGWConf = `{"Network": "10.244.0.0/16", "Backend": {"Type": "host-gw"}}`
+
+	p := start(vxlanConf)
+	routeIs(t, n1, "10.244.2.0/24", "10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink")
+	pings(t, n1, "10.244.1.1", "10.244.2.1")
+	stop(p)
+
+	p = start(hostGWConf)
+	routeIs(t, n1, "10.244.2.0/24", "10.244.2.0/24 via 172.18.0.12 dev eth0")
+	routeIs(t, n2, "10.244.1.0/24", "10.244.1.0/24 via 172.18.0.11 dev eth0")
+	for _, n := range []*flanneldtest.Node{n1, n2} {
+		if out, err := n.Exec("ip", "link", "show", "flannel.1"); err == nil {
+			t.Errorf("flannel.1 left on %s after moving to host-gw: %s", n.Name, out)
+		}
+		env, _ := os.ReadFile(n.SubnetFile())
+		if !strings.Contains(string(env), "FLANNEL_MTU=1500\n") {
+			t.Errorf("host-gw subnet.env of %s:\n%s", n.Name, env)
+		}
+	}
+	pings(t, n1, "10.244.1.1", "10.244.2.1")
+	got, err := c.env.Client.CoreV1().Nodes().Get(c.ctx, "n1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Annotations["flannel.alpha.coreos.com/backend-type"] != "host-gw" || got.Annotations["flannel.alpha.coreos.com/backend-data"] != "null" {
+		t.Errorf("host-gw annotations: %v", got.Annotations)
+	}
+	stop(p)
+
+	// And back: no direct route survives next to the tunnel.
+	p = start(vxlanConf)
+	routeIs(t, n1, "10.244.2.0/24", "10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink")
+	if out, _ := n1.Exec("ip", "route", "show", "dev", "eth0"); strings.Contains(out, "10.244.") {
+		t.Errorf("host-gw route left on eth0:\n%s", out)
+	}
+	pings(t, n1, "10.244.1.1", "10.244.2.1")
+	stop(p)
+}
+
+// TestDirectRoutingMixed: with DirectRouting, a peer on the same L2 subnet
+// is routed directly and a peer behind a router over VXLAN, and traffic
+// reaches both.
+func TestDirectRoutingMixed(t *testing.T) {
+	c := newCluster(t)
+	n1, n2 := c.nodes[1], c.nodes[2]
+	if _, err := c.env.Client.CoreV1().Nodes().Create(c.ctx, &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n3"}, Spec: v1.NodeSpec{PodCIDR: "10.244.3.0/24"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	n3, err := c.env.AddNode("n3", "172.20.0.13")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range [][]string{{"ip", "link", "add", "cni0", "type", "bridge"}, {"ip", "addr", "add", "10.244.3.1/24", "dev", "cni0"}, {"ip", "link", "set", "cni0", "up"}} {
+		if _, err := n3.Exec(cmd...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const conf = `{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan", "DirectRouting": true}}`
+	for _, n := range []*flanneldtest.Node{n1, n2, n3} {
+		if _, err := n.StartFlanneld(conf, "--healthz-port=10268"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range []*flanneldtest.Node{n1, n2, n3} {
+		eventually(t, time.Minute, n.Name+" ready", func() error { return readyz(n) })
+	}
+	routeIs(t, n1, "10.244.2.0/24", "10.244.2.0/24 via 172.18.0.12 dev eth0")
+	routeIs(t, n1, "10.244.3.0/24", "10.244.3.0/24 via 10.244.3.0 dev flannel.1 onlink")
+	routeIs(t, n3, "10.244.1.0/24", "10.244.1.0/24 via 10.244.1.0 dev flannel.1 onlink")
+	if out, _ := n1.Exec("bridge", "fdb", "show", "dev", "flannel.1"); strings.Count(strings.TrimSpace(out), "\n") != 0 || !strings.Contains(out, "dst 172.20.0.13") {
+		t.Errorf("n1 FDB should hold n3 only:\n%s", out)
+	}
+	pings(t, n1, "10.244.1.1", "10.244.2.1")
+	pings(t, n1, "10.244.1.1", "10.244.3.1")
+	pings(t, n3, "10.244.3.1", "10.244.2.1")
 }

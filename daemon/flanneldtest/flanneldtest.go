@@ -28,6 +28,10 @@ import (
 // GatewayIP is the underlay bridge's address, where the API server listens.
 const GatewayIP = "172.18.0.1"
 
+// OtherGatewayIP is the bridge's address on a second subnet, 172.20.0.0/16,
+// routed to the first: nodes there are one router hop away.
+const OtherGatewayIP = "172.20.0.1"
+
 // Env is a running control plane with an underlay.
 type Env struct {
 	// Dir holds the control plane's files, node files and logs.
@@ -78,11 +82,16 @@ func Start(ctx context.Context, dir, prefix, flanneld string) (env *Env, err err
 		if err := netlink.LinkAdd(br); err != nil {
 			return fmt.Errorf("creating br0: %w", err)
 		}
-		addr, _ := netlink.ParseAddr(GatewayIP + "/16")
-		if err := netlink.AddrAdd(br, addr); err != nil {
+		for _, a := range []string{GatewayIP + "/16", OtherGatewayIP + "/16"} {
+			addr, _ := netlink.ParseAddr(a)
+			if err := netlink.AddrAdd(br, addr); err != nil {
+				return err
+			}
+		}
+		if err := netlink.LinkSetUp(br); err != nil {
 			return err
 		}
-		return netlink.LinkSetUp(br)
+		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("setting up the underlay: %w", err)
@@ -105,8 +114,13 @@ func Start(ctx context.Context, dir, prefix, flanneld string) (env *Env, err err
 }
 
 // AddNode creates a node namespace called name with eth0 = ip/16 on the
-// underlay and a default route via the bridge.
+// underlay and a default route via the bridge: 172.18.0.1 for addresses in
+// 172.18.0.0/16, else 172.20.0.1.
 func (e *Env) AddNode(name, ip string) (*Node, error) {
+	gw := GatewayIP
+	if !strings.HasPrefix(ip, "172.18.") {
+		gw = OtherGatewayIP
+	}
 	n := &Node{env: e, Name: name, IP: net.ParseIP(ip).To4(), NSName: e.Prefix + "-" + name, Dir: filepath.Join(e.Dir, name)}
 	if err := os.MkdirAll(n.Dir, 0o755); err != nil {
 		return nil, err
@@ -162,7 +176,7 @@ func (e *Env) AddNode(name, ip string) (*Node, error) {
 				return err
 			}
 		}
-		return netlink.RouteAdd(&netlink.Route{Gw: net.ParseIP(GatewayIP)})
+		return netlink.RouteAdd(&netlink.Route{Gw: net.ParseIP(gw)})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("setting up node %s: %w", name, err)
