@@ -1,0 +1,63 @@
+package savedconf
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+)
+
+func TestStore(t *testing.T) {
+	s := Store{Dir: filepath.Join(t.TempDir(), "flannel")}
+	if ids, err := s.List(); err != nil || len(ids) != 0 {
+		t.Fatalf("List of a missing directory: %v %v", ids, err)
+	}
+	if _, err := s.Load("a"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Load of a missing config: %v, want ErrNotFound", err)
+	}
+	if err := s.Save("a", []byte(`{"x":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Save("b", []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Save("a", []byte(`{"x":2}`)); err != nil {
+		t.Fatal(err)
+	}
+	if data, err := s.Load("a"); err != nil || string(data) != `{"x":2}` {
+		t.Fatalf("Load a = %q, %v", data, err)
+	}
+	st, err := os.Stat(filepath.Join(s.Dir, "a"))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("mode of a saved file: %v %v", st.Mode(), err)
+	}
+	// A temporary left by a crashed writer is not a container.
+	if err := os.WriteFile(filepath.Join(s.Dir, ".a.tmp-123"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if ids, err := s.List(); err != nil || !slices.Equal(ids, []string{"a", "b"}) {
+		t.Fatalf("List = %v, %v; want [a b]", ids, err)
+	}
+	if err := s.Remove("a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Remove("a"); err != nil {
+		t.Fatalf("second Remove: %v", err)
+	}
+	if _, err := s.Load("a"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Load after Remove: %v", err)
+	}
+}
+
+func TestStoreRejectsPathsOutside(t *testing.T) {
+	s := Store{Dir: t.TempDir()}
+	for _, id := range []string{"", "../x", "a/b", ".hidden", "a\x00b"} {
+		if err := s.Save(id, []byte(`{}`)); err == nil {
+			t.Errorf("Save(%q) succeeded", id)
+		}
+		if _, err := s.Load(id); err == nil || errors.Is(err, ErrNotFound) {
+			t.Errorf("Load(%q) = %v, want a refusal", id, err)
+		}
+	}
+}
