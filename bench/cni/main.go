@@ -25,7 +25,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/plugins/pkg/ns"
 
-	"github.com/twill-net/twill/atomicfile"
+	"github.com/twill-net/twill/bench/report"
 	"github.com/twill-net/twill/cniplugin/cnitest"
 )
 
@@ -104,12 +104,12 @@ func run(bin string, pods, parallel int, results string) error {
 			samples[i].wall += s.wall
 		}
 	}
-	md := report(samples, pods)
+	md := render(samples, pods)
 	if results == "" {
 		fmt.Print(md)
 		return nil
 	}
-	return replaceSection(results, md)
+	return report.ReplaceSection(results, section, md)
 }
 
 // directList is the bridge configuration the flannel plugin would build for
@@ -236,7 +236,7 @@ func pct(d []time.Duration, p float64) time.Duration {
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d.Microseconds())/1000) }
 
-func report(samples []sample, pods int) string {
+func render(samples []sample, pods int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s\n\n", section)
 	fmt.Fprintf(&b, "`go run ./bench/cni` (as root): %d pods per run, the modes taking turns in 5 rounds; ADD then DEL of each pod through libcni with the conflist `cbr0` (flannel with `hairpinMode` and `isDefaultGateway`, then portmap), real bridge/host-local/portmap v1.9.1, in a throwaway host network namespace. Latency in ms per pod as the runtime sees it. Measured %s on %d CPUs (%s/%s), load average %s during the run (other work on the machine shows in the tails).\n\n",
@@ -251,32 +251,4 @@ func report(samples []sample, pods int) string {
 	}
 	b.WriteString("\nThe difference between the first two rows is the flannel plugin's own cost: one more process, reading subnet.env, writing the saved configuration (fsync) on ADD and removing it on DEL.\n")
 	return b.String()
-}
-
-// replaceSection swaps this benchmark's section of the results file, leaving
-// the other sections as they are.
-func replaceSection(path, md string) error {
-	old, err := os.ReadFile(path)
-	if err != nil && !os.IsNotExist(err) {
-		return err
-	}
-	text := string(old)
-	if text == "" {
-		text = "# Benchmark results\n"
-	}
-	start := strings.Index(text, section+"\n")
-	if start < 0 {
-		text = strings.TrimRight(text, "\n") + "\n\n" + md
-	} else {
-		end := len(text)
-		if i := strings.Index(text[start+len(section):], "\n## "); i >= 0 {
-			end = start + len(section) + i + 1
-		}
-		sep := ""
-		if end < len(text) {
-			sep = "\n"
-		}
-		text = text[:start] + md + sep + text[end:]
-	}
-	return atomicfile.Write(path, []byte(text), 0o644)
 }

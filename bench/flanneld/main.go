@@ -29,7 +29,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/twill-net/twill/atomicfile"
+	"github.com/twill-net/twill/bench/report"
 	"github.com/twill-net/twill/daemon/flanneldtest"
 )
 
@@ -91,7 +91,7 @@ func run(bin, peerList, results string) error {
 		fmt.Print(md)
 		return nil
 	}
-	return replaceSection(results, md)
+	return report.ReplaceSection(results, section, md)
 }
 
 func measure(bin string, peers int) (result, error) {
@@ -353,27 +353,4 @@ func joinPeers(rs []result) string {
 		s = append(s, strconv.Itoa(r.peers))
 	}
 	return strings.Join(s, ",")
-}
-
-// replaceSection swaps this benchmark's section of the results file, leaving
-// other sections alone.
-func replaceSection(path, md string) error {
-	old, err := os.ReadFile(path)
-	if err != nil && !os.IsNotExist(err) {
-		return err
-	}
-	text := string(old)
-	if text == "" {
-		text = "# Benchmark results\n"
-	}
-	if i := strings.Index(text, section+"\n"); i >= 0 {
-		end := len(text)
-		if j := strings.Index(text[i+len(section):], "\n## "); j >= 0 {
-			end = i + len(section) + j + 1
-		}
-		text = text[:i] + md + text[end:]
-	} else {
-		text = strings.TrimRight(text, "\n") + "\n\n" + md
-	}
-	return atomicfile.Write(path, []byte(text), 0o644)
 }
