@@ -58,12 +58,22 @@ func (p *plan) apply(k kernel.Kernel) error {
 		return nil
 	}
 	var errs []error
+	seen := map[string]bool{}
+	failed := 0
 	for i, err := range kernel.Apply(k, p.ops) {
-		if err != nil {
-			errs = append(errs, err)
+		if err == nil {
+			*p.counts[i]++
 			continue
 		}
-		*p.counts[i]++
+		failed++
+		// One broken socket fails every op alike: say it once.
+		if msg := err.Error(); !seen[msg] && len(errs) < 3 {
+			seen[msg] = true
+			errs = append(errs, err)
+		}
+	}
+	if failed > len(errs) {
+		errs = append(errs, fmt.Errorf("%d of %d kernel changes failed in all", failed, len(p.ops)))
 	}
 	return errors.Join(errs...)
 }

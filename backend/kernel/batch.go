@@ -92,19 +92,24 @@ func Apply(k Kernel, ops []Op) []error {
 // socket's receive buffer.
 const batchSize = 256
 
-// batchSocket is a netlink socket for batched writes, made in the same
-// namespace as the Netlink handle.
+// newBatchSocket opens a netlink socket for batched writes in the namespace
+// of the Netlink handle. In the caller's own namespace it does not switch
+// namespaces at all: that needs CAP_SYS_ADMIN, which flanneld does not have.
 func newBatchSocket(ns netns.NsHandle) (*nl.NetlinkSocket, error) {
-	cur, err := netns.Get()
-	if err != nil {
-		return nil, err
+	var (
+		s   *nl.NetlinkSocket
+		err error
+	)
+	if ns.IsOpen() {
+		var cur netns.NsHandle
+		if cur, err = netns.Get(); err != nil {
+			return nil, err
+		}
+		defer cur.Close()
+		s, err = nl.GetNetlinkSocketAt(ns, cur, unix.NETLINK_ROUTE)
+	} else {
+		s, err = nl.GetNetlinkSocketAt(netns.None(), netns.None(), unix.NETLINK_ROUTE)
 	}
-	defer cur.Close()
-	target := ns
-	if !ns.IsOpen() {
-		target = cur
-	}
-	s, err := nl.GetNetlinkSocketAt(target, cur, unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("opening a netlink socket for batches: %w", err)
 	}

@@ -193,8 +193,14 @@ func (n *Node) NetConfFile() string { return filepath.Join(n.Dir, "net-conf.json
 // LogFile receives the node's flanneld output.
 func (n *Node) LogFile() string { return filepath.Join(n.Dir, "flanneld.log") }
 
+// ContainerCaps are the capabilities flanneld has in the DaemonSet: the
+// container runtime's default set plus the manifest's NET_ADMIN and NET_RAW.
+// Notably absent: SYS_ADMIN (no setns, no mounts) and SYS_MODULE.
+const ContainerCaps = "-all,+chown,+dac_override,+fowner,+fsetid,+kill,+setgid,+setuid,+setpcap,+net_bind_service,+net_raw,+sys_chroot,+mknod,+audit_write,+setfcap,+net_admin"
+
 // StartFlanneld writes netConf and starts flanneld in the node's namespace
-// with the admin kubeconfig; extra flags are appended.
+// with the admin kubeconfig and only the capabilities it has in the
+// DaemonSet (ContainerCaps); extra flags are appended.
 func (n *Node) StartFlanneld(netConf string, extra ...string) (*exec.Cmd, error) {
 	if err := os.WriteFile(n.NetConfFile(), []byte(netConf), 0o644); err != nil {
 		return nil, err
@@ -204,9 +210,11 @@ func (n *Node) StartFlanneld(netConf string, extra ...string) (*exec.Cmd, error)
 		return nil, err
 	}
 	defer log.Close()
-	args := append([]string{"--net=" + n.NS, "--", n.env.Flanneld,
+	args := append([]string{"--net=" + n.NS, "--",
+		"setpriv", "--inh-caps=-all", "--bounding-set=" + ContainerCaps, "--", n.env.Flanneld,
 		"--kube-subnet-mgr", "--kubeconfig-file=" + n.env.CP.Kubeconfig,
 		"--net-config-path=" + n.NetConfFile(), "--subnet-file=" + n.SubnetFile()}, extra...)
+	// nsenter and setpriv exec in place: cmd's PID is flanneld's.
 	cmd := exec.Command("nsenter", args...)
 	cmd.Env = append(os.Environ(), "NODE_NAME="+n.Name)
 	cmd.Stdout, cmd.Stderr = log, log
