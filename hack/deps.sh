@@ -18,7 +18,6 @@ declare -A want=(
   [ethtool]=ethtool
   [nsenter]=util-linux
   [ping]=iputils-ping
-  [ping]=iputils-ping
 )
 missing=()
 for cmd in "${!want[@]}"; do

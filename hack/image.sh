@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds Twill's image ghcr.io/twill-net/twill:v$(cat VERSION) from
 # images/Dockerfile with docker, podman or buildah (the first one installed,
-# or IMAGE_TOOL=docker|podman|buildah), and writes it as a docker-archive to
+# or IMAGE_TOOL=docker|podman|buildah; docker only when its daemon answers), and writes it as a docker-archive to
 # _output/images/twill.tar, which `ctr -n k8s.io images import` and
 # `docker load` accept with the reference intact.
 #
@@ -39,7 +39,11 @@ fi
 tool=${IMAGE_TOOL:-}
 if [ -z "$tool" ]; then
   for t in docker podman buildah; do
-    if command -v "$t" >/dev/null 2>&1; then tool=$t; break; fi
+    command -v "$t" >/dev/null 2>&1 || continue
+    # A docker client without a reachable daemon cannot build.
+    if [ "$t" = docker ] && ! timeout 10 docker info >/dev/null 2>&1; then continue; fi
+    tool=$t
+    break
   done
 fi
 case $tool in

@@ -1,0 +1,234 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/twill-net/twill/lab"
+)
+
+func runLab(ctx context.Context, args []string) int {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "up":
+		err = labUp(ctx, args[1:])
+	case "down":
+		err = labDown(ctx, args[1:])
+	case "status":
+		err = labStatus(ctx, args[1:])
+	case "kubectl":
+		return labKubectl(ctx, args[1:])
+	case "exec":
+		return labExec(ctx, args[1:])
+	default:
+		fmt.Fprintf(os.Stderr, "twill lab: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "twill lab %s: %v\n", args[0], err)
+		return 1
+	}
+	return 0
+}
+
+func labUp(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("twill lab up", flag.ContinueOnError)
+	var o lab.Options
+	fs.StringVar(&o.Name, "name", lab.DefaultName, "lab name; nodes are NAME-control-plane, NAME-worker, NAME-worker2, …")
+	fs.IntVar(&o.Nodes, "nodes", 3, "number of nodes, the control plane included")
+	fs.StringVar(&o.CNI, "cni", "twill", "twill: apply Documentation/kube-flannel.yml; none: no CNI (nodes stay NotReady)")
+	fs.StringVar(&o.Backend, "backend", "vxlan", "backend in the manifest's net-conf.json: vxlan or host-gw")
+	fs.StringVar(&o.RepoRoot, "repo", "", "Twill checkout (default: found from the working directory)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %v", fs.Args())
+	}
+	o.Log = os.Stdout
+	start := time.Now()
+	c, err := lab.Up(ctx, o)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("\nlab %q is up (%d nodes, CNI %s) in %s\n\n", c.Name, len(c.Nodes), c.CNI, time.Since(start).Round(100*time.Millisecond))
+	if err := printStatus(ctx, os.Stdout, c); err != nil {
+		return err
+	}
+	nf := ""
+	if c.Name != lab.DefaultName {
+		nf = " --name " + c.Name
+	}
+	kubectl := "twill lab kubectl" + nf
+	worker := c.Nodes[len(c.Nodes)-1].Name
+	fmt.Printf("\nTry:\n")
+	if c.CNI == "none" {
+		fmt.Printf("  %s apply -f Documentation/kube-flannel.yml   # nodes stay NotReady until a CNI runs\n", kubectl)
+	}
+	fmt.Printf("  %s get nodes -o wide\n", kubectl)
+	fmt.Printf("  %s get pod -A -o wide\n", kubectl)
+	fmt.Printf("  twill lab exec%s %s -- ip -c route\n", nf, worker)
+	fmt.Printf("  %s create deployment pods --image=localhost/twill-lab/netshoot:1 --replicas=2 -- sleep infinity\n", kubectl)
+	fmt.Printf("  %s get pod -o wide\n", kubectl)
+	fmt.Printf("  %s exec deploy/pods -- ping -c 3 <the other pod's IP>\n", kubectl)
+	fmt.Printf("  twill lab down%s\n", nf)
+	return nil
+}
+
+func labDown(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("twill lab down", flag.ContinueOnError)
+	name := fs.String("name", lab.DefaultName, "lab name")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("twill lab needs root: run it with sudo")
+	}
+	start := time.Now()
+	if err := lab.Down(ctx, *name); err != nil {
+		return err
+	}
+	fmt.Printf("lab %q removed (%s)\n", *name, time.Since(start).Round(100*time.Millisecond))
+	return nil
+}
+
+func labStatus(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("twill lab status", flag.ContinueOnError)
+	name := fs.String("name", lab.DefaultName, "lab name")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c, err := lab.Load(*name)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("lab %q: %d nodes, CNI %s, backend %s, state in %s\n\n", c.Name, len(c.Nodes), c.CNI, c.Backend, c.Dir)
+	return printStatus(ctx, os.Stdout, c)
+}
+
+func printStatus(ctx context.Context, w io.Writer, c *lab.Cluster) error {
+	st, apiErr := c.Status(ctx)
+	if len(st) == 0 {
+		return apiErr
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tIP\tSTATUS\tPOD CIDR\tDAEMONS")
+	for _, s := range st {
+		ready := "NotReady"
+		if s.Ready {
+			ready = "Ready"
+		}
+		var daemons []string
+		for _, d := range []string{"containerd", "kubelet", "kube-proxy"} {
+			if !s.Running[d] {
+				d += "(stopped)"
+			}
+			daemons = append(daemons, d)
+		}
+		cidr := s.PodCIDR
+		if cidr == "" {
+			cidr = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, s.IP, ready, cidr, strings.Join(daemons, ","))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	for _, s := range st {
+		if s.SubnetEnvText == "" {
+			fmt.Fprintf(w, "%s: no /run/flannel/subnet.env yet\n", s.Name)
+			continue
+		}
+		fmt.Fprintf(w, "%s:/run/flannel/subnet.env\n", s.Name)
+		for _, line := range strings.Split(strings.TrimSpace(s.SubnetEnvText), "\n") {
+			fmt.Fprintf(w, "    %s\n", line)
+		}
+	}
+	if apiErr != nil {
+		return fmt.Errorf("asking the API server: %w", apiErr)
+	}
+	return nil
+}
+
+// nameArg takes a leading --name NAME / --name=NAME off args.
+func nameArg(args []string) (string, []string) {
+	if len(args) >= 2 && args[0] == "--name" {
+		return args[1], args[2:]
+	}
+	if len(args) >= 1 && strings.HasPrefix(args[0], "--name=") {
+		return strings.TrimPrefix(args[0], "--name="), args[1:]
+	}
+	return lab.DefaultName, args
+}
+
+func labKubectl(ctx context.Context, args []string) int {
+	name, args := nameArg(args)
+	c, err := lab.Load(name)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "twill lab kubectl: %v\n", err)
+		return 1
+	}
+	cmd, err := c.KubectlCmd(ctx, args...)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "twill lab kubectl: %v\n", err)
+		return 1
+	}
+	return runAttached(cmd)
+}
+
+func labExec(ctx context.Context, args []string) int {
+	name, args := nameArg(args)
+	if len(args) < 1 {
+		fmt.Fprintln(os.Stderr, "usage: twill lab exec NODE -- CMD...")
+		return 2
+	}
+	nodeName, rest := args[0], args[1:]
+	if len(rest) > 0 && rest[0] == "--" {
+		rest = rest[1:]
+	}
+	if len(rest) == 0 {
+		rest = []string{"/bin/bash"}
+	}
+	c, err := lab.Load(name)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "twill lab exec: %v\n", err)
+		return 1
+	}
+	cmd, err := c.ExecCmd(ctx, nodeName, rest...)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "twill lab exec: %v\n", err)
+		return 1
+	}
+	return runAttached(cmd)
+}
+
+// runAttached runs cmd on our stdio and returns its exit code.
+func runAttached(cmd *exec.Cmd) int {
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "twill lab: %v\n", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,52 @@
+// Command twill is Twill's command-line tool. `twill lab` runs a real
+// Kubernetes cluster in network namespaces on this machine, the way kind
+// does in Docker containers.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/twill-net/twill/version"
+)
+
+const usage = `twill: Twill's command-line tool
+
+Usage:
+  twill lab up [--name NAME] [--nodes N] [--cni twill|none] [--backend vxlan|host-gw]
+  twill lab down [--name NAME]
+  twill lab status [--name NAME]
+  twill lab kubectl [--name NAME] ARGS...
+  twill lab exec [--name NAME] NODE -- CMD...
+  twill version
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:])
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string) int {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "lab":
+		return runLab(ctx, args[1:])
+	case "version", "--version", "-version":
+		fmt.Println(version.Version)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+		return 0
+	default:
+		fmt.Fprintf(os.Stderr, "twill: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+}

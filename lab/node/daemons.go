@@ -1,0 +1,174 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// containerdConfig is containerd 1.6's configuration for a lab node; every
+// path is inside the node's mount namespace, hence private to the node.
+const containerdConfig = `version = 2
+root = "/var/lib/containerd"
+state = "/run/containerd"
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.devmapper"]
+
+[grpc]
+  address = "/run/containerd/containerd.sock"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "/var/lib/containerd/opt"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = %q
+  # These machines lack CAP_SYS_RESOURCE: without this runc fails to raise
+  # a container's oom_score_adj and every sandbox fails to start.
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/opt/cni/bin"
+    conf_dir = "/etc/cni/net.d"
+`
+
+// ContainerdSocket is containerd's socket inside a node.
+const ContainerdSocket = "/run/containerd/containerd.sock"
+
+// StartContainerd starts containerd with sandboxImage as the pod sandbox
+// image and waits until it answers.
+func (n *Node) StartContainerd(ctx context.Context, cgroups []string, sandboxImage string) error {
+	conf := filepath.Join(n.Dir, "containerd.toml")
+	if err := os.WriteFile(conf, fmt.Appendf(nil, containerdConfig, sandboxImage), 0o644); err != nil {
+		return fmt.Errorf("writing containerd config: %w", err)
+	}
+	if err := n.Start("containerd", "/usr/bin/containerd", cgroups, "--config", conf); err != nil {
+		return err
+	}
+	return n.WaitFor(ctx, "containerd on "+n.Name, time.Minute, func() error {
+		_, err := n.Run(ctx, "ctr", "--address", ContainerdSocket, "version")
+		return err
+	})
+}
+
+// ImportImages loads docker or OCI archives into containerd's k8s.io
+// namespace, where the kubelet finds them.
+func (n *Node) ImportImages(ctx context.Context, archives ...string) error {
+	for _, a := range archives {
+		if _, err := n.Run(ctx, "ctr", "--address", ContainerdSocket, "-n", "k8s.io", "images", "import", a); err != nil {
+			return fmt.Errorf("importing %s: %w", a, err)
+		}
+	}
+	return nil
+}
+
+// KubeletOptions configure StartKubelet.
+type KubeletOptions struct {
+	// Bin is the kubelet binary.
+	Bin string
+	// Kubeconfig is the kubelet's client kubeconfig (user system:node:NAME).
+	Kubeconfig string
+	// ClientCAFile verifies clients of the kubelet's API (the API server).
+	ClientCAFile string
+	// CertFile and KeyFile are the kubelet's serving certificate.
+	CertFile, KeyFile string
+	// CgroupRoot is the node's own cgroup (e.g. /twill-lab/x/pods/node),
+	// so that two kubelets never manage the same cgroups.
+	CgroupRoot string
+	// Cgroups are the v1 cgroup directories the kubelet process joins.
+	Cgroups []string
+	// ControlPlane taints the node like kind's control-plane node.
+	ControlPlane bool
+}
+
+// StartKubelet writes the kubelet's configuration and starts it.
+func (n *Node) StartKubelet(o KubeletOptions) error {
+	taints := "[]"
+	if o.ControlPlane {
+		taints = "\n- key: node-role.kubernetes.io/control-plane\n  effect: NoSchedule"
+	}
+	resolv := "/etc/resolv.conf"
+	if _, err := os.Stat(filepath.Join(n.Dir, "resolv.conf")); err == nil {
+		resolv = filepath.Join(n.Dir, "resolv.conf")
+	}
+	conf := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+# The lab's hosts mount cgroup v1, which kubelet 1.37 refuses by default.
+failCgroupV1: false
+# containerd 1.6 cannot tell the kubelet its cgroup driver.
+cgroupDriver: cgroupfs
+cgroupRoot: %s
+containerRuntimeEndpoint: unix://%s
+address: %s
+authentication:
+  anonymous:
+    enabled: false
+  webhook:
+    enabled: false
+  x509:
+    clientCAFile: %s
+authorization:
+  mode: AlwaysAllow
+tlsCertFile: %s
+tlsPrivateKeyFile: %s
+registerWithTaints: %s
+resolvConf: %s
+failSwapOn: false
+rotateCertificates: false
+serverTLSBootstrap: false
+# The lab shares the host's disk: never evict or garbage-collect the images
+# imported without a registry.
+evictionHard:
+  memory.available: "1Mi"
+  nodefs.available: "1%%"
+  nodefs.inodesFree: "1%%"
+  imagefs.available: "1%%"
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+syncFrequency: 10s
+fileCheckFrequency: 10s
+nodeStatusUpdateFrequency: 4s
+`, o.CgroupRoot, ContainerdSocket, n.IP, o.ClientCAFile, o.CertFile, o.KeyFile, taints, resolv)
+	path := filepath.Join(n.Dir, "kubelet.yaml")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		return fmt.Errorf("writing kubelet config: %w", err)
+	}
+	return n.Start("kubelet", o.Bin, o.Cgroups,
+		"--config="+path,
+		"--kubeconfig="+o.Kubeconfig,
+		"--hostname-override="+n.Name,
+		"--node-ip="+n.IP.String(),
+	)
+}
+
+// StartKubeProxy writes kube-proxy's configuration (iptables mode) and
+// starts it.
+func (n *Node) StartKubeProxy(bin, kubeconfig, clusterCIDR string, cgroups []string) error {
+	conf := fmt.Sprintf(`apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection:
+  kubeconfig: %s
+mode: iptables
+clusterCIDR: %s
+hostnameOverride: %s
+healthzBindAddress: 0.0.0.0:10256
+metricsBindAddress: 127.0.0.1:10249
+# Zero leaves the host-wide conntrack sysctls alone: nodes share a kernel.
+conntrack:
+  maxPerCore: 0
+  min: 0
+  tcpEstablishedTimeout: 0s
+  tcpCloseWaitTimeout: 0s
+`, kubeconfig, clusterCIDR, n.Name)
+	path := filepath.Join(n.Dir, "kube-proxy.yaml")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		return fmt.Errorf("writing kube-proxy config: %w", err)
+	}
+	return n.Start("kube-proxy", bin, cgroups, "--config="+path)
+}

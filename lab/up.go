@@ -1,0 +1,431 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/twill-net/twill/lab/controlplane"
+	"github.com/twill-net/twill/lab/images"
+	"github.com/twill-net/twill/lab/k8sbin"
+	"github.com/twill-net/twill/lab/node"
+	"github.com/twill-net/twill/lab/pki"
+)
+
+// TwillImageArchive is where hack/image.sh writes Twill's image, relative to
+// the repository root.
+const TwillImageArchive = "_output/images/twill.tar"
+
+// hostTools maps each command the lab runs to its Debian package.
+var hostTools = map[string]string{
+	"etcd":        "etcd-server",
+	"containerd":  "containerd",
+	"runc":        "runc",
+	"ctr":         "containerd",
+	"buildah":     "buildah",
+	"debootstrap": "debootstrap",
+	"iptables":    "iptables",
+	"tcpdump":     "tcpdump",
+	"iperf3":      "iperf3",
+	"nsenter":     "util-linux",
+	"unshare":     "util-linux",
+	"ping":        "iputils-ping",
+}
+
+// Up builds what is missing (Kubernetes binaries, images), then creates
+// and starts the lab, and waits until every node has registered (and, with
+// CNI "twill", until every node is Ready). On failure it removes whatever
+// it made.
+func Up(ctx context.Context, o Options) (_ *Cluster, err error) {
+	if o.Name == "" {
+		o.Name = DefaultName
+	}
+	if o.Nodes == 0 {
+		o.Nodes = 3
+	}
+	if o.CNI == "" {
+		o.CNI = "twill"
+	}
+	if o.Backend == "" {
+		o.Backend = "vxlan"
+	}
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+	switch {
+	case !validName.MatchString(o.Name):
+		return nil, fmt.Errorf("lab name %q: use 1-20 lowercase letters, digits and dashes", o.Name)
+	case o.Nodes < 1 || o.Nodes > 50:
+		return nil, fmt.Errorf("--nodes %d: want 1 to 50", o.Nodes)
+	case o.CNI != "twill" && o.CNI != "none":
+		return nil, fmt.Errorf("--cni %q: want twill or none", o.CNI)
+	case o.Backend != "vxlan" && o.Backend != "host-gw":
+		return nil, fmt.Errorf("--backend %q: want vxlan or host-gw", o.Backend)
+	}
+	if os.Geteuid() != 0 {
+		return nil, errors.New("twill lab needs root (it creates namespaces, mounts and cgroups): run it with sudo")
+	}
+	root, err := findRepoRoot(o.RepoRoot)
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	step := func(format string, a ...any) {
+		fmt.Fprintf(o.Log, "[%5.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, a...))
+	}
+
+	if err := ensureHostTools(ctx, root, o.Log); err != nil {
+		return nil, err
+	}
+	binDir, err := k8sbin.Dir()
+	if err != nil {
+		step("building the Kubernetes binaries (once; 15-20 minutes on 2 cores)")
+		if err := runScript(ctx, root, o.Log, "hack/k8s-build.sh"); err != nil {
+			return nil, fmt.Errorf("building Kubernetes: %w", err)
+		}
+		if binDir, err = k8sbin.Dir(); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := os.Stat(filepath.Join(stateDir(o.Name), "cluster.json")); err == nil {
+		return nil, fmt.Errorf("lab %q exists already: use it, or remove it with `twill lab down --name %s`", o.Name, o.Name)
+	}
+	// Leftovers of a crashed Up (no state file yet) go first.
+	if err := Down(ctx, o.Name); err != nil {
+		return nil, fmt.Errorf("removing leftovers of an earlier lab %q: %w", o.Name, err)
+	}
+
+	step("building images (pause, netshoot) if they changed")
+	if err := images.Build(ctx, root, o.Log); err != nil {
+		return nil, fmt.Errorf("building the lab images: %w", err)
+	}
+	archives := make([]string, 0, 3)
+	for _, im := range images.All() {
+		archives = append(archives, filepath.Join(root, im.Archive))
+	}
+	twill := filepath.Join(root, TwillImageArchive)
+	if o.CNI == "twill" && twillImageStale(root) {
+		step("building Twill's image (make image, with buildah)")
+		// The lab is Docker-free: a docker CLI without a daemon must not
+		// be picked.
+		if err := runCmd(ctx, o.Log, []string{"IMAGE_TOOL=buildah"}, "make", "-C", root, "image"); err != nil {
+			if _, serr := os.Stat(twill); serr != nil {
+				return nil, fmt.Errorf("building Twill's image: %w", err)
+			}
+			step("WARNING: building Twill's image failed (%v); using the older %s", err, TwillImageArchive)
+		}
+	}
+	if _, err := os.Stat(twill); err == nil {
+		archives = append(archives, twill)
+	} else if o.CNI == "twill" {
+		return nil, fmt.Errorf("Twill's image %s is missing after `make image`", twill)
+	}
+
+	c := &Cluster{Name: o.Name, Dir: stateDir(o.Name), RepoRoot: root, CNI: o.CNI, Backend: o.Backend}
+	c.Kubeconfig = filepath.Join(c.controlPlaneDir(), "admin.kubeconfig")
+	defer func() {
+		if err != nil {
+			fmt.Fprintf(o.Log, "up failed; removing what it made (logs were in %s)\n", c.Dir)
+			if os.Getenv("TWILL_LAB_KEEP") != "" {
+				fmt.Fprintln(o.Log, "TWILL_LAB_KEEP is set: leaving the lab for inspection; `twill lab down` removes it")
+				_ = c.save()
+				return
+			}
+			if derr := Down(context.WithoutCancel(ctx), o.Name); derr != nil {
+				fmt.Fprintf(o.Log, "cleanup: %v\n", derr)
+			}
+		}
+	}()
+	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("creating %s: %w", c.Dir, err)
+	}
+	made, err := node.CreateMountpoints()
+	if rerr := recordMountpoints(made); err == nil {
+		err = rerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := c.save(); err != nil {
+		return nil, err
+	}
+	if err := saveHostSysctls(); err != nil {
+		return nil, err
+	}
+	if err := node.PrivateMount(c.nsDir()); err != nil {
+		return nil, err
+	}
+
+	step("creating the underlay (172.18.0.0/16, gateway 172.18.0.1, internet %s)", InternetIP)
+	if err := createUnderlay(o.Name); err != nil {
+		return nil, err
+	}
+	for i := 0; i < o.Nodes; i++ {
+		n, err := c.createNode(ctx, i)
+		if err != nil {
+			return nil, err
+		}
+		c.Nodes = append(c.Nodes, n)
+		if err := c.save(); err != nil {
+			return nil, err
+		}
+	}
+	step("created %d nodes", o.Nodes)
+
+	cpNode := c.node(c.Nodes[0])
+	cpCgroups, err := node.MakeCgroup(daemonsCgroup(c.Name, "control-plane"))
+	if err != nil {
+		return nil, err
+	}
+	step("starting the control plane on %s", c.Nodes[0].Name)
+	cp, err := controlplane.Start(ctx, controlplane.Options{
+		Dir:   c.controlPlaneDir(),
+		NetNS: cpNode.NetNS, MountNS: cpNode.MountNS, UTSNS: cpNode.UTSNS,
+		Cgroups:           cpCgroups,
+		AdvertiseIP:       c.Nodes[0].IP,
+		ExtraSANs:         []string{c.Nodes[0].Name},
+		ControllerManager: true,
+		Scheduler:         true,
+		BinDir:            binDir,
+		Log:               o.Log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	step("control plane ready at %s", cp.Server)
+
+	step("starting containerd, kubelet and kube-proxy on every node")
+	if err := forEach(c.Nodes, func(n Node) error { return c.startNode(ctx, cp, binDir, n, archives) }); err != nil {
+		return nil, err
+	}
+	if err := c.waitRegistered(ctx, c.Nodes); err != nil {
+		return nil, err
+	}
+	if _, err := c.Kubectl(ctx, "label", "--overwrite", "node", c.Nodes[0].Name, "node-role.kubernetes.io/control-plane="); err != nil {
+		return nil, err
+	}
+	step("all %d nodes registered", len(c.Nodes))
+
+	if o.CNI == "twill" {
+		step("applying Documentation/kube-flannel.yml (backend %s)", o.Backend)
+		if err := c.ApplyManifest(ctx, o.Backend); err != nil {
+			return nil, err
+		}
+		step("all nodes Ready")
+	}
+	if err := c.save(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// createNode makes node i's network, mount and UTS namespaces.
+func (c *Cluster) createNode(ctx context.Context, i int) (Node, error) {
+	n := Node{Name: nodeName(c.Name, i), IP: nodeIP(i), Index: i}
+	path, err := attachNode(c.Name, n.Name, i, n.IP)
+	if err != nil {
+		return Node{}, err
+	}
+	n.NetNS = path
+	if err := c.node(n).Setup(ctx); err != nil {
+		return Node{}, err
+	}
+	return n, nil
+}
+
+// startNode issues the node's certificates and starts its daemons.
+func (c *Cluster) startNode(ctx context.Context, cp *controlplane.ControlPlane, binDir string, n Node, archives []string) error {
+	nd := c.node(n)
+	daemons, err := node.MakeCgroup(daemonsCgroup(c.Name, n.Name))
+	if err != nil {
+		return err
+	}
+	if _, err := node.MakeCgroup(podsCgroup(c.Name, n.Name)); err != nil {
+		return err
+	}
+	pkiDir := filepath.Join(nd.Dir, "pki")
+	if err := cp.CA.IssueFiles(pkiDir, "kubelet", pki.Spec{CommonName: n.Name, DNSNames: []string{n.Name}, IPs: []net.IP{n.IP}, Server: true}); err != nil {
+		return err
+	}
+	kubeletKC := filepath.Join(nd.Dir, "kubelet.kubeconfig")
+	if err := cp.WriteKubeconfig(kubeletKC, "system:node:"+n.Name, "system:nodes"); err != nil {
+		return err
+	}
+	proxyKC := filepath.Join(nd.Dir, "kube-proxy.kubeconfig")
+	if err := cp.WriteKubeconfig(proxyKC, "system:kube-proxy", ""); err != nil {
+		return err
+	}
+	if err := nd.StartContainerd(ctx, daemons, images.PauseRef); err != nil {
+		return err
+	}
+	if err := nd.ImportImages(ctx, archives...); err != nil {
+		return err
+	}
+	if err := nd.StartKubelet(node.KubeletOptions{
+		Bin:          filepath.Join(binDir, "kubelet"),
+		Kubeconfig:   kubeletKC,
+		ClientCAFile: filepath.Join(cp.PKIDir, "ca.crt"),
+		CertFile:     filepath.Join(pkiDir, "kubelet.crt"),
+		KeyFile:      filepath.Join(pkiDir, "kubelet.key"),
+		CgroupRoot:   podsCgroup(c.Name, n.Name),
+		Cgroups:      daemons,
+		ControlPlane: n.Index == 0,
+	}); err != nil {
+		return err
+	}
+	return nd.StartKubeProxy(filepath.Join(binDir, "kube-proxy"), proxyKC, controlplane.DefaultClusterCIDR, daemons)
+}
+
+// waitRegistered waits until every node in nodes exists in the API and has
+// a pod CIDR.
+func (c *Cluster) waitRegistered(ctx context.Context, nodes []Node) error {
+	cs, err := c.clientset()
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		list, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		var missing []string
+		if err == nil {
+			have := map[string]bool{}
+			for _, n := range list.Items {
+				have[n.Name] = n.Spec.PodCIDR != ""
+			}
+			for _, n := range nodes {
+				if !have[n.Name] {
+					missing = append(missing, n.Name)
+				}
+			}
+			if len(missing) == 0 {
+				return nil
+			}
+		}
+		for _, n := range nodes {
+			if exited := c.node(n).Exited(); exited != nil {
+				return exited
+			}
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			if err != nil {
+				return fmt.Errorf("listing nodes: %w", err)
+			}
+			return fmt.Errorf("nodes %v did not register (with a pod CIDR) within 3 minutes; see their kubelet logs under %s/nodes", missing, c.Dir)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+func (c *Cluster) clientset() (*kubernetes.Clientset, error) {
+	cfg, err := c.RESTConfig()
+	if err != nil {
+		return nil, err
+	}
+	return kubernetes.NewForConfig(cfg)
+}
+
+// forEach runs fn for every node concurrently and joins the errors.
+func forEach(nodes []Node, fn func(Node) error) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(nodes))
+	for i, n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = fn(n)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// findRepoRoot returns dir, or the first directory from the working
+// directory upwards holding Twill's go.mod.
+func findRepoRoot(dir string) (string, error) {
+	if dir != "" {
+		return filepath.Abs(dir)
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for d := wd; ; d = filepath.Dir(d) {
+		if b, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil && strings.Contains(string(b), "module github.com/twill-net/twill\n") {
+			return d, nil
+		}
+		if d == filepath.Dir(d) {
+			return "", fmt.Errorf("not inside a Twill checkout (no go.mod of github.com/twill-net/twill above %s): run twill lab from the repository, or pass --repo", wd)
+		}
+	}
+}
+
+// ensureHostTools installs missing host tools through hack/deps.sh (apt-get,
+// as root on Debian/Ubuntu) or says what to install.
+func ensureHostTools(ctx context.Context, root string, log io.Writer) error {
+	var missing []string
+	for cmd, pkg := range hostTools {
+		if _, err := exec.LookPath(cmd); err != nil {
+			missing = append(missing, pkg)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	sort.Strings(missing)
+	fmt.Fprintf(log, "installing missing host packages: %s\n", strings.Join(missing, " "))
+	if err := runScript(ctx, root, log, "hack/deps.sh"); err != nil {
+		return fmt.Errorf("missing host packages %s (%w): install them with `apt-get install %s`", strings.Join(missing, ", "), err, strings.Join(missing, " "))
+	}
+	for cmd, pkg := range hostTools {
+		if _, err := exec.LookPath(cmd); err != nil {
+			return fmt.Errorf("%s is still missing after hack/deps.sh: install package %s", cmd, pkg)
+		}
+	}
+	return nil
+}
+
+// twillImageStale reports whether Twill's image archive is missing or
+// older than the flanneld binary it should contain.
+func twillImageStale(root string) bool {
+	img, err := os.Stat(filepath.Join(root, TwillImageArchive))
+	if err != nil {
+		return true
+	}
+	bin, err := os.Stat(filepath.Join(root, "bin", "flanneld"))
+	return err != nil || bin.ModTime().After(img.ModTime())
+}
+
+func runScript(ctx context.Context, root string, log io.Writer, script string) error {
+	cmd := exec.CommandContext(ctx, "bash", filepath.Join(root, script))
+	cmd.Dir = root
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s: %w", script, err)
+	}
+	return nil
+}
+
+func runCmd(ctx context.Context, log io.Writer, env []string, name string, args ...string) error {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s %s: %w", name, strings.Join(args, " "), err)
+	}
+	return nil
+}
