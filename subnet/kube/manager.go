@@ -194,7 +194,8 @@ func (m *Manager) SetNetworkAvailable(ctx context.Context) error {
 
 // Watch starts one shared informer over all nodes that keeps only what a
 // peer needs, and calls changed with the name of every node whose lease may
-// have changed. It returns once the cache is synced.
+// have changed since the initial list. It returns once the cache is synced;
+// the caller then reconciles all nodes of the initial list at once.
 func (m *Manager) Watch(ctx context.Context, changed func(name string)) error {
 	lw := &strippedListWatch{ListWatch: &cache.ListWatch{
 		ListWithContextFunc: m.listStripped,
@@ -212,9 +213,11 @@ func (m *Manager) Watch(ctx context.Context, changed func(name string)) error {
 	}); err != nil {
 		return fmt.Errorf("setting the node transform: %w", err)
 	}
-	_, err := m.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: func(obj any) {
-			if n, ok := obj.(*PeerNode); ok {
+	_, err := m.informer.AddEventHandler(cache.ResourceEventHandlerDetailedFuncs{
+		AddFunc: func(obj any, isInInitialList bool) {
+			// Nodes of the initial list are the caller's first full
+			// reconcile's business, which runs once the cache is synced.
+			if n, ok := obj.(*PeerNode); ok && !isInInitialList {
 				changed(n.Name)
 			}
 		},
