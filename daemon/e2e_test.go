@@ -350,3 +350,59 @@ func TestDirectRoutingMixed(t *testing.T) {
 	pings(t, n1, "10.244.1.1", "10.244.3.1")
 	pings(t, n3, "10.244.3.1", "10.244.2.1")
 }
+
+// TestAPIServerOutage cuts n1 off from the API server: pods keep talking,
+// flanneld keeps running, and once the API server is reachable again a node
+// created meanwhile reaches n1's kernel.
+func TestAPIServerOutage(t *testing.T) {
+	c := newCluster(t)
+	n1, n2 := c.nodes[1], c.nodes[2]
+	var procs []*exec.Cmd
+	for _, n := range []*flanneldtest.Node{n1, n2} {
+		p, err := n.StartFlanneld(`{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}`, "--healthz-port=10268")
+		if err != nil {
+			t.Fatal(err)
+		}
+		procs = append(procs, p)
+	}
+	for _, n := range []*flanneldtest.Node{n1, n2} {
+		eventually(t, time.Minute, n.Name+" ready", func() error { return readyz(n) })
+	}
+	routeIs(t, n1, "10.244.2.0/24", "10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink")
+
+	cut := []string{"OUTPUT", "-d", flanneldtest.GatewayIP, "-p", "tcp", "--dport", "6443", "-j", "REJECT", "--reject-with", "tcp-reset"}
+	if _, err := n1.Exec(append([]string{"iptables", "-I"}, cut...)...); err != nil {
+		t.Fatal(err)
+	}
+	// The outage lasts as long as this ping: the data plane must not notice.
+	if out, _ := n1.Exec("ping", "-c", "40", "-i", "0.1", "-W", "1", "-I", "10.244.1.1", "10.244.2.1"); !strings.Contains(out, " 0% packet loss") {
+		t.Errorf("pods lost packets while the API server was unreachable:\n%s", out)
+	}
+	if !flanneldtest.Running(procs[0]) {
+		t.Fatal("flanneld exited during the outage")
+	}
+	if err := readyz(n1); err != nil {
+		t.Errorf("n1 not ready during the outage: %v", err)
+	}
+	n3 := &v1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: "n3", Annotations: map[string]string{
+			"flannel.alpha.coreos.com/backend-type": "vxlan",
+			"flannel.alpha.coreos.com/backend-data": `{"VNI":1,"VtepMAC":"0a:00:00:00:00:33"}`,
+			"flannel.alpha.coreos.com/public-ip":    "172.18.0.13",
+		}},
+		Spec: v1.NodeSpec{PodCIDR: "10.244.3.0/24"},
+	}
+	if _, err := c.env.Client.CoreV1().Nodes().Create(c.ctx, n3, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n1.Exec(append([]string{"iptables", "-D"}, cut...)...); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 90*time.Second, "n1 learns of n3 after reconnecting", func() error {
+		out, _ := n1.Exec("ip", "route", "show", "10.244.3.0/24")
+		if strings.TrimSpace(out) != "10.244.3.0/24 via 10.244.3.0 dev flannel.1 onlink" {
+			return fmt.Errorf("route: %q", out)
+		}
+		return nil
+	})
+}

@@ -275,3 +275,14 @@ func (e *Env) Close() error {
 	}
 	return errors.Join(errs...)
 }
+
+// Running reports whether cmd's process still runs (not exited, not a zombie).
+func Running(cmd *exec.Cmd) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid))
+	if err != nil {
+		return false
+	}
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	return i > 0 && i+2 < len(s) && s[i+2] != 'Z'
+}
