@@ -1,0 +1,117 @@
+package e2e
+
+import (
+	"net"
+	"strings"
+	"testing"
+)
+
+// goodState is hostStateScript's output on node a (172.18.0.3, 10.244.1.0/24)
+// with one peer b (172.18.0.4, 10.244.2.0/24) and one pod, in the formats
+// iproute2 6.1 and iptables 1.8.9 print.
+const goodState = `### link
+[{"ifindex":5,"ifname":"flannel.1","mtu":1450,"address":"aa:aa:aa:aa:aa:01","linkinfo":{"info_kind":"vxlan","info_data":{"id":1,"local":"172.18.0.3","dev":"eth0","port":8472,"learning":false}}}]
+### eth0
+[{"ifindex":2,"ifname":"eth0","mtu":1500,"address":"02:42:ac:12:00:03"}]
+### addr
+[{"ifindex":5,"ifname":"flannel.1","mtu":1450,"addr_info":[{"family":"inet","local":"10.244.1.0","prefixlen":32},{"family":"inet6","local":"fe80::1","prefixlen":64}]}]
+### route
+[{"dst":"10.244.2.0/24","gateway":"10.244.2.0","flags":["onlink"]}]
+### neigh
+[{"dst":"10.244.2.0","lladdr":"bb:bb:bb:bb:bb:02","state":["PERMANENT"]}]
+### fdb
+[{"mac":"bb:bb:bb:bb:bb:02","dst":"172.18.0.4","flags":["self"],"state":"permanent"}]
+### subnetenv
+FLANNEL_NETWORK=10.244.0.0/16
+FLANNEL_SUBNET=10.244.1.1/24
+FLANNEL_MTU=1450
+FLANNEL_IPMASQ=true
+### cni0
+[{"ifindex":6,"ifname":"cni0","mtu":1450,"addr_info":[{"family":"inet","local":"10.244.1.1","prefixlen":24}]}]
+### ports
+[{"ifindex":7,"ifname":"veth1234","mtu":1450}]
+### nat
+*nat
+:POSTROUTING ACCEPT [0:0]
+:FLANNEL-POSTRTG - [0:0]
+-A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG
+-A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 -m comment --comment "flanneld masq" -j RETURN
+-A FLANNEL-POSTRTG -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment "flanneld masq" -j RETURN
+-A FLANNEL-POSTRTG -s 10.244.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully
+-A FLANNEL-POSTRTG ! -s 10.244.0.0/16 -d 10.244.1.0/24 -m comment --comment "flanneld masq" -j RETURN
+-A FLANNEL-POSTRTG ! -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully
+COMMIT
+### filter
+*filter
+:FORWARD ACCEPT [0:0]
+:FLANNEL-FWD - [0:0]
+-A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD
+-A FLANNEL-FWD -s 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT
+-A FLANNEL-FWD -d 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT
+COMMIT
+`
+
+func TestCheckHostState(t *testing.T) {
+	_, aCIDR, _ := net.ParseCIDR("10.244.1.0/24")
+	_, bCIDR, _ := net.ParseCIDR("10.244.2.0/24")
+	a := overlayNode{Name: "a", IP: net.ParseIP("172.18.0.3"), PodCIDR: aCIDR, VtepMAC: "aa:aa:aa:aa:aa:01"}
+	b := overlayNode{Name: "b", IP: net.ParseIP("172.18.0.4"), PodCIDR: bCIDR, VtepMAC: "BB:BB:BB:BB:BB:02"}
+
+	cases := []struct {
+		name     string
+		old, new string // a replacement in goodState
+		peers    []overlayNode
+		pods     []string
+		want     string // a substring of one problem; "" = no problem
+	}{
+		{name: "good", peers: []overlayNode{b}, pods: []string{"10.244.1.5"}},
+		{name: "learning on", old: `"learning":false`, new: `"learning":true`, peers: []overlayNode{b}, want: "learning is on"},
+		{name: "wrong VNI", old: `"id":1,`, new: `"id":2,`, peers: []overlayNode{b}, want: "VNI = 2"},
+		{name: "wrong port", old: `"port":8472`, new: `"port":4789`, peers: []overlayNode{b}, want: "dstport = 4789"},
+		{name: "wrong local", old: `"local":"172.18.0.3","dev"`, new: `"local":"172.18.0.9","dev"`, peers: []overlayNode{b}, want: "local = \"172.18.0.9\""},
+		{name: "wrong MTU", old: `"ifname":"flannel.1","mtu":1450,"address"`, new: `"ifname":"flannel.1","mtu":1500,"address"`, peers: []overlayNode{b}, want: "MTU = 1500"},
+		{name: "no device", old: `[{"ifindex":5,"ifname":"flannel.1","mtu":1450,"address":"aa:aa:aa:aa:aa:01","linkinfo":{"info_kind":"vxlan","info_data":{"id":1,"local":"172.18.0.3","dev":"eth0","port":8472,"learning":false}}}]`, new: `Device "flannel.1" does not exist.`, peers: []overlayNode{b}, want: "no flannel.1"},
+		{name: "route without onlink", old: `"flags":["onlink"]`, new: `"flags":[]`, peers: []overlayNode{b}, want: "want `via 10.244.2.0 onlink`"},
+		{name: "stale peer", peers: nil, want: "stale route"},
+		{name: "missing peer", peers: []overlayNode{b, {Name: "c", IP: net.ParseIP("172.18.0.5"), PodCIDR: &net.IPNet{IP: net.IP{10, 244, 3, 0}, Mask: net.CIDRMask(24, 32)}, VtepMAC: "cc:cc:cc:cc:cc:03"}}, want: "no FDB entry for c"},
+		{name: "neighbour not permanent", old: `"state":["PERMANENT"]`, new: `"state":["REACHABLE"]`, peers: []overlayNode{b}, want: "want lladdr BB:BB:BB:BB:BB:02 PERMANENT"},
+		{name: "FDB to wrong node", old: `"dst":"172.18.0.4"`, new: `"dst":"172.18.0.7"`, peers: []overlayNode{b}, want: "has dst 172.18.0.7"},
+		{name: "subnet.env wrong subnet", old: "FLANNEL_SUBNET=10.244.1.1/24", new: "FLANNEL_SUBNET=10.244.7.1/24", peers: []overlayNode{b}, want: "FLANNEL_SUBNET"},
+		{name: "no masquerade", old: "FLANNEL_IPMASQ=true", new: "FLANNEL_IPMASQ=false", peers: []overlayNode{b}, want: "FLANNEL_IPMASQ"},
+		{name: "nat chain not hooked", old: `-A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG`, new: "", peers: []overlayNode{b}, want: "POSTROUTING does not jump"},
+		{name: "older flannel's own-subnet RETURN", old: "-A FLANNEL-POSTRTG -s 10.244.0.0/16 -d 10.244.0.0/16", new: "-A FLANNEL-POSTRTG -s 10.244.1.0/24 -d 10.244.0.0/16", peers: []overlayNode{b}},
+		{name: "pod-to-pod masqueraded", old: "-A FLANNEL-POSTRTG -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment \"flanneld masq\" -j RETURN\n", new: "", peers: []overlayNode{b}, want: "-j RETURN"},
+		{name: "masquerade rule missing", old: "-A FLANNEL-POSTRTG -s 10.244.0.0/16 ! -d 224.0.0.0/4 -m comment --comment \"flanneld masq\" -j MASQUERADE --random-fully\n", new: "", peers: []overlayNode{b}, want: "MASQUERADE"},
+		{name: "inbound to own subnet masqueraded", old: "-A FLANNEL-POSTRTG ! -s 10.244.0.0/16 -d 10.244.1.0/24", new: "-A FLANNEL-POSTRTG ! -s 10.244.0.0/16 -d 10.244.7.0/24", peers: []overlayNode{b}, want: "10\\.244\\.1\\.0/24 .*-j RETURN"},
+		{name: "forward chain missing", old: ":FLANNEL-FWD - [0:0]", new: "", peers: []overlayNode{b}, want: "no chain FLANNEL-FWD"},
+		{name: "bridge address", old: `"local":"10.244.1.1","prefixlen":24`, new: `"local":"10.244.1.2","prefixlen":24`, peers: []overlayNode{b}, pods: []string{"10.244.1.5"}, want: "cni0 addresses"},
+		{name: "veth per pod", peers: []overlayNode{b}, pods: []string{"10.244.1.5", "10.244.1.6"}, want: "cni0 has 1 ports"},
+		{name: "pod outside podCIDR", peers: []overlayNode{b}, pods: []string{"10.244.9.5"}, want: "outside the node's podCIDR"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			out := goodState
+			if tc.old != "" {
+				if !strings.Contains(out, tc.old) {
+					t.Fatalf("fixture lacks %q", tc.old)
+				}
+				out = strings.Replace(out, tc.old, tc.new, 1)
+			}
+			st, errs := parseHostState(out)
+			problems := checkHostState(a, tc.peers, "10.244.0.0/16", st)
+			problems = append(problems, checkBridge(a, tc.pods, st)...)
+			if tc.want == "" {
+				if len(errs) > 0 || len(problems) > 0 {
+					t.Fatalf("parse errors %v, problems %v; want none", errs, problems)
+				}
+				return
+			}
+			for _, p := range problems {
+				if strings.Contains(p, tc.want) {
+					return
+				}
+			}
+			t.Fatalf("problems %q (parse errors %v) do not mention %q", problems, errs, tc.want)
+		})
+	}
+}
