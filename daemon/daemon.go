@@ -124,6 +124,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 	node, subnet, err := d.mgr.WaitForNode(ctx, d.o.Config.ContainsSubnet)
 	if err != nil {
+		if ctx.Err() != nil {
+			d.log.Info("stopped before the node had a podCIDR")
+			return nil // SIGTERM while waiting is a clean stop
+		}
 		return err
 	}
 	pub := d.o.Iface.Addr

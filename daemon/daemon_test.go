@@ -291,3 +291,9 @@ func TestStaleCNIConfWithdrawnUntilReady(t *testing.T) {
 		t.Fatalf("conflist once networked: %q %v", conf, err)
 	}
 }
+
+func TestStopWhileWaitingForPodCIDRIsClean(t *testing.T) {
+	// startIn's cleanup fails the test if Run returns an error on cancel.
+	h := startIn(t, t.TempDir(), "")
+	h.eventually("waiting", func() bool { return h.d.Alive() })
+}
