@@ -38,8 +38,6 @@ type Stats struct {
 // Changed reports whether anything was changed.
 func (s Stats) Changed() bool { return s.Added+s.Updated+s.Deleted > 0 }
 
-func (s *Stats) add(o Stats) { s.Added += o.Added; s.Updated += o.Updated; s.Deleted += o.Deleted }
-
 // plan collects kernel changes in the order they must happen, with the
 // statistic each one counts towards.
 type plan struct {

@@ -245,6 +245,15 @@ func labPIDs(t *testing.T, c *Cluster) []int {
 			}
 		}
 	}
+	// Containers and their shims live in the lab's cgroups.
+	if inCg, err := proc.InCgroups(cg...); err == nil {
+		for _, pid := range inCg {
+			if !seen[pid] {
+				seen[pid] = true
+				pids = append(pids, pid)
+			}
+		}
+	}
 	for _, f := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
 		if b, err := os.ReadFile(filepath.Join(c.controlPlaneDir(), "run", f+".pid")); err == nil {
 			var pid int

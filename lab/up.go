@@ -130,7 +130,7 @@ func Up(ctx context.Context, o Options) (_ *Cluster, err error) {
 	if _, err := os.Stat(twill); err == nil {
 		archives = append(archives, twill)
 	} else if o.CNI == "twill" {
-		return nil, fmt.Errorf("Twill's image %s is missing after `make image`", twill)
+		return nil, fmt.Errorf("the Twill image %s is missing after `make image`", twill)
 	}
 
 	c := &Cluster{Name: o.Name, Dir: stateDir(o.Name), RepoRoot: root, CNI: o.CNI, Backend: o.Backend}

@@ -270,14 +270,6 @@ func runPod(t *testing.T, name, node string) pod {
 	return pod{Name: name, Node: node, IP: ip}
 }
 
-// deletePod removes a test pod without waiting for a grace period.
-func deletePod(t *testing.T, name string) {
-	t.Helper()
-	if out, err := kubectlErr("delete", "pod", "-n", testNamespace, name, "--grace-period=0", "--force", "--ignore-not-found", "--wait=true"); err != nil {
-		t.Errorf("deleting pod %s: %v\n%s", name, err, out)
-	}
-}
-
 // podExec runs a command in a test pod.
 func podExec(t *testing.T, p pod, cmd ...string) string {
 	t.Helper()
