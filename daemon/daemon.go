@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/twill-net/twill/atomicfile"
@@ -35,8 +34,9 @@ import (
 
 // Options configure the daemon.
 type Options struct {
-	Config   *netconf.Config
-	Client   kubernetes.Interface
+	Config *netconf.Config
+	// API reaches the Kubernetes API server.
+	API      kube.API
 	NodeName string
 	// Annotations are the annotation keys (from --kube-annotation-prefix).
 	Annotations kube.Annotations
@@ -88,8 +88,8 @@ type Daemon struct {
 
 // New validates options and returns a daemon.
 func New(o Options) (*Daemon, error) {
-	if o.Config == nil || o.Client == nil || o.Kernel == nil || o.Iface == nil || o.NodeName == "" {
-		return nil, errors.New("daemon: Config, Client, Kernel, Iface and NodeName are required")
+	if o.Config == nil || o.API == nil || o.Kernel == nil || o.Iface == nil || o.NodeName == "" {
+		return nil, errors.New("daemon: Config, API, Kernel, Iface and NodeName are required")
 	}
 	if o.Log == nil {
 		o.Log = logrus.StandardLogger()
@@ -104,7 +104,7 @@ func New(o Options) (*Daemon, error) {
 		o.SubnetFile = subnetenv.DefaultPath
 	}
 	d := &Daemon{o: o, log: o.Log.WithField("node", o.NodeName)}
-	d.mgr = kube.NewManager(o.Client, o.NodeName, o.Annotations, d.log)
+	d.mgr = kube.NewManager(o.API, o.NodeName, o.Annotations, d.log)
 	return d, nil
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/twill-net/twill/iface"
 	"github.com/twill-net/twill/netconf"
 	"github.com/twill-net/twill/subnet/kube"
+	"github.com/twill-net/twill/subnet/kube/clientsetapi"
 )
 
 const pfx = "flannel.alpha.coreos.com/"
@@ -74,7 +75,7 @@ func startIn(t *testing.T, dir, ownCIDR string, objs ...*v1.Node) *harness {
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	d, err := New(Options{
-		Config: cfg, Client: client, NodeName: "node-1", Annotations: ann, Kernel: k,
+		Config: cfg, API: clientsetapi.API{C: client}, NodeName: "node-1", Annotations: ann, Kernel: k,
 		Iface: &iface.Choice{Name: "eth0", Index: 2, MTU: 1500, Addr: net.ParseIP("172.18.0.2").To4(),
 			Nets: []*net.IPNet{{IP: net.ParseIP("172.18.0.2").To4(), Mask: net.CIDRMask(16, 32)}}},
 		IPMasq: true, SubnetFile: filepath.Join(dir, "run/flannel/subnet.env"),

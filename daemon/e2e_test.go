@@ -228,6 +228,37 @@ func TestTwoNodesAgainstARealAPIServer(t *testing.T) {
 		return nil
 	})
 
+	// A node with garbage annotations is skipped with a Warning event.
+	broken := &v1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: "broken", Annotations: map[string]string{
+			"flannel.alpha.coreos.com/backend-type": "vxlan",
+			"flannel.alpha.coreos.com/backend-data": "{{garbage",
+			"flannel.alpha.coreos.com/public-ip":    "172.18.0.99",
+		}},
+		Spec: v1.NodeSpec{PodCIDR: "10.244.9.0/24"},
+	}
+	if _, err := nodes.Create(ctx, broken, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "a Warning event on node broken", func() error {
+		evs, err := env.Client.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=broken"})
+		if err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.Type == v1.EventTypeWarning && strings.Contains(e.Message, "backend-data") {
+				return nil
+			}
+		}
+		return fmt.Errorf("%d events, none about backend-data", len(evs.Items))
+	})
+	if out, _ := ns[1].Exec("ip", "route", "show", "10.244.9.0/24"); strings.TrimSpace(out) != "" {
+		t.Errorf("a route for a node with broken annotations: %q", out)
+	}
+	if err := nodes.Delete(ctx, "broken", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
 	// A deleted Node disappears from the other node's kernel.
 	if err := flanneldtest.Stop(procs[2]); err != nil {
 		t.Logf("flanneld n2 exit: %v", err)

@@ -20,7 +20,6 @@ import (
 
 	"github.com/coreos/go-iptables/iptables"
 	"github.com/sirupsen/logrus"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -205,13 +204,13 @@ func run(f *flags, log *logrus.Logger) error {
 	// default of 5 requests a second would spread 5,000 nodes over 10 s.
 	restCfg.QPS, restCfg.Burst = 50, 200
 	restCfg.UserAgent = "twill-flanneld/" + version.Version
-	client, err := kubernetes.NewForConfig(restCfg)
+	api, err := kube.NewRESTAPI(restCfg)
 	if err != nil {
-		return fmt.Errorf("creating the Kubernetes client: %w", err)
+		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	nodeName, err := kube.NodeName(ctx, client, os.Getenv)
+	nodeName, err := kube.NodeName(ctx, api, os.Getenv)
 	if err != nil {
 		return err
 	}
@@ -221,7 +220,7 @@ func run(f *flags, log *logrus.Logger) error {
 	}
 	defer k.Close()
 	d, err := daemon.New(daemon.Options{
-		Config: cfg, Client: client, NodeName: nodeName, Annotations: ann, Kernel: k,
+		Config: cfg, API: api, NodeName: nodeName, Annotations: ann, Kernel: k,
 		Iface: choice, PublicIP: pub, IPTables: ipt, IPMasq: f.ipMasq, SubnetFile: f.subnetFile,
 		CNIConfSrc: f.cniConfSrc, CNIConfDest: f.cniConfDest, ProcSys: "/proc/sys",
 		Resync: f.resync, IPTablesResync: f.iptablesResync,

@@ -21,7 +21,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/twill-net/twill/lease"
@@ -29,7 +28,7 @@ import (
 
 // Manager finds this node's lease and watches every node's.
 type Manager struct {
-	client   kubernetes.Interface
+	api      API
 	ann      Annotations
 	nodeName string
 	log      logrus.FieldLogger
@@ -42,13 +41,13 @@ type Manager struct {
 }
 
 // NewManager returns a manager for node nodeName.
-func NewManager(client kubernetes.Interface, nodeName string, ann Annotations, log logrus.FieldLogger) *Manager {
-	return &Manager{client: client, ann: ann, nodeName: nodeName, log: log, warned: map[string]string{}}
+func NewManager(api API, nodeName string, ann Annotations, log logrus.FieldLogger) *Manager {
+	return &Manager{api: api, ann: ann, nodeName: nodeName, log: log, warned: map[string]string{}}
 }
 
 // NodeName finds the node this daemon runs on: NODE_NAME, else the node of
 // the pod named by POD_NAME in POD_NAMESPACE.
-func NodeName(ctx context.Context, client kubernetes.Interface, getenv func(string) string) (string, error) {
+func NodeName(ctx context.Context, api API, getenv func(string) string) (string, error) {
 	if n := getenv("NODE_NAME"); n != "" {
 		return n, nil
 	}
@@ -56,7 +55,7 @@ func NodeName(ctx context.Context, client kubernetes.Interface, getenv func(stri
 	if pod == "" || ns == "" {
 		return "", errors.New("cannot tell which node this is: set NODE_NAME (the DaemonSet's env from spec.nodeName), or POD_NAME and POD_NAMESPACE")
 	}
-	p, err := client.CoreV1().Pods(ns).Get(ctx, pod, metav1.GetOptions{})
+	p, err := api.GetPod(ctx, ns, pod)
 	if err != nil {
 		return "", fmt.Errorf("looking up pod %s/%s to find its node: %w", ns, pod, err)
 	}
@@ -73,7 +72,7 @@ func (m *Manager) WaitForNode(ctx context.Context, check func(*net.IPNet) error)
 	backoff := 200 * time.Millisecond
 	lastLog := time.Time{}
 	for {
-		node, err := m.client.CoreV1().Nodes().Get(ctx, m.nodeName, metav1.GetOptions{})
+		node, err := m.api.GetNode(ctx, m.nodeName)
 		var why string
 		switch {
 		case apierrors.IsNotFound(err):
@@ -157,8 +156,7 @@ func (m *Manager) Publish(ctx context.Context, current map[string]string, own *l
 	if err != nil {
 		return false, err
 	}
-	_, err = m.client.CoreV1().Nodes().Patch(ctx, m.nodeName, types.MergePatchType, patch, metav1.PatchOptions{}, "status")
-	if err != nil {
+	if err := m.api.PatchNodeStatus(ctx, m.nodeName, types.MergePatchType, patch); err != nil {
 		return false, fmt.Errorf("publishing annotations %v on node %s: %w", slices.Sorted(maps.Keys(diff)), m.nodeName, err)
 	}
 	return true, nil
@@ -167,7 +165,7 @@ func (m *Manager) Publish(ctx context.Context, current map[string]string, own *l
 // SetNetworkAvailable sets the node's NetworkUnavailable condition to False,
 // unless it already is.
 func (m *Manager) SetNetworkAvailable(ctx context.Context) error {
-	node, err := m.client.CoreV1().Nodes().Get(ctx, m.nodeName, metav1.GetOptions{})
+	node, err := m.api.GetNode(ctx, m.nodeName)
 	if err != nil {
 		return fmt.Errorf("reading node %s: %w", m.nodeName, err)
 	}
@@ -186,7 +184,7 @@ func (m *Manager) SetNetworkAvailable(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := m.client.CoreV1().Nodes().PatchStatus(ctx, m.nodeName, patch); err != nil {
+	if err := m.api.PatchNodeStatus(ctx, m.nodeName, types.StrategicMergePatchType, patch); err != nil {
 		return fmt.Errorf("setting NetworkUnavailable=False on node %s: %w", m.nodeName, err)
 	}
 	return nil
@@ -200,7 +198,7 @@ func (m *Manager) Watch(ctx context.Context, changed func(name string)) error {
 	lw := &strippedListWatch{ListWatch: &cache.ListWatch{
 		ListWithContextFunc: m.listStripped,
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-			return m.client.CoreV1().Nodes().Watch(ctx, opts)
+			return m.api.WatchNodes(ctx, opts)
 		},
 		DisableChunking: true, // listStripped pages by itself
 	}}
@@ -272,7 +270,7 @@ func (m *Manager) listStripped(ctx context.Context, opts metav1.ListOptions) (ru
 	opts.Limit = listPageSize
 	out := &PeerNodeList{}
 	for {
-		page, err := m.client.CoreV1().Nodes().List(ctx, opts)
+		page, err := m.api.ListNodes(ctx, opts)
 		if apierrors.IsResourceExpired(err) && opts.Continue != "" {
 			// The snapshot expired between pages: start again.
 			opts.Continue, out.Items = "", out.Items[:0]
@@ -363,7 +361,7 @@ func (m *Manager) Warn(ctx context.Context, name, reason string, problem error) 
 		Source:         v1.EventSource{Component: "flanneld", Host: m.nodeName},
 		FirstTimestamp: now, LastTimestamp: now, Count: 1,
 	}
-	if _, err := m.client.CoreV1().Events(metav1.NamespaceDefault).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+	if err := m.api.CreateEvent(ctx, ev); err != nil {
 		m.log.WithField("peer", name).Debugf("recording event: %v", err)
 	}
 }
