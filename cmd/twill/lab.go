@@ -8,11 +8,13 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/twill-net/twill/lab"
+	"github.com/twill-net/twill/lab/compare"
 )
 
 func runLab(ctx context.Context, args []string) int {
@@ -32,6 +34,8 @@ func runLab(ctx context.Context, args []string) int {
 		return labKubectl(ctx, args[1:])
 	case "exec":
 		return labExec(ctx, args[1:])
+	case "compare":
+		err = labCompare(ctx, args[1:])
 	default:
 		fmt.Fprintf(os.Stderr, "twill lab: unknown command %q\n\n%s", args[0], usage)
 		return 2
@@ -87,6 +91,42 @@ func labUp(ctx context.Context, args []string) error {
 	fmt.Printf("  %s get pod -o wide\n", kubectl)
 	fmt.Printf("  %s exec deploy/pods -- ping -c 3 <the other pod's IP>\n", kubectl)
 	fmt.Printf("  twill lab down%s\n", nf)
+	return nil
+}
+
+func labCompare(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("twill lab compare", flag.ContinueOnError)
+	o := compare.Options{Log: os.Stdout}
+	fs.BoolVar(&o.Quick, "quick", false, "short runs (iperf3 -t 2, 20 pings, no tuning experiments), for tests")
+	fs.StringVar(&o.OutDir, "out", "", "directory for report.md and throughput.svg (default ./compare-<timestamp>)")
+	fs.StringVar(&o.Name, "name", compare.DefaultName, "name of the labs compare brings up and removes")
+	fs.StringVar(&o.RepoRoot, "repo", "", "Twill checkout (default: found from the working directory)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %v", fs.Args())
+	}
+	if o.Name == lab.DefaultName {
+		return fmt.Errorf("--name %s is the default lab's name; compare removes its lab, so give it another", o.Name)
+	}
+	// A full run also tries the data-path settings and records the
+	// figures in bench/RESULTS.md.
+	o.Tune, o.WriteResults = !o.Quick, !o.Quick
+	if o.OutDir == "" {
+		o.OutDir = "compare-" + time.Now().UTC().Format("20060102-150405")
+	}
+	r, err := compare.Run(ctx, o)
+	if r != nil && len(r.Labs) > 0 {
+		fmt.Println()
+		if perr := r.PrintTable(os.Stdout); perr != nil {
+			return perr
+		}
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Printf("\nreport: %s\nchart:  %s\n", filepath.Join(o.OutDir, "report.md"), filepath.Join(o.OutDir, "throughput.svg"))
 	return nil
 }
 

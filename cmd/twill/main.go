@@ -21,6 +21,7 @@ Usage:
   twill lab status [--name NAME]
   twill lab kubectl [--name NAME] ARGS...
   twill lab exec [--name NAME] NODE -- CMD...
+  twill lab compare [--quick] [--out DIR]   (overlay vs native, measured in labs of its own)
   twill version
 `
 
