@@ -30,6 +30,7 @@ func TestOverlay(t *testing.T) {
 	// From here on the tests change the cluster.
 	t.Run("RollingRestartLosesNoPackets", testRollingRestart)
 	t.Run("NoMasqueradeCIDRs", testNoMasqueradeCIDRs)
+	t.Run("SwitchToHostGWAndBack", testBackendSwitch)
 	t.Run("NodeDeletedCleansPeers", testNodeDeleted)
 	t.Run("NodeAddedReachable", testNodeAdded)
 }
@@ -421,6 +422,78 @@ func testNoMasqueradeCIDRs(t *testing.T) {
 		return nil
 	})
 	t.Logf("pod %s reaches %s with its own address (%v after the restart)", a.Name, internetIP, took.Round(time.Millisecond))
+}
+
+// testBackendSwitch moves the running cluster to host-gw through the
+// ConfigMap and a DaemonSet restart, checks that every node routes its
+// peers' pods via their node addresses with no tunnel device left and that
+// pods still reach each other, then moves back to vxlan and checks that no
+// host-gw route is left behind.
+func testBackendSwitch(t *testing.T) {
+	w1, w2 := workers(t)
+	a, b := podOn(t, w1), podOn(t, w2)
+	orig := netConf(t)
+	var conf map[string]any
+	if err := json.Unmarshal([]byte(orig), &conf); err != nil {
+		t.Fatalf("net-conf.json in %s is not JSON: %v\n%s", flannelConfigMap, err, orig)
+	}
+	conf["Backend"] = map[string]any{"Type": "host-gw"}
+	hostGW, err := json.MarshalIndent(conf, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	restored := false
+	t.Cleanup(func() {
+		if !restored {
+			setNetConf(t, orig)
+			restartFlannel(t)
+		}
+	})
+	setNetConf(t, string(hostGW))
+	restartFlannel(t)
+
+	all := nodes(t)
+	for _, self := range all {
+		eventually(t, 60*time.Second, time.Second, self.Name+" on host-gw", func() error {
+			if out, err := nodeExecErr(self.Name, "ip", "link", "show", "flannel.1"); err == nil {
+				return fmt.Errorf("flannel.1 still exists: %s", out)
+			}
+			for _, peer := range all {
+				if peer.Name == self.Name {
+					continue
+				}
+				want := fmt.Sprintf("%s via %s dev eth0", peer.PodCIDR, peer.InternalIP)
+				out, _ := nodeExecErr(self.Name, "ip", "route", "show", peer.PodCIDR.String())
+				if strings.TrimSpace(out) != want {
+					return fmt.Errorf("route to %s: %q, want %q", peer.PodCIDR, strings.TrimSpace(out), want)
+				}
+			}
+			env, _ := nodeExecErr(self.Name, "cat", "/run/flannel/subnet.env")
+			if !strings.Contains(env, "FLANNEL_MTU=1500") {
+				return fmt.Errorf("subnet.env does not give the underlay MTU:\n%s", env)
+			}
+			return nil
+		})
+	}
+	ping(t, a, b.IP, 3)
+	ping(t, b, a.IP, 3)
+
+	setNetConf(t, orig)
+	restartFlannel(t)
+	restored = true
+	eventually(t, 60*time.Second, time.Second, "back on vxlan, nothing of host-gw left", func() error {
+		for _, n := range all {
+			if out, _ := nodeExecErr(n.Name, "ip", "route", "show", "dev", "eth0"); strings.Contains(out, "10.244.") {
+				return fmt.Errorf("%s keeps host-gw routes on eth0:\n%s", n.Name, out)
+			}
+		}
+		if problems := hostStateProblems(t); len(problems) > 0 {
+			return fmt.Errorf("%s", strings.Join(problems, "\n"))
+		}
+		return nil
+	})
+	ping(t, a, b.IP, 3)
+	ping(t, b, a.IP, 3)
 }
 
 // peerEntries reports which of victim's route, neighbour and FDB entries
