@@ -81,6 +81,10 @@ type Daemon struct {
 	ready   atomic.Bool
 	started atomic.Bool
 
+	// finishInitial: the first full reconcile finishes the table's full
+	// sync that startInitialSync opened, with no second read of the kernel.
+	finishInitial bool
+
 	mu          sync.Mutex
 	fullRuns    int
 	lastFullErr error
@@ -182,7 +186,24 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer d.mgr.Shutdown()
 
 	start := time.Now()
-	if err := d.mgr.Watch(ctx, func(name string) { d.queue.Add(name) }); err != nil {
+	initial, err := d.startInitialSync()
+	if err != nil {
+		d.log.WithError(err).Warn("programming peers after the whole node list instead")
+	}
+	var firstPages func([]kube.PeerNode)
+	if initial != nil {
+		firstPages = func(p []kube.PeerNode) { initial.pages <- p }
+	}
+	err = d.mgr.Watch(ctx, func(name string) { d.queue.Add(name) }, firstPages)
+	if initial != nil {
+		if werr := initial.wait(); werr != nil {
+			d.log.WithError(werr).Warn("programming peers during the node list; the full reconcile retries")
+		} else if err == nil {
+			d.finishInitial = true
+			d.log.WithField("peers", initial.peers).Debug("peers programmed during the node list")
+		}
+	}
+	if err != nil {
 		return err
 	}
 	d.log.WithField("nodes", len(d.mgr.Names())).Infof("node cache synced in %s", time.Since(start).Round(time.Millisecond))
@@ -341,21 +362,83 @@ func (d *Daemon) peerEntries(ctx context.Context, name string) (want backend.Ent
 	if l == nil {
 		return backend.Entries{}, false, nil
 	}
-	if err := d.o.Config.ContainsSubnet(l.Subnet); err != nil {
-		d.mgr.Warn(ctx, name, "PodCIDROutsideNetwork", fmt.Errorf("node %s skipped: podCIDR %w", name, err))
-		return backend.Entries{}, false, nil
-	}
-	if l.Subnet.Contains(d.own.Subnet.IP) || d.own.Subnet.Contains(l.Subnet.IP) {
-		d.mgr.Warn(ctx, name, "PodCIDRConflict", fmt.Errorf("node %s skipped: its podCIDR %s overlaps this node's %s", name, l.Subnet, d.own.Subnet))
-		return backend.Entries{}, false, nil
-	}
-	e, err := d.be.Entries(l)
-	if err != nil {
-		d.mgr.Warn(ctx, name, "PeerUnreachable", fmt.Errorf("no route to node %s: %w", name, err))
+	e, reason, problem := d.entriesFor(l)
+	if problem != nil {
+		d.mgr.Warn(ctx, name, reason, problem)
 		return backend.Entries{}, false, nil
 	}
 	d.mgr.ClearWarning(name)
 	return e, false, nil
+}
+
+// entriesFor computes the kernel entries that reach peer l, or, when it
+// gets none, the reason (an Event reason) and the problem to report.
+func (d *Daemon) entriesFor(l *lease.Lease) (e backend.Entries, reason string, problem error) {
+	if err := d.o.Config.ContainsSubnet(l.Subnet); err != nil {
+		return e, "PodCIDROutsideNetwork", fmt.Errorf("node %s skipped: podCIDR %w", l.Node, err)
+	}
+	if l.Subnet.Contains(d.own.Subnet.IP) || d.own.Subnet.Contains(l.Subnet.IP) {
+		return e, "PodCIDRConflict", fmt.Errorf("node %s skipped: its podCIDR %s overlaps this node's %s", l.Node, l.Subnet, d.own.Subnet)
+	}
+	e, err := d.be.Entries(l)
+	if err != nil {
+		return e, "PeerUnreachable", fmt.Errorf("no route to node %s: %w", l.Node, err)
+	}
+	return e, "", nil
+}
+
+// initialSync programs peers while the initial node list is still being
+// read, a page at a time, inside a full sync of the table that the first
+// full reconcile finishes: at 5,000 nodes the kernel work then overlaps
+// the API server's paging instead of following it. Peers with problems
+// are left to the full reconcile, which reports them.
+type initialSync struct {
+	pages chan []kube.PeerNode
+	done  chan struct{}
+	peers int
+	err   error
+}
+
+// startInitialSync opens the table's full sync and starts programming the
+// pages sent to the returned sync's pages channel.
+func (d *Daemon) startInitialSync() (*initialSync, error) {
+	if err := d.table.BeginFull(d.be.Scope()); err != nil {
+		return nil, fmt.Errorf("reading the kernel's peer entries: %w", err)
+	}
+	s := &initialSync{pages: make(chan []kube.PeerNode, 32), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		for page := range s.pages {
+			want := make(map[string]backend.Entries, len(page))
+			for i := range page {
+				if page[i].Name == d.o.NodeName {
+					continue
+				}
+				l, err := d.o.Annotations.Decode(&page[i])
+				if err != nil {
+					continue
+				}
+				if e, _, problem := d.entriesFor(l); problem == nil {
+					want[l.Node] = e
+				}
+			}
+			if s.err != nil {
+				continue // drain: the full reconcile starts over
+			}
+			if _, err := d.table.AddPeers(want); err != nil {
+				s.err = err
+			}
+			s.peers += len(want)
+		}
+	}()
+	return s, nil
+}
+
+// wait closes the page channel and waits for the last page to be programmed.
+func (s *initialSync) wait() error {
+	close(s.pages)
+	<-s.done
+	return s.err
 }
 
 // fullReconcile brings everything to the desired state: the device, the
@@ -396,7 +479,13 @@ func (d *Daemon) fullReconcile(ctx context.Context) error {
 		}
 		want[name] = e
 	}
-	st, err := d.table.SyncAll(want, d.be.Scope())
+	var st backend.Stats
+	if d.finishInitial && !recreated {
+		st, err = d.table.FinishFull(want)
+	} else {
+		st, err = d.table.SyncAll(want, d.be.Scope())
+	}
+	d.finishInitial = false
 	d.mu.Lock()
 	d.fullRuns++
 	d.lastFullErr = err

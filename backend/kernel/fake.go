@@ -15,9 +15,9 @@ type Fake struct {
 	next   int
 	links  map[int]*Link
 	addrs  map[int][]*net.IPNet
-	routes map[string]Route
-	neighs map[string]Neigh
-	fdbs   map[string]FDB
+	routes map[RouteKey]Route
+	neighs map[NeighKey]Neigh
+	fdbs   map[FDBKey]FDB
 	// Calls counts every method call by name.
 	Calls map[string]int
 }
@@ -29,7 +29,7 @@ var _ Kernel = (*Fake)(nil)
 func NewFake() *Fake {
 	f := &Fake{
 		next: 3, links: map[int]*Link{}, addrs: map[int][]*net.IPNet{},
-		routes: map[string]Route{}, neighs: map[string]Neigh{}, fdbs: map[string]FDB{},
+		routes: map[RouteKey]Route{}, neighs: map[NeighKey]Neigh{}, fdbs: map[FDBKey]FDB{},
 		Calls: map[string]int{},
 	}
 	f.links[2] = &Link{Index: 2, Name: "eth0", MTU: 1500, MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, Up: true}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 )
 
 // ErrLinkNotFound is returned (wrapped) when a link does not exist.
@@ -93,8 +94,25 @@ type Kernel interface {
 	DeleteFDB(f FDB) error
 }
 
+// RouteKey identifies a route: destination and device.
+type RouteKey struct {
+	Dst       netip.Prefix
+	LinkIndex int
+}
+
 // Key returns a comparable identity of the route (destination and device).
-func (r Route) Key() string { return fmt.Sprintf("%s@%d", r.Dst, r.LinkIndex) }
+func (r Route) Key() RouteKey { return RouteKey{Dst: PrefixOf(r.Dst), LinkIndex: r.LinkIndex} }
+
+// PrefixOf converts n to a netip.Prefix (IPv4 addresses unmapped); nil
+// gives the zero Prefix.
+func PrefixOf(n *net.IPNet) netip.Prefix {
+	if n == nil {
+		return netip.Prefix{}
+	}
+	a, _ := netip.AddrFromSlice(n.IP)
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(a.Unmap(), ones)
+}
 
 // Equal reports whether two routes are the same in every attribute Twill sets.
 func (r Route) Equal(o Route) bool {
@@ -109,14 +127,34 @@ func (r Route) String() string {
 	return s
 }
 
+// NeighKey identifies a neighbour entry: address and device.
+type NeighKey struct {
+	IP        netip.Addr
+	LinkIndex int
+}
+
 // Key returns a comparable identity of the neighbour entry.
-func (n Neigh) Key() string { return fmt.Sprintf("%s@%d", n.IP, n.LinkIndex) }
+func (n Neigh) Key() NeighKey {
+	a, _ := netip.AddrFromSlice(n.IP)
+	return NeighKey{IP: a.Unmap(), LinkIndex: n.LinkIndex}
+}
 
 // Equal reports whether two neighbour entries are identical.
 func (n Neigh) Equal(o Neigh) bool { return n.Key() == o.Key() && bytes.Equal(n.MAC, o.MAC) }
 
+// FDBKey identifies an FDB entry: MAC address and device.
+type FDBKey struct {
+	MAC       [8]byte // the MAC, zero-padded (EUI-48 or EUI-64)
+	Len       int
+	LinkIndex int
+}
+
 // Key returns a comparable identity of the FDB entry.
-func (f FDB) Key() string { return fmt.Sprintf("%s@%d", f.MAC, f.LinkIndex) }
+func (f FDB) Key() FDBKey {
+	k := FDBKey{Len: len(f.MAC), LinkIndex: f.LinkIndex}
+	copy(k.MAC[:], f.MAC)
+	return k
+}
 
 // Equal reports whether two FDB entries are identical.
 func (f FDB) Equal(o FDB) bool { return f.Key() == o.Key() && f.Dst.Equal(o.Dst) }

@@ -1,8 +1,11 @@
 package kube
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"sync"
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -87,4 +90,43 @@ func (a *restAPI) GetPod(ctx context.Context, namespace, name string) (*v1.Pod, 
 		return nil, err
 	}
 	return p, nil
+}
+
+// pageBuffers holds the read buffers of list pages, so each page of the
+// initial list does not allocate its megabyte again.
+var pageBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// ListPeerNodes lists one page of nodes straight into PeerNodes: in
+// protobuf, it skims the page without building v1.Node objects; in JSON
+// (an API server that does not speak protobuf) it decodes and strips.
+func (a *restAPI) ListPeerNodes(ctx context.Context, opts metav1.ListOptions, ann Annotations) (*PeerNodeList, error) {
+	body, err := a.c.Get().Resource("nodes").VersionedParams(&opts, a.pc).
+		SetHeader("Accept", "application/vnd.kubernetes.protobuf, application/json").Stream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer body.Close()
+	buf := pageBuffers.Get().(*bytes.Buffer)
+	defer pageBuffers.Put(buf)
+	buf.Reset()
+	if _, err := buf.ReadFrom(body); err != nil {
+		return nil, fmt.Errorf("reading a page of the node list: %w", err)
+	}
+	out := &PeerNodeList{}
+	if isProtobuf(buf.Bytes()) {
+		if err := ann.skimNodeList(buf.Bytes(), out); err != nil {
+			return nil, fmt.Errorf("decoding a page of the node list: %w", err)
+		}
+		return out, nil
+	}
+	var l v1.NodeList
+	if err := json.Unmarshal(buf.Bytes(), &l); err != nil {
+		return nil, fmt.Errorf("decoding a page of the node list: %w", err)
+	}
+	out.ResourceVersion, out.Continue = l.ResourceVersion, l.Continue
+	out.Items = make([]PeerNode, len(l.Items))
+	for i := range l.Items {
+		out.Items[i] = *ann.Strip(&l.Items[i])
+	}
+	return out, nil
 }

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"maps"
 	"net"
-	"os"
 	"slices"
 	"sync"
 	"time"
@@ -35,6 +34,9 @@ type Manager struct {
 
 	informer cache.SharedIndexInformer
 	stop     context.CancelFunc
+	// firstPages gets the pages of the first list (see Watch); it is
+	// only touched by the list, which the informer runs one at a time.
+	firstPages func([]PeerNode)
 
 	mu     sync.Mutex
 	warned map[string]string // node → last warning sent as an event
@@ -193,8 +195,11 @@ func (m *Manager) SetNetworkAvailable(ctx context.Context) error {
 // Watch starts one shared informer over all nodes that keeps only what a
 // peer needs, and calls changed with the name of every node whose lease may
 // have changed since the initial list. It returns once the cache is synced;
-// the caller then reconciles all nodes of the initial list at once.
-func (m *Manager) Watch(ctx context.Context, changed func(name string)) error {
+// the caller then reconciles all nodes of the initial list at once. When
+// firstPages is set, it gets each page of the initial list as it arrives
+// (before the cache holds any of it), so work can start early.
+func (m *Manager) Watch(ctx context.Context, changed func(name string), firstPages func([]PeerNode)) error {
+	m.firstPages = firstPages
 	lw := &strippedListWatch{ListWatch: &cache.ListWatch{
 		ListWithContextFunc: m.listStripped,
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
@@ -257,20 +262,43 @@ func (m *Manager) Shutdown() {
 	}
 }
 
-// listPageSize bounds how many full Node objects (about 6 KB each with a
-// kubelet's status) are in memory at once during the initial list.
-const listPageSize = 100
+// listPageSize bounds how many nodes one page of the initial list holds:
+// about 7 KB each with a kubelet's status, skimmed without being decoded
+// into Node objects (see skim.go), so a page costs one reused buffer.
+const listPageSize = 250
 
-// listStripped lists all nodes page by page and strips each page before
-// fetching the next, so memory holds one page of full Nodes, not the whole
-// cluster. A list at resourceVersion 0 would be served whole from the
-// API server's cache, so it reads at the current version instead.
+// peerLister is an API that lists nodes straight into PeerNodes (restAPI
+// does, skimming protobuf pages); other APIs are listed and stripped.
+type peerLister interface {
+	ListPeerNodes(ctx context.Context, opts metav1.ListOptions, ann Annotations) (*PeerNodeList, error)
+}
+
+// listPage lists one page of nodes as PeerNodes.
+func (m *Manager) listPage(ctx context.Context, opts metav1.ListOptions) (*PeerNodeList, error) {
+	if pl, ok := m.api.(peerLister); ok {
+		return pl.ListPeerNodes(ctx, opts, m.ann)
+	}
+	page, err := m.api.ListNodes(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	out := &PeerNodeList{ListMeta: page.ListMeta, Items: make([]PeerNode, len(page.Items))}
+	for i := range page.Items {
+		out.Items[i] = *m.ann.Strip(&page.Items[i])
+	}
+	return out, nil
+}
+
+// listStripped lists all nodes page by page, keeping only what a peer
+// needs, so memory never holds the whole cluster's Node objects. A list at
+// resourceVersion 0 would be served whole from the API server's cache, so
+// it reads at the current version instead.
 func (m *Manager) listStripped(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 	opts.ResourceVersion, opts.ResourceVersionMatch, opts.Continue = "", "", ""
 	opts.Limit = listPageSize
 	out := &PeerNodeList{}
 	for {
-		page, err := m.api.ListNodes(ctx, opts)
+		page, err := m.listPage(ctx, opts)
 		if apierrors.IsResourceExpired(err) && opts.Continue != "" {
 			// The snapshot expired between pages: start again.
 			opts.Continue, out.Items = "", out.Items[:0]
@@ -282,10 +310,12 @@ func (m *Manager) listStripped(ctx context.Context, opts metav1.ListOptions) (ru
 		if out.ResourceVersion == "" {
 			out.ResourceVersion = page.ResourceVersion
 		}
-		for i := range page.Items {
-			out.Items = append(out.Items, *m.ann.Strip(&page.Items[i]))
+		out.Items = append(out.Items, page.Items...)
+		if m.firstPages != nil {
+			m.firstPages(page.Items)
 		}
 		if page.Continue == "" {
+			m.firstPages = nil // relists after a watch expired are not early work
 			return out, nil
 		}
 		opts.Continue = page.Continue
@@ -297,9 +327,7 @@ func (m *Manager) listStripped(ctx context.Context, opts metav1.ListOptions) (ru
 type strippedListWatch struct{ *cache.ListWatch }
 
 // IsWatchListSemanticsUnSupported tells client-go's reflector to list.
-func (strippedListWatch) IsWatchListSemanticsUnSupported() bool {
-	return os.Getenv("TWILL_EXP_STREAM") == ""
-}
+func (strippedListWatch) IsWatchListSemanticsUnSupported() bool { return true }
 
 func sameLeaseFields(a, b *PeerNode) bool {
 	return a.PodCIDR == b.PodCIDR && maps.Equal(a.Annotations, b.Annotations)
