@@ -79,8 +79,8 @@ func (c *Cluster) RESTConfig() (*rest.Config, error) {
 	return controlplane.RESTConfig(c.Kubeconfig, c.UnderlayNetNS())
 }
 
-// AddNode creates and starts one more worker and waits until it has
-// registered (and, with CNI "twill", until it is Ready).
+// AddNode creates and starts one more worker, on the flat subnet, and waits
+// until it has registered (and, with CNI "twill", until it is Ready).
 func (c *Cluster) AddNode(ctx context.Context) (Node, error) {
 	next := 0
 	for _, n := range c.Nodes {
@@ -96,7 +96,7 @@ func (c *Cluster) AddNode(ctx context.Context) (Node, error) {
 	if err != nil {
 		return Node{}, err
 	}
-	n, err := c.createNode(ctx, next)
+	n, err := c.createNode(ctx, next, false)
 	if err != nil {
 		_ = c.removeNodeResources(n.Name, next)
 		return Node{}, err
@@ -184,17 +184,24 @@ func (c *Cluster) removeNodeResources(name string, index int) error {
 }
 
 // ApplyManifest applies Documentation/kube-flannel.yml, with net-conf.json's
-// Backend.Type set to backend ("vxlan" or "host-gw"), then waits until
-// every node is Ready.
+// Backend.Type set to backend ("vxlan" or "host-gw") and, for a lab made
+// with Options.DirectRouting, DirectRouting on, then waits until every
+// node is Ready.
 func (c *Cluster) ApplyManifest(ctx context.Context, backend string) error {
 	if backend != "vxlan" && backend != "host-gw" {
 		return fmt.Errorf("backend %q: want vxlan or host-gw", backend)
+	}
+	if c.DirectRouting && backend != "vxlan" {
+		return fmt.Errorf("backend %q: lab %s was made with DirectRouting, a vxlan setting", backend, c.Name)
 	}
 	b, err := os.ReadFile(filepath.Join(c.RepoRoot, ManifestPath))
 	if err != nil {
 		return fmt.Errorf("reading the manifest: %w", err)
 	}
 	manifest := SetBackend(b, backend)
+	if c.DirectRouting {
+		manifest = SetDirectRouting(manifest)
+	}
 	cmd, err := c.KubectlCmd(ctx, "apply", "-f", "-")
 	if err != nil {
 		return err
@@ -217,6 +224,15 @@ var backendType = regexp.MustCompile(`("Type"\s*:\s*)"(vxlan|host-gw)"`)
 func SetBackend(manifest []byte, backend string) []byte {
 	return backendType.ReplaceAll(manifest, []byte(`${1}"`+backend+`"`))
 }
+
+// SetDirectRouting returns the manifest with "DirectRouting": true in every
+// net-conf.json vxlan Backend (right after its "Type", replacing a
+// DirectRouting already there).
+func SetDirectRouting(manifest []byte) []byte {
+	return vxlanType.ReplaceAll(manifest, []byte(`${1}"vxlan", "DirectRouting": true`))
+}
+
+var vxlanType = regexp.MustCompile(`("Type"\s*:\s*)"vxlan"(\s*,\s*"DirectRouting"\s*:\s*(true|false))?`)
 
 // WaitReady waits until every node of the lab is Ready.
 func (c *Cluster) WaitReady(ctx context.Context, timeout time.Duration) error {

@@ -38,6 +38,15 @@ type Options struct {
 	// Backend is the manifest's backend with CNI "twill": "vxlan" (default)
 	// or "host-gw".
 	Backend string
+	// DirectRouting sets "DirectRouting": true in the manifest's vxlan
+	// backend: peers on a node's own subnet are routed without VXLAN.
+	DirectRouting bool
+	// RoutedNodes puts the last RoutedNodes nodes on a second underlay
+	// subnet, 172.19.0.0/16 (gateway 172.19.0.1), which the underlay
+	// namespace routes to the first: they share no layer-2 segment with the
+	// other nodes. Default 0: every node on 172.18.0.0/16. The control
+	// plane always stays on the first subnet.
+	RoutedNodes int
 	// RepoRoot is the Twill checkout holding Documentation/, hack/ and bin/;
 	// default: found from the working directory upwards.
 	RepoRoot string
@@ -60,6 +69,9 @@ type Cluster struct {
 	RepoRoot string
 	// CNI and Backend are what Up was given.
 	CNI, Backend string
+	// DirectRouting and RoutedNodes are what Up was given.
+	DirectRouting bool `json:",omitempty"`
+	RoutedNodes   int  `json:",omitempty"`
 }
 
 // Node is one lab node.
@@ -68,6 +80,8 @@ type Node struct {
 	Name string
 	// IP is the node's address on the underlay (eth0).
 	IP net.IP
+	// Routed is set for a node on the routed subnet (Options.RoutedNodes).
+	Routed bool `json:",omitempty"`
 	// Index numbers nodes in creation order, 0 being the control plane.
 	Index int
 	// NetNS is the node's network namespace, e.g. /run/netns/twill-worker.

@@ -2,7 +2,11 @@ package lab
 
 import (
 	"context"
+	"encoding/json"
+	"net"
 	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -26,6 +30,92 @@ func TestNodeNamesAndAddresses(t *testing.T) {
 			t.Errorf("nodeIP(%d) = %s, want %s", tc.i, got, tc.ip)
 		}
 	}
+}
+
+func TestRoutedSegment(t *testing.T) {
+	cases := []struct {
+		i, nodes, routed int
+		want             string
+	}{
+		{0, 3, 0, "172.18.0.2"},
+		{2, 3, 0, "172.18.0.4"},
+		{1, 3, 1, "172.18.0.3"},
+		{2, 3, 1, "172.19.0.4"},
+		{1, 3, 2, "172.19.0.3"},
+		{254, 300, 100, "172.19.1.0"},
+	}
+	for _, tc := range cases {
+		seg := flatSegment
+		if isRouted(tc.i, tc.nodes, tc.routed) {
+			seg = routedSegment
+		}
+		if got := seg.nodeIP(tc.i).String(); got != tc.want {
+			t.Errorf("node %d of %d, %d routed: %s, want %s", tc.i, tc.nodes, tc.routed, got, tc.want)
+		}
+		if !seg.subnet().Contains(seg.gateway) || !seg.subnet().Contains(seg.nodeIP(tc.i)) {
+			t.Errorf("segment %s: gateway %s or node %s outside", seg.subnet(), seg.gateway, seg.nodeIP(tc.i))
+		}
+	}
+	// The routed subnet overlaps none of the lab's other networks.
+	for _, other := range []string{"172.18.0.0/16", "172.20.0.0/16", "10.244.0.0/16", "10.96.0.0/12", "203.0.113.0/24"} {
+		_, n, _ := net.ParseCIDR(other)
+		r := routedSegment.subnet()
+		if n.Contains(r.IP) || r.Contains(n.IP) {
+			t.Errorf("routed subnet %s overlaps %s", r, other)
+		}
+	}
+}
+
+func TestUpRejectsBadLayouts(t *testing.T) {
+	for name, o := range map[string]Options{
+		"every node routed":          {Nodes: 3, RoutedNodes: 3},
+		"negative":                   {Nodes: 3, RoutedNodes: -1},
+		"routed with host-gw":        {Nodes: 3, RoutedNodes: 1, Backend: "host-gw"},
+		"DirectRouting with host-gw": {Nodes: 3, Backend: "host-gw", DirectRouting: true},
+		"DirectRouting without CNI":  {Nodes: 3, CNI: "none", DirectRouting: true},
+	} {
+		o.Name = "unit"
+		// Options are checked before anything is made (or root is asked for).
+		if _, err := Up(context.Background(), o); err == nil || !strings.Contains(err.Error(), "--") {
+			t.Errorf("%s: Up err = %v, want one naming the flag", name, err)
+		}
+	}
+}
+
+func TestSetDirectRouting(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", ManifestPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	netConf := func(manifest []byte) map[string]any {
+		t.Helper()
+		m := regexp.MustCompile(`(?s)net-conf\.json: \|\n(.*?\n    \})\n`).FindSubmatch(manifest)
+		if m == nil {
+			t.Fatalf("no net-conf.json in:\n%s", manifest)
+		}
+		var conf map[string]any
+		if err := json.Unmarshal(m[1], &conf); err != nil {
+			t.Fatalf("net-conf.json is not JSON: %v\n%s", err, m[1])
+		}
+		return conf
+	}
+	out := SetDirectRouting(b)
+	want := map[string]any{"Type": "vxlan", "DirectRouting": true}
+	if got := netConf(out)["Backend"]; !equalJSON(got, want) {
+		t.Errorf("Backend = %v, want %v", got, want)
+	}
+	if again := SetDirectRouting(out); string(again) != string(out) {
+		t.Errorf("SetDirectRouting twice differs from once:\n%s", again)
+	}
+	if got := netConf(SetDirectRouting(SetBackend(b, "host-gw")))["Backend"]; !equalJSON(got, map[string]any{"Type": "host-gw"}) {
+		t.Errorf("host-gw Backend = %v, want it untouched", got)
+	}
+}
+
+func equalJSON(a, b any) bool {
+	x, _ := json.Marshal(a)
+	y, _ := json.Marshal(b)
+	return string(x) == string(y)
 }
 
 func TestSetBackend(t *testing.T) {

@@ -14,22 +14,56 @@ import (
 // namespace, the nodes on it, and one more namespace behind its gateway
 // standing for the internet (a documentation address), so masquerading
 // can be watched. Nothing links it to the host.
+//
+// With Options.RoutedNodes the underlay namespace also holds a second
+// bridge on another subnet, and routes between the two: its nodes share no
+// layer-2 segment with the others, as nodes in another rack or zone.
 var (
-	underlayGateway = net.IPv4(172, 18, 0, 1)
-	underlayMask    = net.CIDRMask(16, 32)
+	// flatSegment is kind's network; every node is on it by default.
+	flatSegment = segment{bridge: "br0", gateway: net.IPv4(172, 18, 0, 1), mask: net.CIDRMask(16, 32)}
+	// routedSegment holds the last Options.RoutedNodes nodes. 172.19/16
+	// clashes with none of the lab's other ranges: 172.18/16 (the flat
+	// segment), 10.244/16 (pods), 10.96/12 (Services), 203.0.113/24 (the
+	// internet) and 172.20/16 (the daemon tests' routed subnet).
+	routedSegment = segment{bridge: "br1", gateway: net.IPv4(172, 19, 0, 1), mask: net.CIDRMask(16, 32)}
 	// InternetIP is the lab's stand-in for an address on the internet.
-	InternetIP     = net.IPv4(203, 0, 113, 10)
-	internetGW     = net.IPv4(203, 0, 113, 1)
-	internetMask   = net.CIDRMask(24, 32)
-	underlayBridge = "br0"
+	InternetIP   = net.IPv4(203, 0, 113, 10)
+	internetGW   = net.IPv4(203, 0, 113, 1)
+	internetMask = net.CIDRMask(24, 32)
 )
+
+// segment is one subnet of the underlay: a bridge in the underlay
+// namespace holding the subnet's gateway address, with the eth0 of every
+// node on the subnet attached to it.
+type segment struct {
+	bridge  string
+	gateway net.IP
+	mask    net.IPMask
+}
+
+// subnet is the segment's network, e.g. 172.18.0.0/16.
+func (s segment) subnet() *net.IPNet {
+	return &net.IPNet{IP: s.gateway.Mask(s.mask), Mask: s.mask}
+}
+
+// nodeIP is the address of the node with index i (0 is the control plane)
+// on the segment: .(i+2) counted from the subnet's base, as Docker hands
+// them out on kind's network.
+func (s segment) nodeIP(i int) net.IP {
+	base := s.gateway.Mask(s.mask).To4()
+	return net.IPv4(base[0], base[1], byte((i+2)/256), byte((i+2)%256))
+}
 
 func underlayNS(lab string) string { return lab + "-underlay" }
 func internetNS(lab string) string { return lab + "-internet" }
 
-// nodeIP is the underlay address of the node with index i (0 is the
-// control plane): 172.18.0.(i+2), as Docker hands them out on kind's network.
-func nodeIP(i int) net.IP { return net.IPv4(172, 18, byte((i+2)/256), byte((i+2)%256)) }
+// nodeIP is the flat segment's address of the node with index i:
+// 172.18.0.(i+2).
+func nodeIP(i int) net.IP { return flatSegment.nodeIP(i) }
+
+// isRouted reports whether the node with index i, in a lab of nodes nodes
+// whose last routed ones are on the routed segment, is one of those.
+func isRouted(i, nodes, routed int) bool { return routed > 0 && i >= nodes-routed }
 
 // nodeName follows kind: NAME-control-plane, NAME-worker, NAME-worker2, …
 func nodeName(lab string, i int) string {
@@ -43,8 +77,9 @@ func nodeName(lab string, i int) string {
 	}
 }
 
-// createUnderlay makes the underlay and internet namespaces and wires them.
-func createUnderlay(lab string) error {
+// createUnderlay makes the underlay and internet namespaces and wires them;
+// with routed, the underlay holds the routed segment's bridge too.
+func createUnderlay(lab string, routed bool) error {
 	under, err := netns.Create(underlayNS(lab))
 	if err != nil {
 		return err
@@ -53,44 +88,61 @@ func createUnderlay(lab string) error {
 	if err != nil {
 		return err
 	}
+	segs := []segment{flatSegment}
+	if routed {
+		segs = append(segs, routedSegment)
+	}
 	err = netns.Do(under, func() error {
 		if err := upLoopback(); err != nil {
 			return err
 		}
-		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: underlayBridge}}
-		if err := netlink.LinkAdd(br); err != nil {
-			return fmt.Errorf("adding bridge: %w", err)
-		}
-		if err := netlink.AddrAdd(br, &netlink.Addr{IPNet: &net.IPNet{IP: underlayGateway, Mask: underlayMask}}); err != nil {
-			return fmt.Errorf("addressing bridge: %w", err)
-		}
-		if err := netlink.LinkSetUp(br); err != nil {
-			return fmt.Errorf("bringing bridge up: %w", err)
+		for _, s := range segs {
+			if err := addBridge(s); err != nil {
+				return err
+			}
 		}
 		return addVeth("inet0", &net.IPNet{IP: internetGW, Mask: internetMask}, inet, &net.IPNet{IP: InternetIP, Mask: internetMask}, internetGW)
 	})
 	if err != nil {
 		return fmt.Errorf("wiring the underlay: %w", err)
 	}
-	// The gateway routes between the nodes and the "internet", nowhere else.
+	// The gateway routes between the segments and the "internet", nowhere
+	// else: its only routes are those of its own addresses.
 	return netns.SetSysctl(under, "net/ipv4/ip_forward", "1")
 }
 
+// addBridge, called in the underlay namespace, makes the segment's bridge
+// with the gateway address.
+func addBridge(s segment) error {
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: s.bridge}}
+	if err := netlink.LinkAdd(br); err != nil {
+		return fmt.Errorf("adding bridge %s: %w", s.bridge, err)
+	}
+	if err := netlink.AddrAdd(br, &netlink.Addr{IPNet: &net.IPNet{IP: s.gateway, Mask: s.mask}}); err != nil {
+		return fmt.Errorf("addressing bridge %s: %w", s.bridge, err)
+	}
+	if err := netlink.LinkSetUp(br); err != nil {
+		return fmt.Errorf("bringing bridge %s up: %w", s.bridge, err)
+	}
+	return nil
+}
+
 // attachNode creates the node's network namespace with eth0 on the
-// underlay bridge.
-func attachNode(lab, name string, index int, ip net.IP) (string, error) {
+// segment's bridge, addressed ip, with a default route via the segment's
+// gateway.
+func attachNode(lab, name string, index int, seg segment, ip net.IP) (string, error) {
 	path, err := netns.Create(name)
 	if err != nil {
 		return "", err
 	}
 	host := fmt.Sprintf("veth%d", index)
 	err = netns.Do(netns.Path(underlayNS(lab)), func() error {
-		if err := addVeth(host, nil, path, &net.IPNet{IP: ip, Mask: underlayMask}, underlayGateway); err != nil {
+		if err := addVeth(host, nil, path, &net.IPNet{IP: ip, Mask: seg.mask}, seg.gateway); err != nil {
 			return err
 		}
-		br, err := netlink.LinkByName(underlayBridge)
+		br, err := netlink.LinkByName(seg.bridge)
 		if err != nil {
-			return fmt.Errorf("finding bridge: %w", err)
+			return fmt.Errorf("finding bridge %s: %w", seg.bridge, err)
 		}
 		l, err := netlink.LinkByName(host)
 		if err != nil {

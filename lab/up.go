@@ -73,6 +73,12 @@ func Up(ctx context.Context, o Options) (_ *Cluster, err error) {
 		return nil, fmt.Errorf("--cni %q: want twill or none", o.CNI)
 	case o.Backend != "vxlan" && o.Backend != "host-gw":
 		return nil, fmt.Errorf("--backend %q: want vxlan or host-gw", o.Backend)
+	case o.DirectRouting && (o.CNI != "twill" || o.Backend != "vxlan"):
+		return nil, fmt.Errorf("--direct-routing is a setting of the vxlan backend: use it with --cni twill --backend vxlan")
+	case o.RoutedNodes < 0 || o.RoutedNodes >= o.Nodes:
+		return nil, fmt.Errorf("--routed-nodes %d: want 0 to %d (the control plane stays on %s)", o.RoutedNodes, o.Nodes-1, flatSegment.subnet())
+	case o.RoutedNodes > 0 && o.CNI == "twill" && o.Backend == "host-gw":
+		return nil, fmt.Errorf("--routed-nodes with --backend host-gw: host-gw needs every node on one layer-2 segment; use vxlan (with --direct-routing to route the others plainly)")
 	}
 	if os.Geteuid() != 0 {
 		return nil, errors.New("twill lab needs root (it creates namespaces, mounts and cgroups): run it with sudo")
@@ -133,7 +139,8 @@ func Up(ctx context.Context, o Options) (_ *Cluster, err error) {
 		return nil, fmt.Errorf("the Twill image %s is missing after `make image`", twill)
 	}
 
-	c := &Cluster{Name: o.Name, Dir: stateDir(o.Name), RepoRoot: root, CNI: o.CNI, Backend: o.Backend}
+	c := &Cluster{Name: o.Name, Dir: stateDir(o.Name), RepoRoot: root, CNI: o.CNI, Backend: o.Backend,
+		DirectRouting: o.DirectRouting, RoutedNodes: o.RoutedNodes}
 	c.Kubeconfig = filepath.Join(c.controlPlaneDir(), "admin.kubeconfig")
 	defer func() {
 		if err != nil {
@@ -168,12 +175,15 @@ func Up(ctx context.Context, o Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 
-	step("creating the underlay (172.18.0.0/16, gateway 172.18.0.1, internet %s)", InternetIP)
-	if err := createUnderlay(o.Name); err != nil {
+	step("creating the underlay (%s, gateway %s, internet %s)", flatSegment.subnet(), flatSegment.gateway, InternetIP)
+	if o.RoutedNodes > 0 {
+		step("the last %d nodes on %s, routed through gateway %s", o.RoutedNodes, routedSegment.subnet(), routedSegment.gateway)
+	}
+	if err := createUnderlay(o.Name, o.RoutedNodes > 0); err != nil {
 		return nil, err
 	}
 	for i := 0; i < o.Nodes; i++ {
-		n, err := c.createNode(ctx, i)
+		n, err := c.createNode(ctx, i, isRouted(i, o.Nodes, o.RoutedNodes))
 		if err != nil {
 			return nil, err
 		}
@@ -219,7 +229,11 @@ func Up(ctx context.Context, o Options) (_ *Cluster, err error) {
 	step("all %d nodes registered", len(c.Nodes))
 
 	if o.CNI == "twill" {
-		step("applying Documentation/kube-flannel.yml (backend %s)", o.Backend)
+		dr := ""
+		if o.DirectRouting {
+			dr = ", DirectRouting"
+		}
+		step("applying Documentation/kube-flannel.yml (backend %s%s)", o.Backend, dr)
 		if err := c.ApplyManifest(ctx, o.Backend); err != nil {
 			return nil, err
 		}
@@ -231,10 +245,15 @@ func Up(ctx context.Context, o Options) (_ *Cluster, err error) {
 	return c, nil
 }
 
-// createNode makes node i's network, mount and UTS namespaces.
-func (c *Cluster) createNode(ctx context.Context, i int) (Node, error) {
-	n := Node{Name: nodeName(c.Name, i), IP: nodeIP(i), Index: i}
-	path, err := attachNode(c.Name, n.Name, i, n.IP)
+// createNode makes node i's network, mount and UTS namespaces, with eth0
+// on the flat segment, or with routed on the routed one.
+func (c *Cluster) createNode(ctx context.Context, i int, routed bool) (Node, error) {
+	seg := flatSegment
+	if routed {
+		seg = routedSegment
+	}
+	n := Node{Name: nodeName(c.Name, i), IP: seg.nodeIP(i), Index: i, Routed: routed}
+	path, err := attachNode(c.Name, n.Name, i, seg, n.IP)
 	if err != nil {
 		return Node{}, err
 	}

@@ -57,6 +57,8 @@ func labUp(ctx context.Context, args []string) error {
 	fs.IntVar(&o.Nodes, "nodes", 3, "number of nodes, the control plane included")
 	fs.StringVar(&o.CNI, "cni", "twill", "twill: apply Documentation/kube-flannel.yml; none: no CNI (nodes stay NotReady)")
 	fs.StringVar(&o.Backend, "backend", "vxlan", "backend in the manifest's net-conf.json: vxlan or host-gw")
+	fs.BoolVar(&o.DirectRouting, "direct-routing", false, `set "DirectRouting": true in the vxlan backend (peers on a node's own subnet are routed without VXLAN)`)
+	fs.IntVar(&o.RoutedNodes, "routed-nodes", 0, "put the last N nodes on a second subnet, 172.19.0.0/16, routed to the others through the underlay")
 	fs.StringVar(&o.RepoRoot, "repo", "", "Twill checkout (default: found from the working directory)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -157,7 +159,18 @@ func labStatus(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("lab %q: %d nodes, CNI %s, backend %s, state in %s\n\n", c.Name, len(c.Nodes), c.CNI, c.Backend, c.Dir)
+	backend := c.Backend
+	if c.DirectRouting {
+		backend += " (DirectRouting)"
+	}
+	fmt.Printf("lab %q: %d nodes, CNI %s, backend %s, state in %s\n", c.Name, len(c.Nodes), c.CNI, backend, c.Dir)
+	switch {
+	case c.RoutedNodes == 1:
+		fmt.Println("the last node is on a second subnet, routed to the others through the underlay")
+	case c.RoutedNodes > 1:
+		fmt.Printf("the last %d nodes are on a second subnet, routed to the others through the underlay\n", c.RoutedNodes)
+	}
+	fmt.Println()
 	return printStatus(ctx, os.Stdout, c)
 }
 

@@ -17,6 +17,7 @@ const usage = `twill: Twill's command-line tool
 
 Usage:
   twill lab up [--name NAME] [--nodes N] [--cni twill|none] [--backend vxlan|host-gw]
+               [--direct-routing] [--routed-nodes N]
   twill lab down [--name NAME]
   twill lab status [--name NAME]
   twill lab kubectl [--name NAME] ARGS...
