@@ -3,22 +3,16 @@
 # Debian or Ubuntu; elsewhere it prints what to install and fails.
 set -euo pipefail
 
-# command → package
-declare -A want=(
-  [iptables]=iptables
-  [ip]=iproute2
-  [etcd]=etcd-server
-  [containerd]=containerd
-  [runc]=runc
-  [buildah]=buildah
-  [debootstrap]=debootstrap
-  [tcpdump]=tcpdump
-  [iperf3]=iperf3
-  [conntrack]=conntrack
-  [ethtool]=ethtool
-  [nsenter]=util-linux
-  [ping]=iputils-ping
-)
+# command → package, from hack/deps.txt (the lab reads the same list)
+declare -A want=()
+while read -r cmd pkg extra; do
+  case "$cmd" in ''|'#'*) continue ;; esac
+  if [ -z "$pkg" ] || [ -n "$extra" ]; then
+    echo "hack/deps.txt: bad line \"$cmd $pkg $extra\": want \"command package\"" >&2
+    exit 1
+  fi
+  want[$cmd]=$pkg
+done < "$(dirname "$0")/deps.txt"
 missing=()
 for cmd in "${!want[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${want[$cmd]}")

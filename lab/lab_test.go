@@ -166,3 +166,41 @@ func TestUpNeedsRoot(t *testing.T) {
 		t.Fatalf("Up as non-root: err = %v, want one saying root is needed", err)
 	}
 }
+
+func TestParseHostTools(t *testing.T) {
+	tools, err := parseHostTools("# comment\n\netcd etcd-server\n  ctr containerd  \n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []hostTool{{"etcd", "etcd-server"}, {"ctr", "containerd"}}
+	if len(tools) != len(want) || tools[0] != want[0] || tools[1] != want[1] {
+		t.Errorf("parseHostTools = %v, want %v", tools, want)
+	}
+	for _, bad := range []string{"etcd\n", "etcd etcd-server extra\n", "# only a comment\n"} {
+		if _, err := parseHostTools(bad); err == nil || !strings.Contains(err.Error(), hostToolsFile) {
+			t.Errorf("parseHostTools(%q): err = %v, want an error naming %s", bad, err, hostToolsFile)
+		}
+	}
+}
+
+// TestHostToolsFile checks the repository's list, which hack/deps.sh and
+// the lab share, covers what the lab runs.
+func TestHostToolsFile(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", hostToolsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tools, err := parseHostTools(string(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, tool := range tools {
+		have[tool.cmd] = true
+	}
+	for _, cmd := range []string{"etcd", "containerd", "ctr", "runc", "buildah", "debootstrap", "iptables", "ip", "tcpdump", "iperf3", "nsenter", "unshare", "ping"} {
+		if !have[cmd] {
+			t.Errorf("%s does not list %s, which the lab runs", hostToolsFile, cmd)
+		}
+	}
+}

@@ -28,20 +28,32 @@ import (
 // the repository root.
 const TwillImageArchive = "_output/images/twill.tar"
 
-// hostTools maps each command the lab runs to its Debian package.
-var hostTools = map[string]string{
-	"etcd":        "etcd-server",
-	"containerd":  "containerd",
-	"runc":        "runc",
-	"ctr":         "containerd",
-	"buildah":     "buildah",
-	"debootstrap": "debootstrap",
-	"iptables":    "iptables",
-	"tcpdump":     "tcpdump",
-	"iperf3":      "iperf3",
-	"nsenter":     "util-linux",
-	"unshare":     "util-linux",
-	"ping":        "iputils-ping",
+// hostToolsFile lists, relative to the repository root, each host command
+// the lab runs with its Debian package; hack/deps.sh installs from it too.
+const hostToolsFile = "hack/deps.txt"
+
+// hostTool is one line of hostToolsFile.
+type hostTool struct{ cmd, pkg string }
+
+// parseHostTools reads hostToolsFile's format: "command package" a line,
+// blank lines and lines starting with # ignored.
+func parseHostTools(text string) ([]hostTool, error) {
+	var tools []hostTool
+	for i, line := range strings.Split(text, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) != 2 {
+			return nil, fmt.Errorf("%s line %d: %q: want \"command package\"", hostToolsFile, i+1, line)
+		}
+		tools = append(tools, hostTool{cmd: f[0], pkg: f[1]})
+	}
+	if len(tools) == 0 {
+		return nil, fmt.Errorf("%s lists no tools", hostToolsFile)
+	}
+	return tools, nil
 }
 
 // Up builds what is missing (Kubernetes binaries, images), then creates
@@ -396,10 +408,20 @@ func findRepoRoot(dir string) (string, error) {
 // ensureHostTools installs missing host tools through hack/deps.sh (apt-get,
 // as root on Debian/Ubuntu) or says what to install.
 func ensureHostTools(ctx context.Context, root string, log io.Writer) error {
+	b, err := os.ReadFile(filepath.Join(root, hostToolsFile))
+	if err != nil {
+		return fmt.Errorf("reading the host tool list: %w", err)
+	}
+	tools, err := parseHostTools(string(b))
+	if err != nil {
+		return err
+	}
+	seen := map[string]bool{}
 	var missing []string
-	for cmd, pkg := range hostTools {
-		if _, err := exec.LookPath(cmd); err != nil {
-			missing = append(missing, pkg)
+	for _, t := range tools {
+		if _, err := exec.LookPath(t.cmd); err != nil && !seen[t.pkg] {
+			seen[t.pkg] = true
+			missing = append(missing, t.pkg)
 		}
 	}
 	if len(missing) == 0 {
@@ -410,9 +432,9 @@ func ensureHostTools(ctx context.Context, root string, log io.Writer) error {
 	if err := runScript(ctx, root, log, "hack/deps.sh"); err != nil {
 		return fmt.Errorf("missing host packages %s (%w): install them with `apt-get install %s`", strings.Join(missing, ", "), err, strings.Join(missing, " "))
 	}
-	for cmd, pkg := range hostTools {
-		if _, err := exec.LookPath(cmd); err != nil {
-			return fmt.Errorf("%s is still missing after hack/deps.sh: install package %s", cmd, pkg)
+	for _, t := range tools {
+		if _, err := exec.LookPath(t.cmd); err != nil {
+			return fmt.Errorf("%s is still missing after hack/deps.sh: install package %s", t.cmd, t.pkg)
 		}
 	}
 	return nil
