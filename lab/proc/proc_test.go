@@ -20,6 +20,18 @@ func TestStartStop(t *testing.T) {
 	if !p.Alive() {
 		t.Fatal("process not alive right after Start")
 	}
+	// The daemon's output reaches its log. Wait for it before stopping the
+	// process: a SIGTERM can land before the shell has written anything.
+	logPath := filepath.Join(dir, "log")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if b, _ := os.ReadFile(logPath); strings.Contains(string(b), "started") {
+			break
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(logPath)
+			t.Fatalf("log = %q after 10 s, want the daemon's output", b)
+		}
+	}
 	loaded, err := Load(pidFile)
 	if err != nil {
 		t.Fatal(err)
@@ -47,10 +59,6 @@ func TestStartStop(t *testing.T) {
 	}
 	if err := StopFile(pidFile, time.Second); err != nil {
 		t.Errorf("StopFile on a missing PID file: %v", err)
-	}
-	b, _ := os.ReadFile(filepath.Join(dir, "log"))
-	if !strings.Contains(string(b), "started") {
-		t.Errorf("log = %q, want the daemon's output", b)
 	}
 }
 
