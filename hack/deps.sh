@@ -3,7 +3,7 @@
 # Debian or Ubuntu; elsewhere it prints what to install and fails.
 set -euo pipefail
 
-# command → package, from hack/deps.txt (the lab reads the same list)
+# command → package, from hack/deps.txt (`twill lab up` runs this script too)
 declare -A want=()
 while read -r cmd pkg extra; do
   case "$cmd" in ''|'#'*) continue ;; esac
@@ -28,3 +28,9 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # shellcheck disable=SC2086
 apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
+for cmd in "${!want[@]}"; do
+  if ! command -v "$cmd" >/dev/null 2>&1; then
+    echo "$cmd is still missing after installing ${want[$cmd]}: install that package by hand" >&2
+    exit 1
+  fi
+done

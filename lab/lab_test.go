@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -167,40 +168,57 @@ func TestUpNeedsRoot(t *testing.T) {
 	}
 }
 
-func TestParseHostTools(t *testing.T) {
-	tools, err := parseHostTools("# comment\n\netcd etcd-server\n  ctr containerd  \n")
+// hostToolsRoot makes a repository root holding a copy of hack/deps.sh and
+// the given hack/deps.txt.
+func hostToolsRoot(t *testing.T, list string) string {
+	t.Helper()
+	root := t.TempDir()
+	script, err := os.ReadFile(filepath.Join("..", "hack", "deps.sh"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []hostTool{{"etcd", "etcd-server"}, {"ctr", "containerd"}}
-	if len(tools) != len(want) || tools[0] != want[0] || tools[1] != want[1] {
-		t.Errorf("parseHostTools = %v, want %v", tools, want)
+	if err := os.MkdirAll(filepath.Join(root, "hack"), 0o755); err != nil {
+		t.Fatal(err)
 	}
-	for _, bad := range []string{"etcd\n", "etcd etcd-server extra\n", "# only a comment\n"} {
-		if _, err := parseHostTools(bad); err == nil || !strings.Contains(err.Error(), hostToolsFile) {
-			t.Errorf("parseHostTools(%q): err = %v, want an error naming %s", bad, err, hostToolsFile)
+	for name, b := range map[string][]byte{"deps.sh": script, "deps.txt": []byte(list)} {
+		if err := os.WriteFile(filepath.Join(root, "hack", name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return root
+}
+
+func TestEnsureHostTools(t *testing.T) {
+	var log strings.Builder
+	root := hostToolsRoot(t, "# comment\n\nsh dash\n  bash bash  \n")
+	if err := ensureHostTools(context.Background(), root, &log); err != nil {
+		t.Fatalf("tools all present: %v (log %q)", err, log.String())
+	}
+	for _, bad := range []string{"etcd\n", "etcd etcd-server extra\n"} {
+		root := hostToolsRoot(t, bad)
+		err := ensureHostTools(context.Background(), root, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "hack/deps.txt: bad line") {
+			t.Errorf("list %q: err = %v, want an error naming hack/deps.txt's bad line", bad, err)
 		}
 	}
 }
 
-// TestHostToolsFile checks the repository's list, which hack/deps.sh and
-// the lab share, covers what the lab runs.
+// TestHostToolsFile checks the repository's list, which hack/deps.sh reads
+// for `make deps` and `twill lab up`, covers what the lab runs.
 func TestHostToolsFile(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("..", hostToolsFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tools, err := parseHostTools(string(b))
+	b, err := os.ReadFile(filepath.Join("..", "hack", "deps.txt"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	have := map[string]bool{}
-	for _, tool := range tools {
-		have[tool.cmd] = true
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && !strings.HasPrefix(f[0], "#") {
+			have[f[0]] = true
+		}
 	}
 	for _, cmd := range []string{"etcd", "containerd", "ctr", "runc", "buildah", "debootstrap", "iptables", "ip", "tcpdump", "iperf3", "nsenter", "unshare", "ping"} {
 		if !have[cmd] {
-			t.Errorf("%s does not list %s, which the lab runs", hostToolsFile, cmd)
+			t.Errorf("hack/deps.txt does not list %s, which the lab runs", cmd)
 		}
 	}
 }

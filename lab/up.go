@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -27,34 +27,6 @@ import (
 // TwillImageArchive is where hack/image.sh writes Twill's image, relative to
 // the repository root.
 const TwillImageArchive = "_output/images/twill.tar"
-
-// hostToolsFile lists, relative to the repository root, each host command
-// the lab runs with its Debian package; hack/deps.sh installs from it too.
-const hostToolsFile = "hack/deps.txt"
-
-// hostTool is one line of hostToolsFile.
-type hostTool struct{ cmd, pkg string }
-
-// parseHostTools reads hostToolsFile's format: "command package" a line,
-// blank lines and lines starting with # ignored.
-func parseHostTools(text string) ([]hostTool, error) {
-	var tools []hostTool
-	for i, line := range strings.Split(text, "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		f := strings.Fields(line)
-		if len(f) != 2 {
-			return nil, fmt.Errorf("%s line %d: %q: want \"command package\"", hostToolsFile, i+1, line)
-		}
-		tools = append(tools, hostTool{cmd: f[0], pkg: f[1]})
-	}
-	if len(tools) == 0 {
-		return nil, fmt.Errorf("%s lists no tools", hostToolsFile)
-	}
-	return tools, nil
-}
 
 // Up builds what is missing (Kubernetes binaries, images), then creates
 // and starts the lab, and waits until every node has registered (and, with
@@ -405,37 +377,16 @@ func findRepoRoot(dir string) (string, error) {
 	}
 }
 
-// ensureHostTools installs missing host tools through hack/deps.sh (apt-get,
-// as root on Debian/Ubuntu) or says what to install.
+// ensureHostTools runs hack/deps.sh, which checks the host tools listed in
+// hack/deps.txt and installs missing ones (apt-get, as root on
+// Debian/Ubuntu) or says what to install.
 func ensureHostTools(ctx context.Context, root string, log io.Writer) error {
-	b, err := os.ReadFile(filepath.Join(root, hostToolsFile))
-	if err != nil {
-		return fmt.Errorf("reading the host tool list: %w", err)
-	}
-	tools, err := parseHostTools(string(b))
-	if err != nil {
-		return err
-	}
-	seen := map[string]bool{}
-	var missing []string
-	for _, t := range tools {
-		if _, err := exec.LookPath(t.cmd); err != nil && !seen[t.pkg] {
-			seen[t.pkg] = true
-			missing = append(missing, t.pkg)
-		}
-	}
-	if len(missing) == 0 {
-		return nil
-	}
-	sort.Strings(missing)
-	fmt.Fprintf(log, "installing missing host packages: %s\n", strings.Join(missing, " "))
-	if err := runScript(ctx, root, log, "hack/deps.sh"); err != nil {
-		return fmt.Errorf("missing host packages %s (%w): install them with `apt-get install %s`", strings.Join(missing, ", "), err, strings.Join(missing, " "))
-	}
-	for _, t := range tools {
-		if _, err := exec.LookPath(t.cmd); err != nil {
-			return fmt.Errorf("%s is still missing after hack/deps.sh: install package %s", t.cmd, t.pkg)
-		}
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, "bash", filepath.Join(root, "hack/deps.sh"))
+	cmd.Dir = root
+	cmd.Stdout, cmd.Stderr = log, io.MultiWriter(log, &stderr)
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("host tools: hack/deps.sh: %w: %s", err, strings.TrimSpace(stderr.String()))
 	}
 	return nil
 }
