@@ -7,7 +7,7 @@
 # duration, Go before 1.27 can fail a target with a bare "context deadline
 # exceeded" when a busy worker misses the end of the window (golang/go#75804;
 # seen here in CI on go1.26.8 under load). A count has no deadline to miss.
-# 100000 executions take 2-7 s a target on our 2-core machines.
+# 100000 executions take 2-9 s a target on our 2-core machines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FUZZTIME=${FUZZTIME:-100000x}
