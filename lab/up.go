@@ -381,12 +381,8 @@ func findRepoRoot(dir string) (string, error) {
 // hack/deps.txt and installs missing ones (apt-get, as root on
 // Debian/Ubuntu) or says what to install.
 func ensureHostTools(ctx context.Context, root string, log io.Writer) error {
-	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, "bash", filepath.Join(root, "hack/deps.sh"))
-	cmd.Dir = root
-	cmd.Stdout, cmd.Stderr = log, io.MultiWriter(log, &stderr)
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("host tools: hack/deps.sh: %w: %s", err, strings.TrimSpace(stderr.String()))
+	if err := runScript(ctx, root, log, "hack/deps.sh"); err != nil {
+		return fmt.Errorf("host tools: %w", err)
 	}
 	return nil
 }
@@ -402,12 +398,20 @@ func twillImageStale(root string) bool {
 	return err != nil || bin.ModTime().After(img.ModTime())
 }
 
+// runScript runs a script of the repository with bash, its output going to
+// log. A failure's error carries the last line the script wrote to stderr,
+// which is where our scripts say what went wrong and what to do.
 func runScript(ctx context.Context, root string, log io.Writer, script string) error {
+	var stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, "bash", filepath.Join(root, script))
 	cmd.Dir = root
-	cmd.Stdout, cmd.Stderr = log, log
+	cmd.Stdout, cmd.Stderr = log, io.MultiWriter(log, &stderr)
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%s: %w", script, err)
+		msg := strings.TrimSpace(stderr.String())
+		if msg == "" {
+			return fmt.Errorf("%s: %w", script, err)
+		}
+		return fmt.Errorf("%s: %w: %s", script, err, strings.TrimSpace(msg[strings.LastIndexByte(msg, '\n')+1:]))
 	}
 	return nil
 }
