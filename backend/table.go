@@ -3,43 +3,103 @@ package backend
 import (
 	"errors"
 	"fmt"
-	"net"
-	"net/netip"
 	"sync"
 
 	"github.com/twill-net/twill/backend/kernel"
+	"github.com/twill-net/twill/metrics"
 )
 
+// ErrFullSyncOpen is returned by Sync while a full sync is in progress: its
+// view of the kernel would not see the change.
+var ErrFullSyncOpen = errors.New("a full sync is in progress")
+
 // Table applies peers' entries to the kernel and remembers what it applied,
-// so a change of one peer costs work for that peer only. It is safe for
-// concurrent use.
+// so a change of one peer costs work for that peer only. It knows no kind
+// of entry in particular: every kind is handled by the same code, in the
+// order of kernel.Kinds. It is safe for concurrent use.
 type Table struct {
-	k       kernel.Kernel
-	network *net.IPNet
-	own     *net.IPNet
+	k   kernel.Kernel
+	rec metrics.Recorder
 
 	mu      sync.Mutex
 	applied map[string]Entries
-	// routeOwner maps an applied route's destination to its peer, so a
-	// route deleted behind our back is traced to one peer.
-	routeOwner map[netip.Prefix]string
-	// full is the kernel's state during a full sync (see BeginFull).
-	full *fullSync
+	// owner maps the key of every applied entry of a watched kind
+	// (kernel.Kind.Watched) to its peer, so an entry the kernel reports
+	// deleted behind our back is traced to one peer.
+	owner map[kernel.Key]string
+	// lost holds keys of applied entries the kernel lost (see Lost): their
+	// return counts as a repair.
+	lost map[kernel.Key]bool
+	held [kernel.NumKinds]int
+	// full is the full sync in progress, if any.
+	full *FullSync
 }
 
-// NewTable returns a table for routes inside network; own (the node's own
-// subnet) is never touched.
-func NewTable(k kernel.Kernel, network, own *net.IPNet) *Table {
-	return &Table{k: k, network: network, own: own, applied: map[string]Entries{}, routeOwner: map[netip.Prefix]string{}}
+// NewTable returns an empty table over k, reporting to rec (nil: nowhere).
+func NewTable(k kernel.Kernel, rec metrics.Recorder) *Table {
+	return &Table{k: k, rec: metrics.OrNop(rec), applied: map[string]Entries{}, owner: map[kernel.Key]string{}, lost: map[kernel.Key]bool{}}
 }
 
-// Stats says what a sync changed.
+// Count says how many entries of one kind a sync changed, by change.
+type Count struct {
+	Added, Updated, Removed, Repaired int
+}
+
+// Stats says what a sync changed, by kind of entry.
 type Stats struct {
-	Added, Updated, Deleted int
+	kinds [kernel.NumKinds]Count
+}
+
+// Kind returns the changes to entries of kind k.
+func (s Stats) Kind(k kernel.Kind) Count { return s.kinds[k-1] }
+
+// Total sums the changes of every kind.
+func (s Stats) Total() Count {
+	var t Count
+	for _, c := range s.kinds {
+		t.Added += c.Added
+		t.Updated += c.Updated
+		t.Removed += c.Removed
+		t.Repaired += c.Repaired
+	}
+	return t
 }
 
 // Changed reports whether anything was changed.
-func (s Stats) Changed() bool { return s.Added+s.Updated+s.Deleted > 0 }
+func (s Stats) Changed() bool {
+	t := s.Total()
+	return t.Added+t.Updated+t.Removed+t.Repaired > 0
+}
+
+func (s *Stats) counter(k kernel.Kind, ch metrics.Change) *int {
+	c := &s.kinds[k-1]
+	switch ch {
+	case metrics.Added:
+		return &c.Added
+	case metrics.Updated:
+		return &c.Updated
+	case metrics.Removed:
+		return &c.Removed
+	default:
+		return &c.Repaired
+	}
+}
+
+// report hands the stats to the recorder.
+func (t *Table) report(st Stats) {
+	for _, k := range kernel.Kinds {
+		c := st.Kind(k)
+		for _, x := range [...]struct {
+			ch metrics.Change
+			n  int
+		}{{metrics.Added, c.Added}, {metrics.Updated, c.Updated}, {metrics.Removed, c.Removed}, {metrics.Repaired, c.Repaired}} {
+			if x.n > 0 {
+				t.rec.EntriesChanged(k.String(), x.ch, x.n)
+			}
+		}
+		t.rec.EntriesHeld(k.String(), t.held[k-1])
+	}
+}
 
 // plan collects kernel changes in the order they must happen, with the
 // statistic each one counts towards.
@@ -61,7 +121,7 @@ func (p *plan) apply(k kernel.Kernel) error {
 	var errs []error
 	seen := map[string]bool{}
 	failed := 0
-	for i, err := range kernel.Apply(k, p.ops) {
+	for i, err := range k.Apply(p.ops) {
 		if err == nil {
 			*p.counts[i]++
 			continue
@@ -79,242 +139,239 @@ func (p *plan) apply(k kernel.Kernel) error {
 	return errors.Join(errs...)
 }
 
+// change is how setting peer name's entry e counts: a repair when the
+// table had applied it and the kernel lost it, else an addition or (held:
+// the kernel had another entry in its slot) an update. t.mu is held.
+func (t *Table) change(name string, e kernel.Entry, held bool) metrics.Change {
+	key := e.Key()
+	if t.lost[key] {
+		return metrics.Repaired
+	}
+	if old, ok := find(t.applied[name], key); ok && old.Equal(e) {
+		return metrics.Repaired
+	}
+	if held {
+		return metrics.Updated
+	}
+	return metrics.Added
+}
+
 // Sync makes the kernel hold want for peer name (an empty want removes the
 // peer), touching only entries that differ from what was applied before.
 func (t *Table) Sync(name string, want Entries) (Stats, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.full != nil {
+		return Stats{}, ErrFullSyncOpen
+	}
 	old := t.applied[name]
 	var st Stats
 	var p plan
-	// Removal first, routes before the entries they depend on.
-	for _, r := range old.Routes {
-		if !containsRoute(want.Routes, r) {
-			p.add(kernel.Op{Kind: kernel.OpDeleteRoute, Route: r}, &st.Deleted)
+	// Removal first, last kind first: routes before the entries they
+	// depend on.
+	for i := len(kernel.Kinds) - 1; i >= 0; i-- {
+		k := kernel.Kinds[i]
+		for _, e := range old {
+			if e.Key().Kind == k && !contains(want, e.Key()) {
+				p.add(kernel.Op{Delete: true, Entry: e}, st.counter(k, metrics.Removed))
+			}
 		}
 	}
-	for _, f := range old.FDBs {
-		if !containsKey(want.FDBs, f.Key(), kernel.FDB.Key) {
-			p.add(kernel.Op{Kind: kernel.OpDeleteFDB, FDB: f}, &st.Deleted)
+	// Then in the order a packet needs them.
+	for _, k := range kernel.Kinds {
+		for _, e := range want {
+			if e.Key().Kind != k {
+				continue
+			}
+			o, ok := find(old, e.Key())
+			if ok && o.Equal(e) && !t.lost[e.Key()] {
+				continue
+			}
+			ch := metrics.Added
+			switch {
+			case t.lost[e.Key()]:
+				ch = metrics.Repaired
+			case ok:
+				ch = metrics.Updated
+			}
+			p.add(kernel.Op{Entry: e}, st.counter(k, ch))
 		}
 	}
-	for _, n := range old.Neighs {
-		if !containsKey(want.Neighs, n.Key(), kernel.Neigh.Key) {
-			p.add(kernel.Op{Kind: kernel.OpDeleteNeigh, Neigh: n}, &st.Deleted)
-		}
-	}
-	// Then, in the order a packet needs them: neighbour, FDB, route.
-	for _, n := range want.Neighs {
-		if o, ok := findKey(old.Neighs, n.Key(), kernel.Neigh.Key); !ok || !o.Equal(n) {
-			p.add(kernel.Op{Kind: kernel.OpSetNeigh, Neigh: n}, counter(&st, ok))
-		}
-	}
-	for _, f := range want.FDBs {
-		if o, ok := findKey(old.FDBs, f.Key(), kernel.FDB.Key); !ok || !o.Equal(f) {
-			p.add(kernel.Op{Kind: kernel.OpSetFDB, FDB: f}, counter(&st, ok))
-		}
-	}
-	for _, r := range want.Routes {
-		if o, ok := findKey(old.Routes, r.Key(), kernel.Route.Key); !ok || !o.Equal(r) {
-			p.add(kernel.Op{Kind: kernel.OpReplaceRoute, Route: r}, counter(&st, ok))
-		}
-	}
-	if err := p.apply(t.k); err != nil {
+	err := p.apply(t.k)
+	if err != nil {
 		// What was applied is unknown: forget it, so the next sync
 		// programs everything again.
-		t.setApplied(name, old, Entries{})
-		return st, fmt.Errorf("programming peer %s: %w", name, err)
+		t.setApplied(name, old, nil)
+		err = fmt.Errorf("programming peer %s: %w", name, err)
+	} else {
+		t.setApplied(name, old, want)
 	}
-	t.setApplied(name, old, want)
-	return st, nil
+	t.report(st)
+	return st, err
 }
 
-// SyncAll makes the kernel hold exactly the union of want within scope: it
-// reads the kernel once per link and kind, adds what is missing, fixes what
-// differs and removes owned entries that no peer wants (nodes deleted while
-// the daemon was down, a peer's old VTEP MAC, entries of another backend).
-func (t *Table) SyncAll(want map[string]Entries, scope Scope) (Stats, error) {
+// FullSync is a full sync of the table in progress. Begin reads the
+// kernel's owned entries once; Add programs the peers given to it (a page
+// of the initial node list at a time) and never removes anything; Finish
+// gets every peer's entries, fixes what differs and removes owned entries
+// no peer wants. While it is open the table refuses Sync, so nothing
+// changes the kernel behind its view; Abort ends it without finishing.
+type FullSync struct {
+	t     *Table
+	scope Scope
+	// held is the kernel's owned entries as read, kept up to date by the
+	// changes the sync makes.
+	held map[kernel.Key]kernel.Entry
+}
+
+// Begin starts a full sync over scope. Only one can be open at a time.
+func (t *Table) Begin(scope Scope) (*FullSync, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if err := t.begin(scope); err != nil {
+	if t.full != nil {
+		return nil, ErrFullSyncOpen
+	}
+	lists := make([][]kernel.Entry, len(scope))
+	n := 0
+	for i, o := range scope {
+		es, err := t.k.List(o.Kind, o.Family, o.Link)
+		if err != nil {
+			return nil, fmt.Errorf("reading the kernel's peer entries: %w", err)
+		}
+		lists[i] = es
+		n += len(es)
+	}
+	f := &FullSync{t: t, scope: scope, held: make(map[kernel.Key]kernel.Entry, n)}
+	for i, o := range scope {
+		for _, e := range lists[i] {
+			if o.Owns(e) {
+				f.held[e.Key()] = e
+			}
+		}
+	}
+	t.full = f
+	return f, nil
+}
+
+// SyncAll makes the kernel hold exactly the union of want within scope, in
+// one full sync.
+func (t *Table) SyncAll(want map[string]Entries, scope Scope) (Stats, error) {
+	f, err := t.Begin(scope)
+	if err != nil {
 		return Stats{}, err
 	}
-	return t.finish(want)
+	return f.Finish(want)
 }
 
-// BeginFull starts a full sync that is fed in parts: it reads the kernel's
-// entries within scope once, so that AddPeers, called as peers become
-// known (a page of the initial node list at a time), programs only what
-// differs, and FinishFull removes what no peer wanted. Until FinishFull
-// the table holds the kernel's state as read; Sync must not be used.
-func (t *Table) BeginFull(scope Scope) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.begin(scope)
+// open checks that f is the table's open full sync. t.mu is held.
+func (f *FullSync) open() error {
+	if f.t.full != f {
+		return errors.New("the full sync has already ended")
+	}
+	return nil
 }
 
-// AddPeers adds and fixes the entries of the peers in want, inside a full
-// sync started by BeginFull. It never removes anything.
-func (t *Table) AddPeers(want map[string]Entries) (Stats, error) {
+// Add adds and fixes the entries of the peers in want. It never removes
+// anything: a partial list of peers must not delete the others' entries.
+func (f *FullSync) Add(want map[string]Entries) (Stats, error) {
+	t := f.t
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.full == nil {
-		return Stats{}, errors.New("AddPeers outside a full sync")
+	if err := f.open(); err != nil {
+		return Stats{}, err
 	}
 	var st Stats
 	var p plan
-	t.full.addOrFix(want, &p, &st)
+	f.addOrFix(want, &p, &st)
 	err := p.apply(t.k)
 	for name, e := range want {
 		t.setApplied(name, t.applied[name], e)
 	}
+	t.report(st)
 	if err != nil {
 		return st, fmt.Errorf("programming peers: %w", err)
 	}
 	return st, nil
 }
 
-// FinishFull ends a full sync started by BeginFull: want is every peer's
-// entries; what differs is fixed and owned entries no peer wants are
-// removed.
-func (t *Table) FinishFull(want map[string]Entries) (Stats, error) {
+// Finish ends the full sync: want is every peer's entries. Owned entries
+// no peer wants are removed (routes first, then the FDB and neighbour
+// entries they relied on), and the rest added and fixed.
+func (f *FullSync) Finish(want map[string]Entries) (Stats, error) {
+	t := f.t
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.full == nil {
-		return Stats{}, errors.New("FinishFull without BeginFull")
+	if err := f.open(); err != nil {
+		return Stats{}, err
 	}
-	return t.finish(want)
-}
-
-// fullSync is the kernel's state within a scope, read at the start of a
-// full sync and kept up to date by the changes the sync makes.
-type fullSync struct {
-	routes map[kernel.RouteKey]kernel.Route
-	neighs map[kernel.NeighKey]kernel.Neigh
-	fdbs   map[kernel.FDBKey]kernel.FDB
-}
-
-// begin reads the kernel within scope. t.mu is held.
-func (t *Table) begin(scope Scope) error {
-	f := &fullSync{
-		routes: map[kernel.RouteKey]kernel.Route{},
-		neighs: map[kernel.NeighKey]kernel.Neigh{},
-		fdbs:   map[kernel.FDBKey]kernel.FDB{},
-	}
-	for _, link := range scope.RouteLinks {
-		rs, err := t.k.Routes(link)
-		if err != nil {
-			return err
-		}
-		for _, r := range rs {
-			if t.ownsRoute(r) {
-				f.routes[r.Key()] = r
-			}
-		}
-	}
-	for _, link := range scope.NeighLinks {
-		ns, err := t.k.Neighs(link)
-		if err != nil {
-			return err
-		}
-		for _, n := range ns {
-			f.neighs[n.Key()] = n
-		}
-		fs, err := t.k.FDBs(link)
-		if err != nil {
-			return err
-		}
-		for _, e := range fs {
-			f.fdbs[e.Key()] = e
-		}
-	}
-	t.full = f
-	return nil
-}
-
-// addOrFix plans, in the order a packet needs them (neighbour, FDB,
-// route), the changes that make the kernel hold want, and records them as
-// held. A change that then fails is retried by the next sync, which reads
-// the kernel afresh.
-func (f *fullSync) addOrFix(want map[string]Entries, p *plan, st *Stats) {
-	for _, e := range want {
-		for _, n := range e.Neighs {
-			if h, ok := f.neighs[n.Key()]; !ok || !h.Equal(n) {
-				p.add(kernel.Op{Kind: kernel.OpSetNeigh, Neigh: n}, counter(st, ok))
-				f.neighs[n.Key()] = n
-			}
-		}
-	}
-	for _, e := range want {
-		for _, fd := range e.FDBs {
-			if h, ok := f.fdbs[fd.Key()]; !ok || !h.Equal(fd) {
-				p.add(kernel.Op{Kind: kernel.OpSetFDB, FDB: fd}, counter(st, ok))
-				f.fdbs[fd.Key()] = fd
-			}
-		}
-	}
-	for _, e := range want {
-		for _, r := range e.Routes {
-			if h, ok := f.routes[r.Key()]; !ok || !h.Equal(r) {
-				p.add(kernel.Op{Kind: kernel.OpReplaceRoute, Route: r}, counter(st, ok))
-				f.routes[r.Key()] = r
-			}
-		}
-	}
-}
-
-// finish removes the owned entries want does not hold (routes first, then
-// the FDB and neighbour entries they relied on), adds and fixes the rest,
-// and ends the full sync. t.mu is held and t.full set.
-func (t *Table) finish(want map[string]Entries) (Stats, error) {
-	f := t.full
 	t.full = nil
 	var st Stats
 	var p plan
 	n := 0
 	for _, e := range want {
-		n += len(e.Routes)
+		n += len(e)
 	}
-	wantRoutes := make(map[kernel.RouteKey]bool, n)
-	wantNeighs := make(map[kernel.NeighKey]bool, n)
-	wantFDBs := make(map[kernel.FDBKey]bool, n)
-	for _, e := range want {
-		for _, r := range e.Routes {
-			wantRoutes[r.Key()] = true
-		}
-		for _, n := range e.Neighs {
-			wantNeighs[n.Key()] = true
-		}
-		for _, fd := range e.FDBs {
-			wantFDBs[fd.Key()] = true
+	wanted := make(map[kernel.Key]bool, n)
+	for _, es := range want {
+		for _, e := range es {
+			wanted[e.Key()] = true
 		}
 	}
-	for k, r := range f.routes {
-		if !wantRoutes[k] {
-			p.add(kernel.Op{Kind: kernel.OpDeleteRoute, Route: r}, &st.Deleted)
-		}
-	}
-	for k, fd := range f.fdbs {
-		if !wantFDBs[k] {
-			p.add(kernel.Op{Kind: kernel.OpDeleteFDB, FDB: fd}, &st.Deleted)
-		}
-	}
-	for k, n := range f.neighs {
-		if !wantNeighs[k] {
-			p.add(kernel.Op{Kind: kernel.OpDeleteNeigh, Neigh: n}, &st.Deleted)
+	for i := len(kernel.Kinds) - 1; i >= 0; i-- {
+		k := kernel.Kinds[i]
+		for key, e := range f.held {
+			if key.Kind == k && !wanted[key] {
+				p.add(kernel.Op{Delete: true, Entry: e}, st.counter(k, metrics.Removed))
+			}
 		}
 	}
 	f.addOrFix(want, &p, &st)
 	err := p.apply(t.k)
 	t.applied = make(map[string]Entries, len(want))
-	t.routeOwner = make(map[netip.Prefix]string, len(want))
+	t.owner = make(map[kernel.Key]string, len(want))
+	t.lost = map[kernel.Key]bool{}
+	t.held = [kernel.NumKinds]int{}
 	for name, e := range want {
-		t.setApplied(name, Entries{}, e)
+		t.setApplied(name, nil, e)
 	}
+	t.report(st)
 	if err != nil {
 		return st, fmt.Errorf("full resync: %w", err)
 	}
 	return st, nil
+}
+
+// Abort ends the full sync without finishing it; the table then knows only
+// what earlier syncs applied.
+func (f *FullSync) Abort() {
+	f.t.mu.Lock()
+	defer f.t.mu.Unlock()
+	if f.t.full == f {
+		f.t.full = nil
+	}
+}
+
+// addOrFix plans, in the order of kernel.Kinds, the changes that make the
+// kernel hold want, and records them as held. A change that then fails is
+// retried by the next full sync, which reads the kernel afresh. t.mu is
+// held.
+func (f *FullSync) addOrFix(want map[string]Entries, p *plan, st *Stats) {
+	for _, k := range kernel.Kinds {
+		for name, es := range want {
+			for _, e := range es {
+				key := e.Key()
+				if key.Kind != k {
+					continue
+				}
+				h, ok := f.held[key]
+				if ok && h.Equal(e) {
+					continue
+				}
+				p.add(kernel.Op{Entry: e}, st.counter(k, f.t.change(name, e, ok)))
+				f.held[key] = e
+			}
+		}
+	}
 }
 
 // Forget drops the record of applied entries, after the kernel lost them
@@ -323,40 +380,75 @@ func (t *Table) Forget() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.applied = map[string]Entries{}
-	t.routeOwner = map[netip.Prefix]string{}
+	t.owner = map[kernel.Key]string{}
+	t.lost = map[kernel.Key]bool{}
+	t.held = [kernel.NumKinds]int{}
+}
+
+// Lost records that the kernel lost applied entry e (someone deleted it),
+// so the next Sync of its peer puts it back and counts a repair. It returns
+// that peer; ok is false when no peer's applied entry has e's key (the
+// table itself removed it, or never had it), or e's kind is not watched.
+func (t *Table) Lost(e kernel.Entry) (peer string, ok bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	key := e.Key()
+	name, ok := t.owner[key]
+	if !ok {
+		return "", false
+	}
+	old := t.applied[name]
+	kept := make(Entries, 0, len(old))
+	for _, x := range old {
+		if x.Key() != key {
+			kept = append(kept, x)
+		}
+	}
+	t.setApplied(name, old, kept)
+	t.lost[key] = true
+	return name, true
+}
+
+// Owner returns the peer whose applied entry of a watched kind has key.
+func (t *Table) Owner(key kernel.Key) (string, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	name, ok := t.owner[key]
+	return name, ok
 }
 
 // Invalidate forgets what was applied for peer name, so its next Sync
-// programs all its entries again (after the kernel lost one of them).
+// programs all its entries again.
 func (t *Table) Invalidate(name string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.setApplied(name, t.applied[name], Entries{})
-}
-
-// RouteOwner returns the peer whose applied route has destination dst.
-func (t *Table) RouteOwner(dst *net.IPNet) (string, bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	name, ok := t.routeOwner[kernel.PrefixOf(dst)]
-	return name, ok
+	t.setApplied(name, t.applied[name], nil)
 }
 
 // setApplied records want as applied for name, replacing old. t.mu is held.
 func (t *Table) setApplied(name string, old, want Entries) {
-	for _, r := range old.Routes {
-		if t.routeOwner[kernel.PrefixOf(r.Dst)] == name {
-			delete(t.routeOwner, kernel.PrefixOf(r.Dst))
+	for _, e := range old {
+		key := e.Key()
+		t.held[key.Kind-1]--
+		if key.Kind.Watched() && t.owner[key] == name {
+			delete(t.owner, key)
 		}
 	}
-	if want.Len() == 0 {
+	for _, e := range want {
+		key := e.Key()
+		t.held[key.Kind-1]++
+		if key.Kind.Watched() {
+			t.owner[key] = name
+		}
+		if len(t.lost) > 0 {
+			delete(t.lost, key)
+		}
+	}
+	if len(want) == 0 {
 		delete(t.applied, name)
 		return
 	}
 	t.applied[name] = want
-	for _, r := range want.Routes {
-		t.routeOwner[kernel.PrefixOf(r.Dst)] = name
-	}
 }
 
 // Applied returns what was applied for peer name.
@@ -367,41 +459,23 @@ func (t *Table) Applied(name string) (Entries, bool) {
 	return e, ok
 }
 
-// ownsRoute: routes to subnets of the cluster network other than our own.
-func (t *Table) ownsRoute(r kernel.Route) bool {
-	if r.Dst == nil || !t.network.Contains(r.Dst.IP) {
-		return false
-	}
-	ones, _ := r.Dst.Mask.Size()
-	netOnes, _ := t.network.Mask.Size()
-	if ones < netOnes {
-		return false
-	}
-	return t.own == nil || !t.own.Contains(r.Dst.IP)
+// Held returns how many applied entries of kind k the table holds.
+func (t *Table) Held(k kernel.Kind) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.held[k-1]
 }
 
-func counter(st *Stats, existed bool) *int {
-	if existed {
-		return &st.Updated
-	}
-	return &st.Added
-}
-
-func containsRoute(rs []kernel.Route, r kernel.Route) bool {
-	return containsKey(rs, r.Key(), kernel.Route.Key)
-}
-
-func containsKey[T any, K comparable](xs []T, key K, keyOf func(T) K) bool {
-	_, ok := findKey(xs, key, keyOf)
+func contains(es Entries, key kernel.Key) bool {
+	_, ok := find(es, key)
 	return ok
 }
 
-func findKey[T any, K comparable](xs []T, key K, keyOf func(T) K) (T, bool) {
-	for _, x := range xs {
-		if keyOf(x) == key {
-			return x, true
+func find(es Entries, key kernel.Key) (kernel.Entry, bool) {
+	for _, e := range es {
+		if e.Key() == key {
+			return e, true
 		}
 	}
-	var zero T
-	return zero, false
+	return nil, false
 }

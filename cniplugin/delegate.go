@@ -3,7 +3,7 @@ package cniplugin
 import (
 	"encoding/json"
 	"fmt"
-	"net"
+	"net/netip"
 
 	"github.com/twill-net/twill/subnet/subnetenv"
 )
@@ -58,23 +58,29 @@ func buildIPAM(n *NetConf, env *subnetenv.Env, defaultGateway bool) map[string]a
 			ipam[k] = deepCopy(v)
 		}
 	}
-	network := &net.IPNet{IP: env.Subnet.IP.Mask(env.Subnet.Mask), Mask: env.Subnet.Mask}
-	ipam["ranges"] = []any{[]any{map[string]any{
-		"subnet":  network.String(),
-		"gateway": env.Subnet.IP.String(),
-	}}}
-	var route map[string]any
-	if defaultGateway {
-		// The gateway is explicit so the bridge plugin recognises this as
-		// its default route and does not add a second one.
-		route = map[string]any{"dst": "0.0.0.0/0", "gw": env.Subnet.IP.String()}
-	} else {
-		route = map[string]any{"dst": env.Network.String()}
-	}
+	// One range set per family: host-local then gives every pod one
+	// address of each.
+	ranges := make([]any, 0, len(env.Nets))
 	routes, _ := ipam["routes"].([]any)
-	if !hasRoute(routes, route["dst"].(string)) {
-		routes = append(routes, route)
+	for _, fn := range env.Nets {
+		gw := fn.Subnet.Addr().String()
+		ranges = append(ranges, []any{map[string]any{
+			"subnet":  fn.Subnet.Masked().String(),
+			"gateway": gw,
+		}})
+		var route map[string]any
+		if defaultGateway {
+			// The gateway is explicit so the bridge plugin recognises this
+			// as its default route and does not add a second one.
+			route = map[string]any{"dst": fn.Family().Any().String(), "gw": gw}
+		} else {
+			route = map[string]any{"dst": fn.Network.String()}
+		}
+		if !hasRoute(routes, route["dst"].(string)) {
+			routes = append(routes, route)
+		}
 	}
+	ipam["ranges"] = ranges
 	ipam["routes"] = routes
 	return ipam
 }
@@ -96,29 +102,40 @@ func DelegateType(d map[string]any) string {
 	return DefaultDelegateType
 }
 
-// DelegateSubnet is the pod range recorded in a delegate configuration, from
-// host-local's ranges or the older single "subnet" key flannel once wrote.
-func DelegateSubnet(d map[string]any) (*net.IPNet, error) {
+// DelegateSubnets are the pod ranges recorded in a delegate configuration,
+// one per range set, from host-local's ranges or the older single "subnet"
+// key flannel once wrote.
+func DelegateSubnets(d map[string]any) ([]netip.Prefix, error) {
 	ipam, _ := d["ipam"].(map[string]any)
-	var s string
-	if ranges, ok := ipam["ranges"].([]any); ok && len(ranges) > 0 {
-		if set, ok := ranges[0].([]any); ok && len(set) > 0 {
-			if r, ok := set[0].(map[string]any); ok {
-				s, _ = r["subnet"].(string)
+	var subnets []string
+	if ranges, ok := ipam["ranges"].([]any); ok {
+		for _, r := range ranges {
+			if set, ok := r.([]any); ok && len(set) > 0 {
+				if r, ok := set[0].(map[string]any); ok {
+					if s, _ := r["subnet"].(string); s != "" {
+						subnets = append(subnets, s)
+					}
+				}
 			}
 		}
 	}
-	if s == "" {
-		s, _ = ipam["subnet"].(string)
+	if len(subnets) == 0 {
+		if s, _ := ipam["subnet"].(string); s != "" {
+			subnets = append(subnets, s)
+		}
 	}
-	if s == "" {
+	if len(subnets) == 0 {
 		return nil, fmt.Errorf("the configuration has no ipam range")
 	}
-	_, sn, err := net.ParseCIDR(s)
-	if err != nil {
-		return nil, fmt.Errorf("ipam range %q: %w", s, err)
+	out := make([]netip.Prefix, len(subnets))
+	for i, s := range subnets {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("ipam range %q: %w", s, err)
+		}
+		out[i] = p.Masked()
 	}
-	return sn, nil
+	return out, nil
 }
 
 // deepCopy copies a decoded JSON value so the delegate never aliases the

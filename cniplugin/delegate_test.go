@@ -63,6 +63,14 @@ func TestBuildDelegate(t *testing.T) {
 			"hairpinMode":true,"isDefaultGateway":true,
 			"ipam":{"type":"host-local","ranges":[[{"subnet":"10.244.3.0/24","gateway":"10.244.3.1"}]],"routes":[{"dst":"0.0.0.0/0","gw":"10.244.3.1"}]}}`,
 	}, {
+		name: "dual-stack: one range per family, a default route for each",
+		conf: `{"cniVersion":"1.1.0","name":"cbr0","type":"flannel","delegate":{"hairpinMode":true,"isDefaultGateway":true}}`,
+		env:  "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_IPV6_NETWORK=fd00:10:244::/56\nFLANNEL_IPV6_SUBNET=fd00:10:244:3::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=true\n",
+		want: `{"cniVersion":"1.1.0","name":"cbr0","type":"bridge","bridge":"cni0","mtu":1430,"ipMasq":false,"isGateway":true,
+			"hairpinMode":true,"isDefaultGateway":true,
+			"ipam":{"type":"host-local","ranges":[[{"subnet":"10.244.3.0/24","gateway":"10.244.3.1"}],[{"subnet":"fd00:10:244:3::/64","gateway":"fd00:10:244:3::1"}]],
+				"routes":[{"dst":"0.0.0.0/0","gw":"10.244.3.1"},{"dst":"::/0","gw":"fd00:10:244:3::1"}]}}`,
+	}, {
 		name: "delegate keys override the defaults but not name or version",
 		conf: `{"cniVersion":"1.0.0","name":"cbr0","type":"flannel","delegate":{"bridge":"br-pods","mtu":1300,"ipMasq":true,"isGateway":false,"name":"other","cniVersion":"0.2.0","promiscMode":true}}`,
 		env:  defaultEnv,
@@ -117,9 +125,15 @@ func TestBuildDelegate(t *testing.T) {
 			if after := asJSON(t, n); !reflect.DeepEqual(before, after) {
 				t.Errorf("BuildDelegate modified the user's configuration")
 			}
-			sn, err := DelegateSubnet(got)
-			if err != nil || sn.String() != want["ipam"].(map[string]any)["ranges"].([]any)[0].([]any)[0].(map[string]any)["subnet"] {
-				t.Errorf("DelegateSubnet = %v, %v", sn, err)
+			sn, err := DelegateSubnets(got)
+			ranges := want["ipam"].(map[string]any)["ranges"].([]any)
+			if err != nil || len(sn) != len(ranges) {
+				t.Fatalf("DelegateSubnets = %v, %v; want %d", sn, err, len(ranges))
+			}
+			for i, r := range ranges {
+				if sn[i].String() != r.([]any)[0].(map[string]any)["subnet"] {
+					t.Errorf("DelegateSubnets[%d] = %s, want %v", i, sn[i], r)
+				}
 			}
 		})
 	}

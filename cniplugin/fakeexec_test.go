@@ -60,15 +60,15 @@ func (f *fakeExec) ExecPlugin(_ context.Context, pluginPath string, stdin []byte
 	if c.Command != "ADD" {
 		return nil, nil
 	}
-	sn, err := DelegateSubnet(conf)
+	sns, err := DelegateSubnets(conf)
 	if err != nil {
 		return nil, fmt.Errorf("fake: %w", err)
 	}
-	ip := append(net.IP(nil), sn.IP.To4()...)
+	ip := append(net.IP(nil), sns[0].Addr().AsSlice()...)
 	ip[3] = 2
 	r := &current.Result{
 		CNIVersion: current.ImplementedSpecVersion,
-		IPs:        []*current.IPConfig{{Address: net.IPNet{IP: ip, Mask: sn.Mask}}},
+		IPs:        []*current.IPConfig{{Address: net.IPNet{IP: ip, Mask: net.CIDRMask(sns[0].Bits(), 32)}}},
 	}
 	v, _ := conf["cniVersion"].(string)
 	conv, err := r.GetAsVersion(v)

@@ -32,12 +32,17 @@ func FuzzDelegateConfig(f *testing.F) {
 		if err := json.Unmarshal(data, &back); err != nil {
 			t.Fatalf("delegate JSON does not decode: %v", err)
 		}
-		sn, err := DelegateSubnet(back)
+		sns, err := DelegateSubnets(back)
 		if err != nil {
 			t.Fatalf("delegate has no subnet: %v", err)
 		}
-		if !sn.Contains(env.Subnet.IP) {
-			t.Fatalf("delegate subnet %s does not hold the gateway %s", sn, env.Subnet.IP)
+		if len(sns) != len(env.Nets) {
+			t.Fatalf("delegate has %d ranges for %d families", len(sns), len(env.Nets))
+		}
+		for i, sn := range sns {
+			if !sn.Contains(env.Nets[i].Subnet.Addr()) {
+				t.Fatalf("delegate subnet %s does not hold the gateway %s", sn, env.Nets[i].Subnet.Addr())
+			}
 		}
 		if back["name"] != n.Name {
 			t.Fatalf("delegate name %v, want %q", back["name"], n.Name)

@@ -6,9 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/invoke"
@@ -166,16 +167,19 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	current := &net.IPNet{IP: env.Subnet.IP.Mask(env.Subnet.Mask), Mask: env.Subnet.Mask}
-	given, err := DelegateSubnet(d)
+	current := make([]netip.Prefix, len(env.Nets))
+	for i, fn := range env.Nets {
+		current[i] = fn.Subnet.Masked()
+	}
+	given, err := DelegateSubnets(d)
 	if err != nil {
 		return types.NewError(types.ErrDecodingFailure, fmt.Sprintf("saved configuration of container %s: %v", args.ContainerID, err), "recreate the pod")
 	}
-	if given.String() != current.String() {
-		return subnetMoved(args.ContainerID, given.String(), current)
+	if !slices.Equal(given, current) {
+		return subnetMoved(args.ContainerID, prefixList(given), current)
 	}
 	for _, ip := range prevResultIPs(n.RawPrevResult) {
-		if !current.Contains(ip) {
+		if !slices.ContainsFunc(current, func(c netip.Prefix) bool { return c.Contains(ip) }) {
 			return subnetMoved(args.ContainerID, ip.String(), current)
 		}
 	}
@@ -190,9 +194,9 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 	return p.delegate("CHECK", DelegateType(d), data, nil)
 }
 
-func subnetMoved(id, given string, current *net.IPNet) error {
+func subnetMoved(id, given string, current []netip.Prefix) error {
 	return types.NewError(types.ErrInvalidNetworkConfig,
-		fmt.Sprintf("container %s was given %s, but this node's pod subnet is now %s (subnet.env changed): the pod is unreachable", id, given, current),
+		fmt.Sprintf("container %s was given %s, but this node's pod subnet is now %s (subnet.env changed): the pod is unreachable", id, given, prefixList(current)),
 		"recreate the pod so it gets an address in the node's current subnet")
 }
 
@@ -440,17 +444,26 @@ func ipamStoreDir(n *NetConf) string {
 
 // prevResultIPs returns the addresses in a CNI result of any version from
 // 0.3.0 on (they all list "ips" with "address").
-func prevResultIPs(prev map[string]any) []net.IP {
+func prevResultIPs(prev map[string]any) []netip.Addr {
 	list, _ := prev["ips"].([]any)
-	var out []net.IP
+	var out []netip.Addr
 	for _, x := range list {
 		m, _ := x.(map[string]any)
 		s, _ := m["address"].(string)
-		if ip, _, err := net.ParseCIDR(s); err == nil && ip.To4() != nil {
-			out = append(out, ip)
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Addr().Unmap())
 		}
 	}
 	return out
+}
+
+// prefixList renders prefixes as "a" or "a and b".
+func prefixList(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, " and ")
 }
 
 // msgOf is an error's message without a CNI error's advice.

@@ -115,11 +115,11 @@ func wantCode(t *testing.T, err error, code uint, msg string) {
 
 func subnetOf(t *testing.T, d map[string]any) string {
 	t.Helper()
-	sn, err := DelegateSubnet(d)
+	sn, err := DelegateSubnets(d)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return sn.String()
+	return prefixList(sn)
 }
 
 func TestAddSavesAndDelegates(t *testing.T) {

@@ -4,14 +4,19 @@
 // a timer, and when the kernel lost state such as a deleted device) reads the
 // kernel once and fixes every difference. Both are idempotent: a restart
 // changes nothing that is already right.
+//
+// The daemon names no backend, no firewall and no IP family: it runs one
+// plane per family net-conf.json enables, each with the backend the
+// registry resolves and the firewall the options make.
 package daemon
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
+	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,33 +26,40 @@ import (
 
 	"github.com/twill-net/twill/atomicfile"
 	"github.com/twill-net/twill/backend"
-	"github.com/twill-net/twill/backend/hostgw"
 	"github.com/twill-net/twill/backend/kernel"
-	"github.com/twill-net/twill/backend/vxlan"
+	"github.com/twill-net/twill/family"
+	"github.com/twill-net/twill/firewall"
 	"github.com/twill-net/twill/iface"
 	"github.com/twill-net/twill/lease"
+	"github.com/twill-net/twill/metrics"
 	"github.com/twill-net/twill/netconf"
-	"github.com/twill-net/twill/network"
 	"github.com/twill-net/twill/subnet/kube"
 	"github.com/twill-net/twill/subnet/subnetenv"
+	"github.com/twill-net/twill/sysctl"
 )
 
 // Options configure the daemon.
 type Options struct {
 	Config *netconf.Config
+	// Backends is the registry of backends; Backend the one net-conf.json
+	// selects (Backends.Parse).
+	Backends *backend.Registry
+	Backend  backend.Chosen
 	// API reaches the Kubernetes API server.
 	API      kube.API
 	NodeName string
 	// Annotations are the annotation keys (from --kube-annotation-prefix).
 	Annotations kube.Annotations
 	Kernel      kernel.Kernel
-	// Iface is the chosen underlay interface.
+	// Iface is the chosen underlay interface, with an address of every
+	// enabled family.
 	Iface *iface.Choice
-	// PublicIP, when set, is published instead of the interface address.
-	PublicIP net.IP
-	// IPTables, when set, keeps the forward rules, and the masquerade rules
-	// when IPMasq is true.
-	IPTables network.IPTables
+	// PublicIPs, when set, are published instead of the interface's
+	// addresses (at most one per family).
+	PublicIPs []netip.Addr
+	// Firewall, when set, makes each family's firewall, which keeps the
+	// forward rules, and the masquerade rules when IPMasq is true.
+	Firewall firewall.Maker
 	IPMasq   bool
 	// SubnetFile is where subnet.env is written.
 	SubnetFile string
@@ -55,12 +67,14 @@ type Options struct {
 	CNIConfSrc, CNIConfDest string
 	// ProcSys is the sysctl root ("/proc/sys"); empty skips the checks.
 	ProcSys string
-	// Resync is the period of full reconciles; IPTablesResync of rule checks.
-	Resync, IPTablesResync time.Duration
-	// WatchKernel, when set, starts watching the kernel for lost state and
-	// calls lost(nil) for a lost device, lost(dst) for a lost route.
-	WatchKernel func(done <-chan struct{}, lost func(dst *net.IPNet)) error
-	Log         logrus.FieldLogger
+	// Resync is the period of full reconciles; RulesResync of rule checks.
+	Resync, RulesResync time.Duration
+	// WatchKernel, when set, starts watching the kernel for what the watch
+	// names and calls lost for each loss (kernel.WatchLosses).
+	WatchKernel func(done <-chan struct{}, w kernel.Watch, lost func(kernel.Loss)) error
+	// Metrics receives counts; nil records nothing.
+	Metrics metrics.Recorder
+	Log     logrus.FieldLogger
 }
 
 // fullKey is the queue key of a full reconcile; node names cannot hold NUL.
@@ -70,30 +84,35 @@ const fullKey = "\x00full"
 type Daemon struct {
 	o       Options
 	log     logrus.FieldLogger
+	rec     metrics.Recorder
 	mgr     *kube.Manager
-	be      backend.Backend
+	planes  planes
 	table   *backend.Table
-	rules   *network.Rules
-	chains  []network.Chain
 	queue   workqueue.TypedRateLimitingInterface[string]
 	own     *lease.Lease
 	env     *subnetenv.Env
 	ready   atomic.Bool
 	started atomic.Bool
 
-	// finishInitial: the first full reconcile finishes the table's full
-	// sync that startInitialSync opened, with no second read of the kernel.
-	finishInitial bool
+	// initial is the table's full sync opened before the initial node
+	// list, fed page by page while the list arrives; the first full
+	// reconcile finishes it, with no second read of the kernel.
+	initial *backend.FullSync
+	pages   *pager
 
-	mu          sync.Mutex
-	fullRuns    int
-	lastFullErr error
+	mu       sync.Mutex
+	fullRuns int
+	// noted holds peers whose missing families were logged.
+	noted map[string]string
 }
 
 // New validates options and returns a daemon.
 func New(o Options) (*Daemon, error) {
-	if o.Config == nil || o.API == nil || o.Kernel == nil || o.Iface == nil || o.NodeName == "" {
-		return nil, errors.New("daemon: Config, API, Kernel, Iface and NodeName are required")
+	if o.Config == nil || o.API == nil || o.Kernel == nil || o.Iface == nil || o.NodeName == "" || o.Backends == nil || o.Backend.Plugin == nil {
+		return nil, errors.New("daemon: Config, Backends, Backend, API, Kernel, Iface and NodeName are required")
+	}
+	if len(o.Config.Networks) == 0 {
+		return nil, errors.New("daemon: the configuration enables no IP family")
 	}
 	if o.Log == nil {
 		o.Log = logrus.StandardLogger()
@@ -101,14 +120,14 @@ func New(o Options) (*Daemon, error) {
 	if o.Resync == 0 {
 		o.Resync = time.Minute
 	}
-	if o.IPTablesResync == 0 {
-		o.IPTablesResync = 5 * time.Second
+	if o.RulesResync == 0 {
+		o.RulesResync = 5 * time.Second
 	}
 	if o.SubnetFile == "" {
 		o.SubnetFile = subnetenv.DefaultPath
 	}
-	d := &Daemon{o: o, log: o.Log.WithField("node", o.NodeName)}
-	d.mgr = kube.NewManager(o.API, o.NodeName, o.Annotations, d.log)
+	d := &Daemon{o: o, log: o.Log.WithField("node", o.NodeName), rec: metrics.OrNop(o.Metrics), noted: map[string]string{}}
+	d.mgr = kube.NewManager(o.API, o.NodeName, o.Annotations, d.log, d.rec)
 	return d, nil
 }
 
@@ -126,7 +145,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.checkSysctls()
 	d.withdrawStaleCNIConf()
 
-	node, subnet, err := d.mgr.WaitForNode(ctx, d.o.Config.ContainsSubnet)
+	fams := d.o.Config.Families()
+	node, subnets, err := d.mgr.WaitForNode(ctx, fams, d.o.Config.CheckSubnet)
 	if err != nil {
 		if ctx.Err() != nil {
 			d.log.Info("stopped before the node had a podCIDR")
@@ -134,45 +154,42 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 		return err
 	}
-	pub := d.o.Iface.Addr
-	if d.o.PublicIP != nil {
-		pub = d.o.PublicIP
+	d.own = &lease.Lease{Node: d.o.NodeName, BackendType: d.o.Backend.Plugin.Type()}
+	for i, f := range fams {
+		p, err := d.newPlane(f, subnets[i])
+		if err != nil {
+			return err
+		}
+		if over, err := d.mgr.OverwriteIP(node, f); err != nil {
+			return err
+		} else if over.IsValid() {
+			d.log.Infof("publishing %s from the public-ip-overwrite annotation", over)
+			p.own.PublicIP = over
+		}
+		d.planes = append(d.planes, p)
+		d.own.Nets = append(d.own.Nets, p.own)
+		d.log.WithFields(logrus.Fields{"family": f, "subnet": p.own.Subnet, "publicIP": p.own.PublicIP, "backend": d.own.BackendType, "mtu": p.be.MTU()}).Info("lease acquired")
 	}
-	if over, err := d.mgr.OverwriteIP(node); err != nil {
-		return err
-	} else if over != nil {
-		d.log.Infof("publishing %s from the public-ip-overwrite annotation", over)
-		pub = over
-	}
-	d.own = &lease.Lease{Node: d.o.NodeName, Subnet: subnet, PublicIP: pub}
-	d.be = d.newBackend(subnet)
-	d.be.Publish(d.own)
-	d.log.WithFields(logrus.Fields{"subnet": subnet, "publicIP": pub, "backend": d.be.Type(), "mtu": d.be.MTU()}).Info("lease acquired")
 
-	d.table = backend.NewTable(d.o.Kernel, d.o.Config.Network, subnet)
-	if _, err := d.be.Setup(); err != nil {
-		return fmt.Errorf("setting up the %s backend: %w", d.be.Type(), err)
+	d.table = backend.NewTable(d.o.Kernel, d.rec)
+	if _, err := d.setup(); err != nil {
+		return fmt.Errorf("setting up the %s backend: %w", d.own.BackendType, err)
 	}
 	if _, err := d.mgr.Publish(ctx, node.Annotations, d.own); err != nil {
 		return err
 	}
-	d.env = &subnetenv.Env{
-		Network: d.o.Config.Network,
-		Subnet:  &net.IPNet{IP: lease.GatewayIP(subnet), Mask: subnet.Mask},
-		MTU:     d.be.MTU(),
-		IPMasq:  d.o.IPMasq,
+	d.env = &subnetenv.Env{MTU: d.planes.mtu(), IPMasq: d.o.IPMasq}
+	for _, p := range d.planes {
+		d.env.Nets = append(d.env.Nets, subnetenv.Net{Network: p.policy.Network, Subnet: subnetenv.Gateway(p.own.Subnet)})
 	}
 	if err := d.writeSubnetEnv(); err != nil {
 		return err
 	}
-	if d.o.IPTables != nil {
-		d.rules = network.NewRules(d.o.IPTables)
-		d.chains = network.Chains(network.Config{
-			Network: d.o.Config.Network, Subnet: subnet, NoMasquerade: d.o.Config.NoMasqueradeCIDRs, Masquerade: d.o.IPMasq,
-		}, d.rules.RandomFully())
-		if !d.o.IPMasq {
-			// --ip-masq off: a masquerade chain of an earlier run must go.
-			_ = d.rules.Remove(network.Chains(network.Config{Network: d.o.Config.Network, Subnet: subnet, Masquerade: true}, false)[:1])
+	if d.o.Firewall != nil {
+		for _, p := range d.planes {
+			if p.fw, err = d.o.Firewall(p.fam); err != nil {
+				return err
+			}
 		}
 		if err := d.ensureRules(); err != nil {
 			return err
@@ -186,28 +203,27 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer d.mgr.Shutdown()
 
 	start := time.Now()
-	initial, err := d.startInitialSync()
-	if err != nil {
+	if d.initial, err = d.table.Begin(d.planes.scope()); err != nil {
 		d.log.WithError(err).Warn("programming peers after the whole node list instead")
+	} else {
+		d.pages = d.startPager()
 	}
-	var firstPages func([]kube.PeerNode)
-	if initial != nil {
-		firstPages = func(p []kube.PeerNode) { initial.pages <- p }
-	}
-	err = d.mgr.Watch(ctx, func(name string) { d.queue.Add(name) }, firstPages)
-	if initial != nil {
-		if werr := initial.wait(); werr != nil {
+	err = d.mgr.Watch(ctx, watchHandler{d})
+	if d.pages != nil {
+		if werr := d.pages.wait(); werr != nil {
 			d.log.WithError(werr).Warn("programming peers during the node list; the full reconcile retries")
-		} else if err == nil {
-			d.finishInitial = true
-			d.log.WithField("peers", initial.peers).Debug("peers programmed during the node list")
+			d.initial.Abort()
+			d.initial = nil
+		} else {
+			d.log.WithField("peers", d.pages.peers).Debug("peers programmed during the node list")
 		}
+		d.pages = nil
 	}
 	if err != nil {
 		return err
 	}
 	d.log.WithField("nodes", len(d.mgr.Names())).Infof("node cache synced in %s", time.Since(start).Round(time.Millisecond))
-	if err := d.fullReconcile(ctx); err != nil {
+	if err := d.timedFull(ctx); err != nil {
 		d.log.WithError(err).Error("first full reconcile")
 		d.queue.AddRateLimited(fullKey)
 	} else {
@@ -215,7 +231,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 
 	if d.o.WatchKernel != nil {
-		if err := d.o.WatchKernel(ctx.Done(), d.kernelLost); err != nil {
+		w := kernel.Watch{Devices: d.planes.devices()}
+		for _, n := range d.o.Config.Networks {
+			w.Networks = append(w.Networks, n.Prefix)
+		}
+		if err := d.o.WatchKernel(ctx.Done(), w, d.kernelLost); err != nil {
 			d.log.WithError(err).Warn("cannot watch the kernel for deleted routes and devices; relying on the periodic resync")
 		}
 	}
@@ -228,8 +248,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}()
 	resync := time.NewTicker(d.o.Resync)
 	defer resync.Stop()
-	iptResync := time.NewTicker(d.o.IPTablesResync)
-	defer iptResync.Stop()
+	rulesResync := time.NewTicker(d.o.RulesResync)
+	defer rulesResync.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -239,40 +259,75 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return nil
 		case <-resync.C:
 			d.queue.Add(fullKey)
-		case <-iptResync.C:
-			if d.rules != nil {
-				if err := d.ensureRules(); err != nil {
-					d.log.WithError(err).Error("iptables")
-				}
+		case <-rulesResync.C:
+			if err := d.ensureRules(); err != nil {
+				d.log.WithError(err).Error("packet-filter rules")
 			}
 		}
 	}
 }
 
-// kernelLost queues the repair of state the kernel lost: the whole device,
-// or one peer's route. Routes Twill itself removed have no owner any more
-// and are ignored, so a node leaving costs no full reconcile.
-func (d *Daemon) kernelLost(dst *net.IPNet) {
-	if dst == nil {
-		d.queue.Add(fullKey)
-		return
+// newPlane makes family f's plane for this node's subnet of f.
+func (d *Daemon) newPlane(f family.Family, subnet netip.Prefix) (*plane, error) {
+	network, _ := d.o.Config.Network(f)
+	addr, ok := d.o.Iface.For(f)
+	if !ok {
+		return nil, fmt.Errorf("interface %s has no %s address, and net-conf.json enables %s", d.o.Iface.Name, f, f)
 	}
-	if name, ok := d.table.RouteOwner(dst); ok {
-		d.table.Invalidate(name)
-		d.queue.Add(name)
+	be, err := d.o.Backend.Config.New(d.o.Kernel, backend.Node{
+		Name: d.o.NodeName, Subnet: subnet, Network: network.Prefix,
+		Iface: backend.Link{Index: d.o.Iface.Index, Name: d.o.Iface.Name, MTU: d.o.Iface.MTU},
+		Addr:  addr.Addr, Nets: addr.Nets,
+	})
+	if err != nil {
+		return nil, err
+	}
+	pub := addr.Addr
+	for _, ip := range d.o.PublicIPs {
+		if family.Of(ip) == f {
+			pub = ip
+		}
+	}
+	return &plane{
+		fam: f, be: be,
+		policy: firewall.Policy{Network: network.Prefix, Subnet: subnet, NoMasquerade: d.o.Config.NoMasquerade(f), Masquerade: d.o.IPMasq},
+		own:    lease.Net{Subnet: subnet, PublicIP: pub, BackendData: be.Data()},
+	}, nil
+}
+
+// setup removes what other backends left and sets up every family's
+// devices.
+func (d *Daemon) setup() (bool, error) {
+	if err := d.o.Backends.Teardown(d.o.Kernel, d.o.Backend.Plugin); err != nil {
+		return false, err
+	}
+	return d.planes.setup()
+}
+
+// watchHandler takes the node watch's news to the daemon.
+type watchHandler struct{ d *Daemon }
+
+// InitialPage implements kube.Handler.
+func (h watchHandler) InitialPage(nodes []kube.PeerNode) {
+	if h.d.pages != nil {
+		h.d.pages.in <- nodes
 	}
 }
 
-func (d *Daemon) newBackend(subnet *net.IPNet) backend.Backend {
-	link := &kernel.Link{Index: d.o.Iface.Index, Name: d.o.Iface.Name, MTU: d.o.Iface.MTU}
-	b := d.o.Config.Backend
-	if b.Type == netconf.BackendHostGW {
-		return hostgw.New(d.o.Kernel, hostgw.Config{Iface: link, IfaceNets: d.o.Iface.Nets, MTU: b.MTU})
+// Changed implements kube.Handler.
+func (h watchHandler) Changed(name string) { h.d.queue.Add(name) }
+
+// kernelLost queues the repair of state the kernel lost: a whole device,
+// or one peer's route. Routes Twill itself removed have no owner any more
+// and are ignored, so a node leaving costs no full reconcile.
+func (d *Daemon) kernelLost(l kernel.Loss) {
+	if l.Device != "" {
+		d.queue.Add(fullKey)
+		return
 	}
-	return vxlan.New(d.o.Kernel, vxlan.Config{
-		NodeName: d.o.NodeName, VNI: b.VNI, Port: b.Port, MTU: b.MTU, DirectRouting: b.DirectRouting,
-		Iface: link, IfaceAddr: d.o.Iface.Addr, IfaceNets: d.o.Iface.Nets, Subnet: subnet,
-	})
+	if name, ok := d.table.Lost(l.Route); ok {
+		d.queue.Add(name)
+	}
 }
 
 func (d *Daemon) becomeReady(ctx context.Context) {
@@ -299,12 +354,14 @@ func (d *Daemon) processNext(ctx context.Context) bool {
 	defer d.queue.Done(key)
 	var err error
 	if key == fullKey {
-		err = d.fullReconcile(ctx)
+		err = d.timedFull(ctx)
 		if err == nil {
 			d.becomeReady(ctx)
 		}
 	} else {
+		start := time.Now()
 		err = d.syncNode(ctx, key)
+		d.rec.Reconciled(metrics.ReconcileNode, time.Since(start), err)
 	}
 	if err != nil {
 		d.log.WithError(err).WithField("key", printable(key)).Warn("reconcile failed; retrying")
@@ -336,79 +393,118 @@ func (d *Daemon) syncNode(ctx context.Context, name string) error {
 		}
 		return nil
 	}
-	want, keep, err := d.peerEntries(ctx, name)
-	if err != nil || keep {
-		return err
+	want, keep := d.peerEntries(ctx, name)
+	if keep {
+		return nil
 	}
-	st, err := d.table.Sync(name, want)
+	st, err := d.table.Sync(name, want.entries)
 	if err != nil {
 		return err
 	}
 	if st.Changed() {
-		d.log.WithFields(logrus.Fields{"peer": name, "added": st.Added, "updated": st.Updated, "deleted": st.Deleted}).Info("peer reconciled")
+		t := st.Total()
+		d.log.WithFields(logrus.Fields{"peer": name, "added": t.Added, "updated": t.Updated, "deleted": t.Removed, "repaired": t.Repaired}).Info("peer reconciled")
 	}
 	return nil
 }
 
-// peerEntries returns what the kernel must hold for peer name. keep is true
-// when the peer's annotations are broken: its existing entries are left as
-// they are rather than torn down, and a warning is raised.
-func (d *Daemon) peerEntries(ctx context.Context, name string) (want backend.Entries, keep bool, err error) {
+// peerEntries returns what the kernel must hold for peer name. keep is
+// true when the peer's annotations are broken: its existing entries are
+// left as they are rather than torn down, and a warning is raised.
+func (d *Daemon) peerEntries(ctx context.Context, name string) (want peerEntries, keep bool) {
 	l, err := d.mgr.Lease(name)
 	if err != nil {
 		d.mgr.Warn(ctx, name, "InvalidFlannelAnnotations", fmt.Errorf("node %s skipped: %w", name, err))
-		return backend.Entries{}, true, nil
+		return peerEntries{}, true
 	}
 	if l == nil {
-		return backend.Entries{}, false, nil
+		d.forget(name)
+		return peerEntries{}, false
 	}
-	e, reason, problem := d.entriesFor(l)
-	if problem != nil {
+	want, reason, problem := d.entriesFor(l)
+	switch {
+	case reason == "InvalidFlannelAnnotations":
 		d.mgr.Warn(ctx, name, reason, problem)
-		return backend.Entries{}, false, nil
+		return peerEntries{}, true
+	case problem != nil:
+		d.mgr.Warn(ctx, name, reason, problem)
+	default:
+		d.mgr.ClearWarning(name)
 	}
-	d.mgr.ClearWarning(name)
-	return e, false, nil
+	d.noteMissing(name, want.missing)
+	return want, false
 }
 
-// entriesFor computes the kernel entries that reach peer l, or, when it
-// gets none, the reason (an Event reason) and the problem to report.
-func (d *Daemon) entriesFor(l *lease.Lease) (e backend.Entries, reason string, problem error) {
-	if err := d.o.Config.ContainsSubnet(l.Subnet); err != nil {
-		return e, "PodCIDROutsideNetwork", fmt.Errorf("node %s skipped: podCIDR %w", l.Node, err)
+// entriesFor computes the kernel entries that reach peer l, and, when
+// some or all of its families get none, the reason (an Event reason) and
+// the problem to report.
+func (d *Daemon) entriesFor(l *lease.Lease) (want peerEntries, reason string, problem error) {
+	if _, err := d.o.Backends.Lookup(l.BackendType); err != nil {
+		return want, "InvalidFlannelAnnotations", fmt.Errorf("node %s skipped: annotation %s=%q is not a known backend (%s)", l.Node, d.o.Annotations.BackendType, l.BackendType, strings.Join(d.o.Backends.Types(), ", "))
 	}
-	if l.Subnet.Contains(d.own.Subnet.IP) || d.own.Subnet.Contains(l.Subnet.IP) {
-		return e, "PodCIDRConflict", fmt.Errorf("node %s skipped: its podCIDR %s overlaps this node's %s", l.Node, l.Subnet, d.own.Subnet)
+	for _, n := range l.Nets {
+		own, ok := d.own.Net(n.Family())
+		if !ok {
+			continue // a family this cluster does not run
+		}
+		if err := d.o.Config.CheckSubnet(n.Subnet); err != nil {
+			return want, "PodCIDROutsideNetwork", fmt.Errorf("node %s skipped: podCIDR %w", l.Node, err)
+		}
+		if n.Subnet.Overlaps(own.Subnet) {
+			return want, "PodCIDRConflict", fmt.Errorf("node %s skipped: its podCIDR %s overlaps this node's %s", l.Node, n.Subnet, own.Subnet)
+		}
 	}
-	e, err := d.be.Entries(l)
-	if err != nil {
-		return e, "PeerUnreachable", fmt.Errorf("no route to node %s: %w", l.Node, err)
+	want = d.planes.entries(l)
+	if want.bad != nil {
+		key := d.o.Annotations.For(want.bad.Family).BackendData
+		return peerEntries{}, "InvalidFlannelAnnotations", fmt.Errorf("node %s skipped: annotation %s: %w", l.Node, key, want.bad)
 	}
-	return e, "", nil
+	if len(want.failed) > 0 {
+		return want, "PeerUnreachable", fmt.Errorf("no route to node %s: %w", l.Node, errors.Join(want.failed...))
+	}
+	return want, "", nil
 }
 
-// initialSync programs peers while the initial node list is still being
-// read, a page at a time, inside a full sync of the table that the first
-// full reconcile finishes: at 5,000 nodes the kernel work then overlaps
-// the API server's paging instead of following it. Peers with problems
-// are left to the full reconcile, which reports them.
-type initialSync struct {
-	pages chan []kube.PeerNode
+// noteMissing logs, once per change, the families a peer has no lease of.
+func (d *Daemon) noteMissing(name string, missing []family.Family) {
+	note := fmt.Sprint(missing)
+	d.mu.Lock()
+	old, seen := d.noted[name]
+	if len(missing) == 0 {
+		delete(d.noted, name)
+	} else {
+		d.noted[name] = note
+	}
+	d.mu.Unlock()
+	if len(missing) > 0 && (!seen || old != note) {
+		d.log.WithField("peer", name).Infof("node has no %v lease: programmed for its other families only", missing)
+	}
+}
+
+func (d *Daemon) forget(name string) {
+	d.mu.Lock()
+	delete(d.noted, name)
+	d.mu.Unlock()
+}
+
+// pager programs peers while the initial node list is still being read,
+// a page at a time, inside the table's initial full sync: at 5,000 nodes
+// the kernel work then overlaps the API server's paging instead of
+// following it. Peers with problems are left to the full reconcile, which
+// reports them.
+type pager struct {
+	in    chan []kube.PeerNode
 	done  chan struct{}
 	peers int
 	err   error
 }
 
-// startInitialSync opens the table's full sync and starts programming the
-// pages sent to the returned sync's pages channel.
-func (d *Daemon) startInitialSync() (*initialSync, error) {
-	if err := d.table.BeginFull(d.be.Scope()); err != nil {
-		return nil, fmt.Errorf("reading the kernel's peer entries: %w", err)
-	}
-	s := &initialSync{pages: make(chan []kube.PeerNode, 32), done: make(chan struct{})}
+// startPager starts programming the pages sent to the returned pager.
+func (d *Daemon) startPager() *pager {
+	s := &pager{in: make(chan []kube.PeerNode, 32), done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
-		for page := range s.pages {
+		for page := range s.in {
 			want := make(map[string]backend.Entries, len(page))
 			for i := range page {
 				if page[i].Name == d.o.NodeName {
@@ -419,38 +515,58 @@ func (d *Daemon) startInitialSync() (*initialSync, error) {
 					continue
 				}
 				if e, _, problem := d.entriesFor(l); problem == nil {
-					want[l.Node] = e
+					want[l.Node] = e.entries
 				}
 			}
 			if s.err != nil {
 				continue // drain: the full reconcile starts over
 			}
-			if _, err := d.table.AddPeers(want); err != nil {
+			if _, err := d.initial.Add(want); err != nil {
 				s.err = err
 			}
 			s.peers += len(want)
 		}
 	}()
-	return s, nil
+	return s
 }
 
 // wait closes the page channel and waits for the last page to be programmed.
-func (s *initialSync) wait() error {
-	close(s.pages)
+func (s *pager) wait() error {
+	close(s.in)
 	<-s.done
 	return s.err
 }
 
-// fullReconcile brings everything to the desired state: the device, the
+// timedFull runs a full reconcile and reports it.
+func (d *Daemon) timedFull(ctx context.Context) error {
+	start := time.Now()
+	err := d.fullReconcile(ctx)
+	d.rec.Reconciled(metrics.ReconcileFull, time.Since(start), err)
+	return err
+}
+
+// fullReconcile brings everything to the desired state: the devices, the
 // annotations, subnet.env and every peer's entries, reading the kernel once.
 func (d *Daemon) fullReconcile(ctx context.Context) error {
 	start := time.Now()
-	recreated, err := d.be.Setup()
+	defer func() {
+		// A full reconcile that failed before finishing the initial sync
+		// ends it: the next one reads the kernel afresh.
+		if d.initial != nil {
+			d.initial.Abort()
+			d.initial = nil
+		}
+	}()
+	recreated, err := d.setup()
 	if err != nil {
 		return fmt.Errorf("backend setup: %w", err)
 	}
 	if recreated {
 		d.log.Warn("the backend device was missing or wrong and has been recreated; reprogramming every peer")
+		if d.initial != nil {
+			d.initial.Abort()
+			d.initial = nil
+		}
 		d.table.Forget()
 	}
 	if err := d.writeSubnetEnv(); err != nil {
@@ -463,37 +579,45 @@ func (d *Daemon) fullReconcile(ctx context.Context) error {
 	}
 	names := d.mgr.Names()
 	want := make(map[string]backend.Entries, len(names))
+	known := map[family.Family]int{}
+	programmed := map[family.Family]int{}
 	for _, name := range names {
 		if name == d.o.NodeName {
 			continue
 		}
-		e, keep, err := d.peerEntries(ctx, name)
-		if err != nil {
-			return err
-		}
+		e, keep := d.peerEntries(ctx, name)
 		if keep {
 			if old, ok := d.table.Applied(name); ok {
 				want[name] = old
 			}
 			continue
 		}
-		want[name] = e
+		for _, f := range e.families {
+			programmed[f]++
+		}
+		for _, f := range e.leased {
+			known[f]++
+		}
+		want[name] = e.entries
 	}
 	var st backend.Stats
-	if d.finishInitial && !recreated {
-		st, err = d.table.FinishFull(want)
+	if d.initial != nil {
+		st, err = d.initial.Finish(want)
+		d.initial = nil
 	} else {
-		st, err = d.table.SyncAll(want, d.be.Scope())
+		st, err = d.table.SyncAll(want, d.planes.scope())
 	}
-	d.finishInitial = false
 	d.mu.Lock()
 	d.fullRuns++
-	d.lastFullErr = err
 	d.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	fields := logrus.Fields{"peers": len(want), "added": st.Added, "updated": st.Updated, "deleted": st.Deleted, "took": time.Since(start).Round(time.Millisecond)}
+	for _, p := range d.planes {
+		d.rec.Peers(d.own.BackendType, p.fam, known[p.fam], programmed[p.fam])
+	}
+	t := st.Total()
+	fields := logrus.Fields{"peers": len(want), "added": t.Added, "updated": t.Updated, "deleted": t.Removed, "repaired": t.Repaired, "took": time.Since(start).Round(time.Millisecond)}
 	if st.Changed() || !d.ready.Load() {
 		d.log.WithFields(fields).Info("full reconcile")
 	} else {
@@ -513,15 +637,24 @@ func (d *Daemon) writeSubnetEnv() error {
 	return nil
 }
 
+// ensureRules brings every family's rules to its policy.
 func (d *Daemon) ensureRules() error {
-	changed, err := d.rules.Ensure(d.chains)
-	if err != nil {
-		return fmt.Errorf("keeping iptables rules: %w", err)
+	var errs []error
+	for _, p := range d.planes {
+		if p.fw == nil {
+			continue
+		}
+		changed, err := p.fw.Ensure(p.policy)
+		d.rec.RulesChecked(p.fam, changed, err)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("keeping %s rules: %w", p.fam, err))
+			continue
+		}
+		if changed {
+			d.log.WithField("family", p.fam).Info("packet-filter rules installed or repaired")
+		}
 	}
-	if changed {
-		d.log.Info("iptables rules installed or repaired")
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // installCNIConf copies the CNI conflist into place once the overlay works,
@@ -567,13 +700,15 @@ func (d *Daemon) checkSysctls() {
 	if d.o.ProcSys == "" {
 		return
 	}
-	for _, s := range network.Prerequisites {
-		changed, err := network.EnsureSysctl(d.o.ProcSys, s)
-		switch {
-		case err != nil:
-			d.log.Warn(err.Error())
-		case changed:
-			d.log.Infof("set %s=%s", s.Name, s.Want)
+	for _, f := range d.o.Config.Families() {
+		for _, s := range sysctl.Prerequisites(f) {
+			changed, err := sysctl.Ensure(d.o.ProcSys, s)
+			switch {
+			case err != nil:
+				d.log.Warn(err.Error())
+			case changed:
+				d.log.Infof("set %s=%s", s.Name, s.Want)
+			}
 		}
 	}
 }

@@ -3,11 +3,12 @@ package daemon
 import (
 	"context"
 	"io"
-	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,9 +17,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/twill-net/twill/backend/builtin"
 	"github.com/twill-net/twill/backend/kernel"
 	"github.com/twill-net/twill/backend/vxlan"
+	"github.com/twill-net/twill/family"
+	"github.com/twill-net/twill/firewall"
 	"github.com/twill-net/twill/iface"
+	"github.com/twill-net/twill/internal/testenv/fakekernel"
+	"github.com/twill-net/twill/metrics"
 	"github.com/twill-net/twill/netconf"
 	"github.com/twill-net/twill/subnet/kube"
 	"github.com/twill-net/twill/subnet/kube/clientsetapi"
@@ -40,7 +46,9 @@ func peerNode(name, cidr, ip, mac string) *v1.Node {
 type harness struct {
 	t      *testing.T
 	client *fake.Clientset
-	k      *kernel.Fake
+	k      *fakekernel.Fake
+	fw     *fakeFirewall
+	rec    *recorder
 	d      *Daemon
 	dir    string
 	cancel context.CancelFunc
@@ -56,7 +64,12 @@ func start(t *testing.T, objs ...*v1.Node) *harness {
 // node has no podCIDR yet and the daemon is not waited for.
 func startIn(t *testing.T, dir, ownCIDR string, objs ...*v1.Node) *harness {
 	t.Helper()
-	cfg, err := netconf.Parse([]byte(`{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}`))
+	cfg, err := netconf.Parse([]byte(`{"Network": "10.244.0.0/16", "NoMasqueradeCIDRs": ["203.0.113.0/24"], "Backend": {"Type": "vxlan"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	backends := builtin.Registry()
+	chosen, err := backends.Parse(cfg.Backend.Type, cfg.Backend.Raw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,23 +83,27 @@ func startIn(t *testing.T, dir, ownCIDR string, objs ...*v1.Node) *harness {
 	if err := os.WriteFile(filepath.Join(dir, "cni-conf.json"), []byte(`{"name":"cbr0"}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	k := kernel.NewFake()
+	k := fakekernel.New()
+	fw := &fakeFirewall{}
+	rec := &recorder{}
 	ann, _ := kube.NewAnnotations(kube.DefaultAnnotationPrefix)
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	d, err := New(Options{
-		Config: cfg, API: clientsetapi.API{C: client}, NodeName: "node-1", Annotations: ann, Kernel: k,
-		Iface: &iface.Choice{Name: "eth0", Index: 2, MTU: 1500, Addr: net.ParseIP("172.18.0.2").To4(),
-			Nets: []*net.IPNet{{IP: net.ParseIP("172.18.0.2").To4(), Mask: net.CIDRMask(16, 32)}}},
-		IPMasq: true, SubnetFile: filepath.Join(dir, "run/flannel/subnet.env"),
+		Config: cfg, Backends: backends, Backend: chosen, API: clientsetapi.API{C: client}, NodeName: "node-1", Annotations: ann, Kernel: k,
+		Iface: &iface.Choice{Name: "eth0", Index: 2, MTU: 1500, Addrs: []iface.Addr{{
+			Addr: netip.MustParseAddr("172.18.0.2"), Nets: []netip.Prefix{netip.MustParsePrefix("172.18.0.2/16")},
+		}}},
+		Firewall: func(f family.Family) (firewall.Firewall, error) { fw.families = append(fw.families, f); return fw, nil },
+		IPMasq:   true, SubnetFile: filepath.Join(dir, "run/flannel/subnet.env"),
 		CNIConfSrc: filepath.Join(dir, "cni-conf.json"), CNIConfDest: filepath.Join(dir, "net.d/10-flannel.conflist"),
-		Resync: time.Hour, IPTablesResync: time.Hour, Log: log,
+		Resync: time.Hour, RulesResync: time.Hour, Metrics: rec, Log: log,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &harness{t: t, client: client, k: k, d: d, dir: dir, cancel: cancel, done: make(chan error, 1)}
+	h := &harness{t: t, client: client, k: k, fw: fw, rec: rec, d: d, dir: dir, cancel: cancel, done: make(chan error, 1)}
 	go func() { h.done <- d.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
@@ -137,7 +154,7 @@ func TestStartPublishesAndProgramsPeers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantMAC := vxlan.StableMAC("node-1", 1).String()
+	wantMAC := vxlan.StableMAC("node-1", 1, family.IPv4).String()
 	for k, v := range map[string]string{
 		pfx + "backend-type":        "vxlan",
 		pfx + "backend-data":        `{"VNI":1,"VtepMAC":"` + wantMAC + `"}`,
@@ -258,7 +275,7 @@ func TestDeletedDeviceComesBack(t *testing.T) {
 	)
 	h.eventually("programmed", all)
 	h.k.RemoveLink("flannel.1")
-	h.d.kernelLost(nil)
+	h.d.kernelLost(kernel.Loss{Device: "flannel.1"})
 	h.eventually("device and peers back", all)
 }
 
@@ -297,4 +314,119 @@ func TestStopWhileWaitingForPodCIDRIsClean(t *testing.T) {
 	// startIn's cleanup fails the test if Run returns an error on cancel.
 	h := startIn(t, t.TempDir(), "")
 	h.eventually("waiting", func() bool { return h.d.Alive() })
+}
+
+// TestRulesKeptPerFamily: the daemon asks the firewall maker for each
+// enabled family's firewall and keeps that family's policy in it.
+func TestRulesKeptPerFamily(t *testing.T) {
+	h := start(t)
+	h.fw.mu.Lock()
+	defer h.fw.mu.Unlock()
+	if len(h.fw.families) != 1 || h.fw.families[0] != family.IPv4 {
+		t.Errorf("firewalls made for %v, want [IPv4]", h.fw.families)
+	}
+	p := h.fw.last
+	if p.Network.String() != "10.244.0.0/16" || p.Subnet.String() != "10.244.1.0/24" || !p.Masquerade ||
+		len(p.NoMasquerade) != 1 || p.NoMasquerade[0].String() != "203.0.113.0/24" {
+		t.Errorf("policy %+v", p)
+	}
+}
+
+// TestLostRouteRepaired: a route deleted behind the daemon's back is traced
+// to its peer and put back alone, and the metrics sink hears of the repair
+// and of the reconciles.
+func TestLostRouteRepaired(t *testing.T) {
+	h := start(t, peerNode("node-0", "10.244.0.0/24", "172.18.0.3", "0a:00:00:00:00:10"))
+	all := h.stateIs(
+		"route 10.244.0.0/24 via 10.244.0.0 dev flannel.1 onlink",
+		"neigh 10.244.0.0 lladdr 0a:00:00:00:00:10 dev flannel.1",
+		"fdb 0a:00:00:00:00:10 dst 172.18.0.3 dev flannel.1",
+	)
+	h.eventually("programmed", all)
+	dev, err := h.k.LinkByName("flannel.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	route := kernel.Route{Dst: netip.MustParsePrefix("10.244.0.0/24"), Gw: netip.MustParseAddr("10.244.0.0"), LinkIndex: dev.Index, Onlink: true}
+	h.k.Remove(route)
+	h.k.ResetCalls()
+	h.d.kernelLost(kernel.Loss{Route: route})
+	h.eventually("route back", all)
+	h.eventually("one repair recorded", func() bool { return h.rec.count("route/repaired") == 1 })
+	if n := h.k.Mutations(); n != 1 {
+		t.Errorf("repairing one route cost %d kernel changes, want 1", n)
+	}
+	if h.rec.count("reconcile/full") < 1 || h.rec.count("reconcile/node") < 1 || h.rec.count("peers/IPv4") != 1 {
+		t.Errorf("recorded %v", h.rec.snapshot())
+	}
+}
+
+// fakeFirewall records what the daemon asks of it.
+type fakeFirewall struct {
+	mu       sync.Mutex
+	families []family.Family
+	last     firewall.Policy
+	ensured  int
+}
+
+func (f *fakeFirewall) Ensure(p firewall.Policy) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.last = p
+	f.ensured++
+	return f.ensured == 1, nil
+}
+
+func (f *fakeFirewall) Check(firewall.Policy) ([]string, error) { return nil, nil }
+
+func (f *fakeFirewall) Remove() error { return nil }
+
+// recorder counts what the daemon reports.
+type recorder struct {
+	metrics.Nop
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (r *recorder) add(key string, n int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.n == nil {
+		r.n = map[string]int{}
+	}
+	r.n[key] += n
+}
+
+func (r *recorder) count(key string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.n[key]
+}
+
+func (r *recorder) snapshot() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]int{}
+	for k, v := range r.n {
+		out[k] = v
+	}
+	return out
+}
+
+func (r *recorder) Reconciled(kind metrics.Reconcile, _ time.Duration, _ error) {
+	r.add("reconcile/"+string(kind), 1)
+}
+
+func (r *recorder) EntriesChanged(kind string, ch metrics.Change, n int) {
+	r.add(kind+"/"+string(ch), n)
+}
+
+func (r *recorder) Peers(_ string, fam family.Family, known, programmed int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.n == nil {
+		r.n = map[string]int{}
+	}
+	r.n["peers/"+fam.String()] = programmed
+	r.n["known/"+fam.String()] = known
 }

@@ -1,12 +1,14 @@
 // Package lease holds the plain values that cross from the subnet manager
 // (which reads them from Kubernetes) to the backends (which program the
-// kernel): a node's pod subnet, its public IP and its backend data. Neither
-// side imports the other.
+// kernel): a node's pod subnet and public address for each IP family it
+// has, and its backend's published data. Neither side imports the other.
 package lease
 
 import (
-	"bytes"
-	"net"
+	"encoding/json"
+	"net/netip"
+
+	"github.com/twill-net/twill/family"
 )
 
 // Lease is what one node publishes about itself: enough for any other node
@@ -14,38 +16,50 @@ import (
 type Lease struct {
 	// Node is the Kubernetes Node name.
 	Node string
-	// Subnet is the node's pod CIDR (network address, e.g. 10.244.1.0/24).
-	Subnet *net.IPNet
-	// PublicIP is the node's address on the underlay, where tunnels end.
-	PublicIP net.IP
-	// BackendType is "vxlan" or "host-gw".
+	// BackendType is the backend-type annotation, e.g. "vxlan".
 	BackendType string
-	// VNI and VtepMAC are the vxlan backend's data; zero for host-gw.
-	VNI     int
-	VtepMAC net.HardwareAddr
+	// Nets holds one Net for each IP family the node has a lease for, in
+	// the order of family.All; a single-stack node has one.
+	Nets []Net
 }
 
-// Equal reports whether two leases would program the kernel identically.
-func (l *Lease) Equal(o *Lease) bool {
-	if l == nil || o == nil {
-		return l == o
+// Net is a lease's part for one IP family.
+type Net struct {
+	// Subnet is the node's pod CIDR of this family (the network address,
+	// e.g. 10.244.1.0/24).
+	Subnet netip.Prefix
+	// PublicIP is the node's underlay address of this family, where
+	// tunnels end.
+	PublicIP netip.Addr
+	// BackendData is the backend's published data for this family, the raw
+	// JSON of its annotation (vxlan: {"VNI":1,"VtepMAC":"…"}), kept as
+	// flannel keeps it and decoded by the backend; nil when it has none.
+	BackendData json.RawMessage
+}
+
+// Family is the family of the net's subnet.
+func (n Net) Family() family.Family { return family.OfPrefix(n.Subnet) }
+
+// Net returns the lease's part for family f.
+func (l *Lease) Net(f family.Family) (Net, bool) {
+	for _, n := range l.Nets {
+		if n.Family() == f {
+			return n, true
+		}
 	}
-	return l.Node == o.Node && l.BackendType == o.BackendType && l.VNI == o.VNI &&
-		ipNetEqual(l.Subnet, o.Subnet) && l.PublicIP.Equal(o.PublicIP) &&
-		bytes.Equal(l.VtepMAC, o.VtepMAC)
+	return Net{}, false
+}
+
+// Families lists the families the lease has, in order.
+func (l *Lease) Families() []family.Family {
+	out := make([]family.Family, len(l.Nets))
+	for i, n := range l.Nets {
+		out[i] = n.Family()
+	}
+	return out
 }
 
 // GatewayIP is the first address of the subnet, the node's cni0 address and
-// the gateway pods use, e.g. 10.244.1.1 for 10.244.1.0/24.
-func GatewayIP(subnet *net.IPNet) net.IP {
-	ip := append(net.IP(nil), subnet.IP.To4()...)
-	ip[3]++
-	return ip
-}
-
-func ipNetEqual(a, b *net.IPNet) bool {
-	if a == nil || b == nil {
-		return a == b
-	}
-	return a.IP.Equal(b.IP) && bytes.Equal(a.Mask, b.Mask)
-}
+// the gateway pods use: 10.244.1.1 for 10.244.1.0/24, fd00:1::1 for
+// fd00:1::/64.
+func GatewayIP(subnet netip.Prefix) netip.Addr { return subnet.Masked().Addr().Next() }

@@ -1,6 +1,9 @@
 package netconf
 
-import "testing"
+import (
+	"net/netip"
+	"testing"
+)
 
 // FuzzParse: no input may panic, and an accepted config is self-consistent.
 func FuzzParse(f *testing.F) {
@@ -16,9 +19,16 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			return
 		}
-		ones, _ := cfg.Network.Mask.Size()
-		if cfg.SubnetLen <= ones || cfg.Backend.Type == "" || cfg.Backend.Port == 0 {
-			t.Fatalf("accepted an inconsistent config %+v from %q", cfg, data)
+		if len(cfg.Networks) == 0 {
+			t.Fatalf("accepted a config without networks from %q", data)
+		}
+		for _, n := range cfg.Networks {
+			if n.SubnetLen <= n.Prefix.Bits() || n.Prefix.Masked() != n.Prefix || n.Check(netip.PrefixFrom(n.Prefix.Addr(), n.SubnetLen)) != nil && !n.SubnetMin.IsValid() {
+				t.Fatalf("accepted an inconsistent network %+v from %q", n, data)
+			}
+		}
+		if (cfg.Backend.Type != "") && cfg.Backend.Raw == nil {
+			t.Fatalf("a backend type without its section from %q", data)
 		}
 	})
 }

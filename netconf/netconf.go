@@ -1,67 +1,93 @@
 // Package netconf parses net-conf.json, the cluster-wide network
 // configuration that flanneld reads from the kube-flannel-cfg ConfigMap. Keys
-// and defaults are flannel's, so an existing ConfigMap works unchanged.
+// and defaults are flannel's, so an existing ConfigMap works unchanged. The
+// "Backend" section is kept raw: the backend named by its Type parses it
+// (see backend.Registry).
 package netconf
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
+	"net/netip"
 	"os"
 	"strings"
+
+	"github.com/twill-net/twill/family"
+	"github.com/twill-net/twill/strictjson"
 )
 
 // DefaultPath is where the DaemonSet mounts net-conf.json.
 const DefaultPath = "/etc/kube-flannel/net-conf.json"
 
-// Backend types.
-const (
-	BackendVXLAN  = "vxlan"
-	BackendHostGW = "host-gw"
-)
-
-// Defaults of the vxlan backend, as in flannel.
-const (
-	DefaultVNI  = 1
-	DefaultPort = 8472
-)
-
 // Config is the parsed and validated net-conf.json.
 type Config struct {
-	// Network is the cluster's pod network, e.g. 10.244.0.0/16.
-	Network *net.IPNet
-	// SubnetLen is the prefix length of each node's subnet (default 24).
-	SubnetLen int
-	// SubnetMin and SubnetMax bound the node subnets flanneld accepts, when set.
-	SubnetMin, SubnetMax net.IP
-	// EnableIPv4 is always true: IPv6 is not supported yet.
-	EnableIPv4 bool
+	// Networks holds the cluster pod network of each enabled IP family, in
+	// the order of family.All.
+	Networks []Network
 	// NoMasqueradeCIDRs are destinations that pod traffic reaches with its pod
 	// source address kept, like the exclude-SNAT setting of the AWS VPC CNI.
-	NoMasqueradeCIDRs []*net.IPNet
+	NoMasqueradeCIDRs []netip.Prefix
 	// Backend says how packets reach other nodes.
 	Backend Backend
 }
 
-// Backend is the "Backend" object of net-conf.json.
-type Backend struct {
-	// Type is vxlan or host-gw.
-	Type string
-	// VNI is the VXLAN network identifier (vxlan only).
-	VNI int
-	// Port is the VXLAN UDP port (vxlan only).
-	Port int
-	// MTU, when not zero, overrides the MTU derived from the interface.
-	MTU int
-	// DirectRouting makes vxlan route to peers on the same L2 subnet directly,
-	// as host-gw does.
-	DirectRouting bool
+// Network is the pod network of one IP family and how it is cut into node
+// subnets.
+type Network struct {
+	// Prefix is the cluster's pod network, e.g. 10.244.0.0/16.
+	Prefix netip.Prefix
+	// SubnetLen is the prefix length of each node's subnet (IPv4 default 24).
+	SubnetLen int
+	// SubnetMin and SubnetMax bound the node subnets flanneld accepts; the
+	// zero Addr when not set.
+	SubnetMin, SubnetMax netip.Addr
 }
 
-// rawConfig mirrors the JSON. Field names match flannel's keys; Go's decoder
+// Backend is the "Backend" object of net-conf.json.
+type Backend struct {
+	// Type is the backend's name, lower case; empty when not given (the
+	// registry's default applies).
+	Type string
+	// Raw is the whole object as written, for the backend to parse; nil
+	// when the file has none.
+	Raw json.RawMessage
+}
+
+// Family is the network's IP family.
+func (n Network) Family() family.Family { return family.OfPrefix(n.Prefix) }
+
+// Network returns the pod network of family f, if that family is enabled.
+func (c *Config) Network(f family.Family) (Network, bool) {
+	for _, n := range c.Networks {
+		if n.Family() == f {
+			return n, true
+		}
+	}
+	return Network{}, false
+}
+
+// Families lists the enabled families, in order.
+func (c *Config) Families() []family.Family {
+	out := make([]family.Family, len(c.Networks))
+	for i, n := range c.Networks {
+		out[i] = n.Family()
+	}
+	return out
+}
+
+// NoMasquerade returns the no-masquerade destinations of family f.
+func (c *Config) NoMasquerade(f family.Family) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range c.NoMasqueradeCIDRs {
+		if family.OfPrefix(p) == f {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// rawConfig mirrors the JSON. Field names match flannel's keys; the decoder
 // matches them case-insensitively, as flannel's does.
 type rawConfig struct {
 	Network           *string
@@ -71,15 +97,20 @@ type rawConfig struct {
 	EnableIPv4        *bool
 	EnableIPv6        *bool
 	NoMasqueradeCIDRs []string
-	Backend           *rawBackend
+	Backend           json.RawMessage
 }
 
-type rawBackend struct {
-	Type          string
-	VNI           *int
-	Port          *int
-	MTU           *int
-	DirectRouting bool
+// familyKeys are the keys and limits of one family's network.
+type familyKeys struct {
+	family                                   family.Family
+	network, subnetLen, subnetMin, subnetMax string
+	// defaultLen is the SubnetLen default; maxLen the longest allowed.
+	defaultLen, maxLen int
+}
+
+var ipv4Keys = familyKeys{
+	family: family.IPv4, network: "Network", subnetLen: "SubnetLen", subnetMin: "SubnetMin", subnetMax: "SubnetMax",
+	defaultLen: 24, maxLen: 30,
 }
 
 // ReadFile reads and parses the file at path.
@@ -95,149 +126,144 @@ func ReadFile(path string) (*Config, error) {
 	return cfg, nil
 }
 
-// Parse decodes and validates net-conf.json. Errors name the key at fault.
+// Parse decodes and validates net-conf.json, but for the Backend section's
+// keys other than Type (the backend's own business). Errors name the key at
+// fault.
 func Parse(data []byte) (*Config, error) {
 	var raw rawConfig
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&raw); err != nil {
-		return nil, describeJSONError(err)
+	if err := strictjson.Decode(data, &raw, ""); err != nil {
+		if errors.Is(err, strictjson.ErrEmpty) {
+			return nil, errors.New(`empty file: expected a JSON object with at least "Network"`)
+		}
+		return nil, err
 	}
-	if err := dec.Decode(&struct{}{}); err != io.EOF {
-		return nil, errors.New("unexpected data after the JSON object")
-	}
-	cfg := &Config{EnableIPv4: true, SubnetLen: 24}
+	cfg := &Config{}
 	if raw.EnableIPv4 != nil && !*raw.EnableIPv4 {
 		return nil, errors.New(`"EnableIPv4": only IPv4 networks are supported; set it to true or remove it`)
 	}
 	if raw.EnableIPv6 != nil && *raw.EnableIPv6 {
 		return nil, errors.New(`"EnableIPv6": IPv6 is not supported yet; set it to false or remove it`)
 	}
-	if raw.Network == nil || *raw.Network == "" {
-		return nil, errors.New(`"Network" is missing: set the cluster pod network, e.g. "10.244.0.0/16"`)
-	}
-	network, err := parseIPv4CIDR(*raw.Network)
+	n, err := parseNetwork(ipv4Keys, raw.Network, raw.SubnetLen, raw.SubnetMin, raw.SubnetMax)
 	if err != nil {
-		return nil, fmt.Errorf(`"Network": %w`, err)
-	}
-	cfg.Network = network
-	netOnes, _ := network.Mask.Size()
-	if raw.SubnetLen != nil {
-		cfg.SubnetLen = *raw.SubnetLen
-	} else if netOnes >= 24 {
-		// flannel's rule: a small network gets subnets 4 bits longer.
-		cfg.SubnetLen = netOnes + 4
-	}
-	if cfg.SubnetLen <= netOnes || cfg.SubnetLen > 30 {
-		return nil, fmt.Errorf(`"SubnetLen": %d must be longer than the Network prefix /%d and at most 30`, cfg.SubnetLen, netOnes)
-	}
-	if cfg.SubnetMin, err = parseBound("SubnetMin", raw.SubnetMin, network); err != nil {
 		return nil, err
 	}
-	if cfg.SubnetMax, err = parseBound("SubnetMax", raw.SubnetMax, network); err != nil {
-		return nil, err
-	}
+	cfg.Networks = append(cfg.Networks, n)
 	for i, s := range raw.NoMasqueradeCIDRs {
-		c, err := parseIPv4CIDR(s)
+		p, err := parseAnyPrefix(s)
 		if err != nil {
 			return nil, fmt.Errorf(`"NoMasqueradeCIDRs"[%d]: %w`, i, err)
 		}
-		cfg.NoMasqueradeCIDRs = append(cfg.NoMasqueradeCIDRs, c)
-	}
-	b := raw.Backend
-	if b == nil {
-		b = &rawBackend{}
-	}
-	cfg.Backend.Type = strings.ToLower(b.Type)
-	if cfg.Backend.Type == "" {
-		cfg.Backend.Type = BackendVXLAN
-	}
-	switch cfg.Backend.Type {
-	case BackendVXLAN, BackendHostGW:
-	default:
-		return nil, fmt.Errorf(`"Backend.Type": %q is not supported; use "vxlan" or "host-gw"`, b.Type)
-	}
-	cfg.Backend.VNI, cfg.Backend.Port, cfg.Backend.DirectRouting = DefaultVNI, DefaultPort, b.DirectRouting
-	if b.VNI != nil {
-		if *b.VNI < 0 || *b.VNI > 1<<24-1 {
-			return nil, fmt.Errorf(`"Backend.VNI": %d is outside 0..16777215`, *b.VNI)
+		if _, ok := cfg.Network(family.OfPrefix(p)); !ok {
+			return nil, fmt.Errorf(`"NoMasqueradeCIDRs"[%d]: %s is an %s CIDR, but %s is not enabled`, i, p, family.OfPrefix(p), family.OfPrefix(p))
 		}
-		cfg.Backend.VNI = *b.VNI
+		cfg.NoMasqueradeCIDRs = append(cfg.NoMasqueradeCIDRs, p)
 	}
-	if b.Port != nil {
-		if *b.Port <= 0 || *b.Port > 65535 {
-			return nil, fmt.Errorf(`"Backend.Port": %d is not a UDP port (1..65535)`, *b.Port)
-		}
-		cfg.Backend.Port = *b.Port
-	}
-	if b.MTU != nil {
-		if *b.MTU < 576 || *b.MTU > 65535 {
-			return nil, fmt.Errorf(`"Backend.MTU": %d must be between 576 and 65535, or left out to follow the interface`, *b.MTU)
-		}
-		cfg.Backend.MTU = *b.MTU
-	}
-	if cfg.Backend.Type == BackendHostGW && (b.VNI != nil || b.Port != nil || b.DirectRouting) {
-		return nil, errors.New(`"Backend": VNI, Port and DirectRouting apply to vxlan only; remove them for host-gw`)
+	if cfg.Backend, err = parseBackend(raw.Backend); err != nil {
+		return nil, err
 	}
 	return cfg, nil
 }
 
-// ContainsSubnet reports whether the node subnet s lies inside Network and
+func parseNetwork(k familyKeys, network *string, subnetLen *int, min, max *string) (Network, error) {
+	if network == nil || *network == "" {
+		return Network{}, fmt.Errorf(`%q is missing: set the cluster pod network, e.g. "%s"`, k.network, exampleNetwork(k.family))
+	}
+	p, err := family.ParsePrefix(k.family, *network)
+	if err != nil {
+		return Network{}, fmt.Errorf("%q: %w", k.network, err)
+	}
+	n := Network{Prefix: p, SubnetLen: k.defaultLen}
+	if subnetLen != nil {
+		n.SubnetLen = *subnetLen
+	} else if p.Bits() >= k.defaultLen {
+		// flannel's rule: a small network gets subnets 4 bits longer.
+		n.SubnetLen = p.Bits() + 4
+	}
+	if n.SubnetLen <= p.Bits() || n.SubnetLen > k.maxLen {
+		return Network{}, fmt.Errorf(`%q: %d must be longer than the %s prefix /%d and at most %d`, k.subnetLen, n.SubnetLen, k.network, p.Bits(), k.maxLen)
+	}
+	if n.SubnetMin, err = parseBound(k.family, k.subnetMin, min, p); err != nil {
+		return Network{}, err
+	}
+	if n.SubnetMax, err = parseBound(k.family, k.subnetMax, max, p); err != nil {
+		return Network{}, err
+	}
+	return n, nil
+}
+
+func exampleNetwork(f family.Family) string {
+	if f == family.IPv6 {
+		return "fd00:10:244::/56"
+	}
+	return "10.244.0.0/16"
+}
+
+// parseBackend keeps the section raw and reads only its Type.
+func parseBackend(raw json.RawMessage) (Backend, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return Backend{}, nil
+	}
+	var head map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &head); err != nil {
+		return Backend{}, errors.New(`"Backend": expected an object like {"Type": "vxlan"}`)
+	}
+	b := Backend{Raw: raw}
+	for k, v := range head {
+		if !strings.EqualFold(k, "Type") {
+			continue
+		}
+		var t string
+		if err := json.Unmarshal(v, &t); err != nil {
+			return Backend{}, fmt.Errorf(`"Backend.Type": expected a string like "vxlan", got %s`, v)
+		}
+		b.Type = strings.ToLower(t)
+	}
+	return b, nil
+}
+
+// Check reports whether the node subnet s lies inside the network and
 // within SubnetMin..SubnetMax when they are set.
-func (c *Config) ContainsSubnet(s *net.IPNet) error {
-	ones, _ := s.Mask.Size()
-	netOnes, _ := c.Network.Mask.Size()
-	if s.IP.To4() == nil || ones < netOnes || !c.Network.Contains(s.IP) {
-		return fmt.Errorf("%s is outside the cluster Network %s in net-conf.json", s, c.Network)
+func (n Network) Check(s netip.Prefix) error {
+	if family.OfPrefix(s) != n.Family() || s.Bits() < n.Prefix.Bits() || !n.Prefix.Contains(s.Addr()) {
+		return fmt.Errorf("%s is outside the cluster network %s in net-conf.json", s, n.Prefix)
 	}
-	if c.SubnetMin != nil && bytes.Compare(s.IP.To4(), c.SubnetMin) < 0 {
-		return fmt.Errorf("%s is below SubnetMin %s", s, c.SubnetMin)
+	if n.SubnetMin.IsValid() && s.Addr().Less(n.SubnetMin) {
+		return fmt.Errorf("%s is below SubnetMin %s", s, n.SubnetMin)
 	}
-	if c.SubnetMax != nil && bytes.Compare(s.IP.To4(), c.SubnetMax) > 0 {
-		return fmt.Errorf("%s is above SubnetMax %s", s, c.SubnetMax)
+	if n.SubnetMax.IsValid() && n.SubnetMax.Less(s.Addr()) {
+		return fmt.Errorf("%s is above SubnetMax %s", s, n.SubnetMax)
 	}
 	return nil
 }
 
-func parseIPv4CIDR(s string) (*net.IPNet, error) {
-	ip, n, err := net.ParseCIDR(s)
-	if err != nil || ip.To4() == nil {
-		return nil, fmt.Errorf("%q is not an IPv4 CIDR like 10.244.0.0/16", s)
+// CheckSubnet checks s against the network of its family.
+func (c *Config) CheckSubnet(s netip.Prefix) error {
+	n, ok := c.Network(family.OfPrefix(s))
+	if !ok {
+		return fmt.Errorf("%s is an %s subnet, but net-conf.json enables no %s network", s, family.OfPrefix(s), family.OfPrefix(s))
 	}
-	if !ip.Equal(n.IP) {
-		return nil, fmt.Errorf("%q has host bits set; did you mean %s?", s, n)
-	}
-	n.IP = n.IP.To4()
-	return n, nil
+	return n.Check(s)
 }
 
-func parseBound(key string, s *string, network *net.IPNet) (net.IP, error) {
+func parseAnyPrefix(s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil || p.Addr().Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("%q is not a CIDR like 10.0.0.0/8", s)
+	}
+	return family.ParsePrefix(family.OfPrefix(p), s)
+}
+
+func parseBound(f family.Family, key string, s *string, network netip.Prefix) (netip.Addr, error) {
 	if s == nil || *s == "" {
-		return nil, nil
+		return netip.Addr{}, nil
 	}
-	ip := net.ParseIP(*s).To4()
-	if ip == nil {
-		return nil, fmt.Errorf("%q: %q is not an IPv4 address", key, *s)
+	a, err := family.ParseAddr(f, *s)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("%q: %w", key, err)
 	}
-	if !network.Contains(ip) {
-		return nil, fmt.Errorf("%q: %s is outside Network %s", key, ip, network)
+	if !network.Contains(a) {
+		return netip.Addr{}, fmt.Errorf("%q: %s is outside %s", key, a, network)
 	}
-	return ip, nil
-}
-
-func describeJSONError(err error) error {
-	var typeErr *json.UnmarshalTypeError
-	var syntaxErr *json.SyntaxError
-	switch {
-	case errors.As(err, &typeErr):
-		return fmt.Errorf("%q: expected %s, got JSON %s", typeErr.Field, typeErr.Type, typeErr.Value)
-	case errors.As(err, &syntaxErr):
-		return fmt.Errorf("not valid JSON at byte %d: %v", syntaxErr.Offset, err)
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		field := strings.TrimPrefix(err.Error(), "json: unknown field ")
-		return fmt.Errorf("unknown key %s: check its spelling against the configuration reference", field)
-	case err == io.EOF:
-		return errors.New("empty file: expected a JSON object with at least \"Network\"")
-	}
-	return fmt.Errorf("not valid JSON: %w", err)
+	return a, nil
 }

@@ -1,9 +1,11 @@
 package netconf
 
 import (
-	"net"
+	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/twill-net/twill/family"
 )
 
 func TestParseDefaults(t *testing.T) {
@@ -11,11 +13,19 @@ func TestParseDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Network.String() != "10.244.0.0/16" || cfg.SubnetLen != 24 || !cfg.EnableIPv4 {
-		t.Errorf("network %s subnetLen %d ipv4 %v", cfg.Network, cfg.SubnetLen, cfg.EnableIPv4)
+	n, ok := cfg.Network(family.IPv4)
+	if len(cfg.Networks) != 1 || !ok || n.Prefix.String() != "10.244.0.0/16" || n.SubnetLen != 24 {
+		t.Errorf("networks %+v", cfg.Networks)
 	}
-	if cfg.Backend.Type != BackendVXLAN || cfg.Backend.VNI != 1 || cfg.Backend.Port != 8472 || cfg.Backend.MTU != 0 || cfg.Backend.DirectRouting {
-		t.Errorf("backend defaults: %+v", cfg.Backend)
+	if _, ok := cfg.Network(family.IPv6); ok {
+		t.Error("IPv6 enabled by default")
+	}
+	if cfg.Backend.Type != "vxlan" || string(cfg.Backend.Raw) != `{"Type": "vxlan"}` {
+		t.Errorf("backend section: %+v", cfg.Backend)
+	}
+	bare, err := Parse([]byte(`{"Network": "10.244.0.0/16"}`))
+	if err != nil || bare.Backend.Type != "" || bare.Backend.Raw != nil {
+		t.Errorf("no Backend section: %+v %v", bare, err)
 	}
 }
 
@@ -27,17 +37,21 @@ func TestParseFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.SubnetLen != 26 || cfg.SubnetMin.String() != "10.10.1.0" || cfg.SubnetMax.String() != "10.10.200.0" {
-		t.Errorf("subnet bounds: %+v", cfg)
+	if n := cfg.Networks[0]; n.SubnetLen != 26 || n.SubnetMin.String() != "10.10.1.0" || n.SubnetMax.String() != "10.10.200.0" {
+		t.Errorf("subnet bounds: %+v", n)
 	}
 	if len(cfg.NoMasqueradeCIDRs) != 2 || cfg.NoMasqueradeCIDRs[1].String() != "203.0.113.0/24" {
 		t.Errorf("NoMasqueradeCIDRs: %v", cfg.NoMasqueradeCIDRs)
 	}
-	if b := cfg.Backend; b.Type != "vxlan" || b.VNI != 4096 || b.Port != 4789 || b.MTU != 1400 || !b.DirectRouting {
+	if got := cfg.NoMasquerade(family.IPv4); len(got) != 2 {
+		t.Errorf("NoMasquerade(IPv4) = %v", got)
+	}
+	// The type is read case-insensitively; the rest is the backend's.
+	if b := cfg.Backend; b.Type != "vxlan" || !strings.Contains(string(b.Raw), `"VNI": 4096`) {
 		t.Errorf("backend: %+v", b)
 	}
-	hg, err := Parse([]byte(`{"Network": "10.244.0.0/16", "Backend": {"Type": "host-gw"}}`))
-	if err != nil || hg.Backend.Type != BackendHostGW {
+	hg, err := Parse([]byte(`{"Network": "10.244.0.0/16", "Backend": {"type": "host-gw"}}`))
+	if err != nil || hg.Backend.Type != "host-gw" {
 		t.Fatalf("host-gw: %v %+v", err, hg)
 	}
 }
@@ -50,7 +64,6 @@ func TestParseErrors(t *testing.T) {
 		{"not json", `{"Network": `, "not valid JSON"},
 		{"trailing", `{"Network": "10.244.0.0/16"} {}`, "unexpected data"},
 		{"unknown key", `{"Network": "10.244.0.0/16", "Netwrok": "x"}`, `unknown key "Netwrok"`},
-		{"unknown backend key", `{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan", "GBP": true}}`, `unknown key "GBP"`},
 		{"missing network", `{"Backend": {"Type": "vxlan"}}`, `"Network" is missing`},
 		{"bad network", `{"Network": "10.244.0.0/33"}`, `"Network": "10.244.0.0/33" is not an IPv4 CIDR`},
 		{"ipv6 network", `{"Network": "fd00::/64"}`, `not an IPv4 CIDR`},
@@ -62,12 +75,10 @@ func TestParseErrors(t *testing.T) {
 		{"subnetmax bad", `{"Network": "10.244.0.0/16", "SubnetMax": "x"}`, `"SubnetMax": "x" is not an IPv4 address`},
 		{"ipv4 off", `{"Network": "10.244.0.0/16", "EnableIPv4": false}`, "only IPv4"},
 		{"ipv6 on", `{"Network": "10.244.0.0/16", "EnableIPv6": true}`, "IPv6 is not supported"},
-		{"unsupported backend", `{"Network": "10.244.0.0/16", "Backend": {"Type": "wireguard"}}`, `"Backend.Type": "wireguard" is not supported`},
-		{"bad vni", `{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan", "VNI": 16777216}}`, `"Backend.VNI"`},
-		{"bad port", `{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan", "Port": 0}}`, `"Backend.Port"`},
-		{"bad mtu", `{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan", "MTU": 100}}`, `"Backend.MTU"`},
-		{"host-gw with vni", `{"Network": "10.244.0.0/16", "Backend": {"Type": "host-gw", "VNI": 2}}`, "vxlan only"},
 		{"bad nomasq", `{"Network": "10.244.0.0/16", "NoMasqueradeCIDRs": ["10.0.0.0/8", "nope"]}`, `"NoMasqueradeCIDRs"[1]: "nope"`},
+		{"nomasq of a family not enabled", `{"Network": "10.244.0.0/16", "NoMasqueradeCIDRs": ["fd00::/8"]}`, `"NoMasqueradeCIDRs"[0]: fd00::/8 is an IPv6 CIDR, but IPv6 is not enabled`},
+		{"backend not an object", `{"Network": "10.244.0.0/16", "Backend": 5}`, `"Backend": expected an object`},
+		{"backend type not a string", `{"Network": "10.244.0.0/16", "Backend": {"Type": 5}}`, `"Backend.Type": expected a string`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.in))
@@ -98,10 +109,10 @@ func TestContainsSubnet(t *testing.T) {
 		{"10.0.0.0/8", false},
 		{"10.244.1.0/24", false},
 		{"10.244.10.0/24", false},
+		{"fd00::/64", false},
 	} {
-		_, n, _ := net.ParseCIDR(tc.cidr)
-		if err := cfg.ContainsSubnet(n); (err == nil) != tc.ok {
-			t.Errorf("ContainsSubnet(%s) = %v, want ok=%v", tc.cidr, err, tc.ok)
+		if err := cfg.CheckSubnet(netip.MustParsePrefix(tc.cidr)); (err == nil) != tc.ok {
+			t.Errorf("CheckSubnet(%s) = %v, want ok=%v", tc.cidr, err, tc.ok)
 		}
 	}
 }

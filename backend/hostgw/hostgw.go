@@ -4,81 +4,111 @@
 package hostgw
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
-	"net"
 
 	"github.com/twill-net/twill/backend"
 	"github.com/twill-net/twill/backend/kernel"
-	"github.com/twill-net/twill/backend/vxlan"
 	"github.com/twill-net/twill/lease"
-	"github.com/twill-net/twill/netconf"
+	"github.com/twill-net/twill/strictjson"
 )
 
-// Config is what the backend needs to know about its node.
+// Type is the backend's name in net-conf.json and the annotations.
+const Type = "host-gw"
+
+// Plugin is the host-gw backend as the registry knows it.
+var Plugin backend.Plugin = plugin{}
+
+type plugin struct{}
+
+// Type implements backend.Plugin.
+func (plugin) Type() string { return Type }
+
+// Config is the host-gw section of net-conf.json.
 type Config struct {
-	Iface     *kernel.Link
-	IfaceNets []*net.IPNet
 	// MTU overrides the interface MTU when not zero.
 	MTU int
-	// StaleVNIs are VNIs whose flannel.<VNI> devices are removed at Setup.
-	StaleVNIs []int
 }
 
-// Backend implements backend.Backend for host-gw.
+type rawConfig struct {
+	Type string
+	MTU  *int
+	// The vxlan keys, refused with a message that says why.
+	VNI, Port     *int
+	DirectRouting *bool
+}
+
+// ParseConfig implements backend.Plugin.
+func (plugin) ParseConfig(raw json.RawMessage) (backend.Config, error) {
+	var r rawConfig
+	if raw != nil {
+		if err := strictjson.Decode(raw, &r, "Backend"); err != nil {
+			return nil, err
+		}
+	}
+	if r.VNI != nil || r.Port != nil || r.DirectRouting != nil {
+		return nil, errors.New(`"Backend": VNI, Port and DirectRouting apply to vxlan only; remove them for host-gw`)
+	}
+	var c Config
+	if r.MTU != nil {
+		if *r.MTU < 576 || *r.MTU > 65535 {
+			return nil, fmt.Errorf(`"Backend.MTU": %d must be between 576 and 65535, or left out to follow the interface`, *r.MTU)
+		}
+		c.MTU = *r.MTU
+	}
+	return c, nil
+}
+
+// Teardown implements backend.Plugin: host-gw leaves only routes on the
+// underlay link, which the next backend's full sync removes (its scope
+// covers them).
+func (plugin) Teardown(kernel.Kernel) error { return nil }
+
+// Backend is the host-gw backend for one IP family of this node.
 type Backend struct {
-	k   kernel.Kernel
-	cfg Config
+	cfg  Config
+	node backend.Node
 }
 
 var _ backend.Backend = (*Backend)(nil)
 
-// New returns a host-gw backend.
-func New(k kernel.Kernel, cfg Config) *Backend {
-	if len(cfg.StaleVNIs) == 0 {
-		cfg.StaleVNIs = []int{netconf.DefaultVNI}
+// New implements backend.Config.
+func (c Config) New(_ kernel.Kernel, n backend.Node) (backend.Backend, error) {
+	if !n.Subnet.IsValid() || !n.Network.IsValid() {
+		return nil, errors.New("host-gw: the node's subnet and network are required")
 	}
-	return &Backend{k: k, cfg: cfg}
+	return &Backend{cfg: c, node: n}, nil
 }
-
-// Type implements backend.Backend.
-func (b *Backend) Type() string { return netconf.BackendHostGW }
 
 // MTU implements backend.Backend: no encapsulation, the interface's MTU.
 func (b *Backend) MTU() int {
 	if b.cfg.MTU != 0 {
 		return b.cfg.MTU
 	}
-	return b.cfg.Iface.MTU
+	return b.node.Iface.MTU
 }
 
-// Publish implements backend.Backend.
-func (b *Backend) Publish(own *lease.Lease) {
-	own.BackendType = netconf.BackendHostGW
-	own.VNI, own.VtepMAC = 0, nil
-}
+// Data implements backend.Backend: host-gw publishes none ("null").
+func (b *Backend) Data() json.RawMessage { return nil }
 
-// Setup implements backend.Backend: it removes the VXLAN device a previous
-// vxlan configuration left.
-func (b *Backend) Setup() (bool, error) {
-	for _, vni := range b.cfg.StaleVNIs {
-		if err := vxlan.Remove(b.k, vni); err != nil {
-			return false, fmt.Errorf("removing the vxlan device left from the vxlan backend: %w", err)
-		}
-	}
-	return false, nil
-}
+// Setup implements backend.Backend: host-gw has no device.
+func (b *Backend) Setup() (bool, error) { return false, nil }
 
 // Scope implements backend.Backend.
 func (b *Backend) Scope() backend.Scope {
-	return backend.Scope{RouteLinks: []int{b.cfg.Iface.Index}}
+	return backend.Scope{backend.Routes(b.node.Iface.Index, b.node.Network, b.node.Subnet)}
 }
+
+// Devices implements backend.Backend: none.
+func (b *Backend) Devices() []string { return nil }
 
 // Entries implements backend.Backend. A peer that is not on our L2 segment
 // gets no route: a route via an address we cannot reach directly would
 // blackhole its pods' traffic.
-func (b *Backend) Entries(p *lease.Lease) (backend.Entries, error) {
-	if !backend.InSubnetOf(p.PublicIP, b.cfg.IfaceNets) {
-		return backend.Entries{}, fmt.Errorf("node address %s is not on this node's L2 segment (%v): host-gw needs all nodes on one segment; use vxlan, or vxlan with DirectRouting", p.PublicIP, b.cfg.IfaceNets)
+func (b *Backend) Entries(_ *lease.Lease, n lease.Net) (backend.Entries, error) {
+	if !backend.OnLink(n.PublicIP, b.node.Nets) {
+		return nil, fmt.Errorf("node address %s is not on this node's L2 segment (%v): host-gw needs all nodes on one segment; use vxlan, or vxlan with DirectRouting", n.PublicIP, b.node.Nets)
 	}
-	return backend.Entries{Routes: []kernel.Route{{Dst: p.Subnet, Gw: p.PublicIP, LinkIndex: b.cfg.Iface.Index}}}, nil
+	return backend.Entries{kernel.Route{Dst: n.Subnet, Gw: n.PublicIP, LinkIndex: b.node.Iface.Index}}, nil
 }

@@ -2,11 +2,14 @@ package kernel_test
 
 import (
 	"net"
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/twill-net/twill/backend/kernel"
 	"github.com/twill-net/twill/backend/kernel/kerneltest"
+	"github.com/twill-net/twill/family"
 )
 
 // TestApplyBatches checks batched changes against the real kernel: more ops
@@ -20,7 +23,7 @@ func TestApplyBatches(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer k.Close()
-	dev, err := k.AddVXLAN(kernel.VXLAN{Name: "flannel.1", VNI: 1, Port: 8472, Local: net.ParseIP("172.18.0.2").To4(), ParentIndex: mustLink(t, k, "eth0"), MTU: 1450})
+	dev, err := k.AddVXLAN(kernel.VXLAN{Name: "flannel.1", VNI: 1, Port: 8472, Local: netip.MustParseAddr("172.18.0.2"), ParentIndex: mustLink(t, k, "eth0"), MTU: 1450})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,66 +33,120 @@ func TestApplyBatches(t *testing.T) {
 	const peers = 600 // more than two batches of ops
 	var ops []kernel.Op
 	for i := 0; i < peers; i++ {
-		vtep := net.IPv4(10, byte(100+i/256), byte(i%256), 0).To4()
+		vtep := netip.AddrFrom4([4]byte{10, byte(100 + i/256), byte(i % 256), 0})
 		mac := net.HardwareAddr{0x0a, 0, 0, 0, byte(i >> 8), byte(i)}
 		ops = append(ops,
-			kernel.Op{Kind: kernel.OpSetNeigh, Neigh: kernel.Neigh{LinkIndex: dev.Index, IP: vtep, MAC: mac}},
-			kernel.Op{Kind: kernel.OpSetFDB, FDB: kernel.FDB{LinkIndex: dev.Index, MAC: mac, Dst: net.IPv4(172, 19, byte(i/256), byte(i%256)).To4()}},
-			kernel.Op{Kind: kernel.OpReplaceRoute, Route: kernel.Route{Dst: &net.IPNet{IP: vtep, Mask: net.CIDRMask(24, 32)}, Gw: vtep, LinkIndex: dev.Index, Onlink: true}},
+			kernel.Op{Entry: kernel.Neigh{LinkIndex: dev.Index, IP: vtep, MAC: mac}},
+			kernel.Op{Entry: kernel.FDB{LinkIndex: dev.Index, MAC: mac, Dst: netip.AddrFrom4([4]byte{172, 19, byte(i / 256), byte(i % 256)})}},
+			kernel.Op{Entry: kernel.Route{Dst: netip.PrefixFrom(vtep, 24), Gw: vtep, LinkIndex: dev.Index, Onlink: true}},
 		)
 	}
 	// A route through a link that does not exist fails alone.
-	ops = append(ops, kernel.Op{Kind: kernel.OpReplaceRoute, Route: kernel.Route{Dst: &net.IPNet{IP: net.IPv4(10, 99, 0, 0).To4(), Mask: net.CIDRMask(24, 32)}, Gw: net.IPv4(10, 99, 0, 0).To4(), LinkIndex: 9999, Onlink: true}})
+	ops = append(ops, kernel.Op{Entry: kernel.Route{Dst: netip.MustParsePrefix("10.99.0.0/24"), Gw: netip.MustParseAddr("10.99.0.0"), LinkIndex: 9999, Onlink: true}})
 	// Deleting what is not there succeeds.
-	ops = append(ops, kernel.Op{Kind: kernel.OpDeleteRoute, Route: kernel.Route{Dst: &net.IPNet{IP: net.IPv4(10, 98, 0, 0).To4(), Mask: net.CIDRMask(24, 32)}, LinkIndex: dev.Index}})
+	ops = append(ops, kernel.Op{Delete: true, Entry: kernel.Route{Dst: netip.MustParsePrefix("10.98.0.0/24"), LinkIndex: dev.Index}})
 	errs := k.Apply(ops)
 	for i, err := range errs[:len(errs)-2] {
 		if err != nil {
 			t.Fatalf("op %d (%s): %v", i, ops[i], err)
 		}
 	}
-	if errs[len(errs)-2] == nil || !strings.Contains(errs[len(errs)-2].Error(), "replacing route 10.99.0.0/24") {
+	if errs[len(errs)-2] == nil || !strings.Contains(errs[len(errs)-2].Error(), "setting route 10.99.0.0/24") {
 		t.Errorf("bad route: %v", errs[len(errs)-2])
 	}
 	if errs[len(errs)-1] != nil {
 		t.Errorf("deleting a missing route: %v", errs[len(errs)-1])
 	}
-	routes, _ := k.Routes(dev.Index)
-	neighs, _ := k.Neighs(dev.Index)
-	fdbs, _ := k.FDBs(dev.Index)
-	if len(routes) != peers || len(neighs) != peers || len(fdbs) != peers {
-		t.Errorf("kernel has %d routes, %d neighbours, %d FDB entries; want %d each", len(routes), len(neighs), len(fdbs), peers)
+	counts := func() [3]int {
+		t.Helper()
+		var n [3]int
+		for i, kind := range []kernel.Kind{kernel.KindRoute, kernel.KindNeigh, kernel.KindFDB} {
+			es, err := k.List(kind, family.IPv4, dev.Index)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n[i] = len(es)
+		}
+		return n
+	}
+	if n := counts(); n != [3]int{peers, peers, peers} {
+		t.Errorf("kernel has %d routes, %d neighbours, %d FDB entries; want %d each", n[0], n[1], n[2], peers)
 	}
 	if out := a.Run(t, "ip", "route", "show", "10.100.5.0/24"); strings.TrimSpace(out) != "10.100.5.0/24 via 10.100.5.0 dev flannel.1 onlink" {
 		t.Errorf("batched route reads %q", out)
 	}
-	// And the same ops deleted.
+	// What List reads back is what was set.
+	routes, _ := k.List(kernel.KindRoute, family.IPv4, dev.Index)
+	if !slices.ContainsFunc(routes, func(e kernel.Entry) bool { return e.Equal(ops[2].Entry) }) {
+		t.Errorf("route %s not read back as set", ops[2].Entry)
+	}
+	// And the same ops deleted, in reverse.
 	var dels []kernel.Op
 	for _, o := range ops[:3*peers] {
-		switch o.Kind {
-		case kernel.OpSetNeigh:
-			o.Kind = kernel.OpDeleteNeigh
-		case kernel.OpSetFDB:
-			o.Kind = kernel.OpDeleteFDB
-		case kernel.OpReplaceRoute:
-			o.Kind = kernel.OpDeleteRoute
-		}
-		dels = append([]kernel.Op{o}, dels...)
+		dels = append([]kernel.Op{{Delete: true, Entry: o.Entry}}, dels...)
 	}
 	for i, err := range k.Apply(dels) {
 		if err != nil {
 			t.Fatalf("delete op %d: %v", i, err)
 		}
 	}
-	routes, _ = k.Routes(dev.Index)
-	neighs, _ = k.Neighs(dev.Index)
-	fdbs, _ = k.FDBs(dev.Index)
-	if len(routes)+len(neighs)+len(fdbs) != 0 {
-		t.Errorf("left after deletion: %d routes, %d neighbours, %d FDB entries", len(routes), len(neighs), len(fdbs))
+	if n := counts(); n != [3]int{} {
+		t.Errorf("left after deletion: %d routes, %d neighbours, %d FDB entries", n[0], n[1], n[2])
 	}
 }
 
-func mustLink(t *testing.T, k kernel.Kernel, name string) int {
+// TestIPv6Entries: the same entry types carry IPv6 routes, neighbours and
+// FDB entries to an IPv6 underlay; the batch encoder takes the family from
+// the addresses.
+func TestIPv6Entries(t *testing.T) {
+	a, b := kerneltest.New(t), kerneltest.New(t)
+	kerneltest.Veth(t, a, "eth0", "fc00::2/64", b, "eth0", "fc00::3/64")
+	k, err := kernel.NewNetlinkAt(a.Handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	dev, err := k.AddVXLAN(kernel.VXLAN{Name: "flannel-v6.1", VNI: 1, Port: 8472, Local: netip.MustParseAddr("fc00::2"), ParentIndex: mustLink(t, k, "eth0"), MTU: 1430})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k.SetLinkUp(dev.Index); err != nil {
+		t.Fatal(err)
+	}
+	mac := net.HardwareAddr{0x0a, 0, 0, 0, 0, 0x20}
+	vtep := netip.MustParseAddr("fd00:10:244:2::")
+	entries := []kernel.Entry{
+		kernel.Neigh{LinkIndex: dev.Index, IP: vtep, MAC: mac},
+		kernel.FDB{LinkIndex: dev.Index, MAC: mac, Dst: netip.MustParseAddr("fc00::3")},
+		kernel.Route{Dst: netip.MustParsePrefix("fd00:10:244:2::/64"), Gw: vtep, LinkIndex: dev.Index, Onlink: true},
+	}
+	var ops []kernel.Op
+	for _, e := range entries {
+		ops = append(ops, kernel.Op{Entry: e})
+	}
+	for i, err := range k.Apply(ops) {
+		if err != nil {
+			t.Fatalf("op %s: %v", ops[i], err)
+		}
+	}
+	if out := a.Run(t, "ip", "-6", "route", "show", "fd00:10:244:2::/64"); !strings.HasPrefix(strings.TrimSpace(out), "fd00:10:244:2::/64 via fd00:10:244:2:: dev flannel-v6.1") || !strings.Contains(out, "onlink") {
+		t.Errorf("ip -6 route: %q", out)
+	}
+	if out := a.Run(t, "bridge", "fdb", "show", "dev", "flannel-v6.1"); !strings.Contains(out, "0a:00:00:00:00:20 dst fc00::3 self permanent") {
+		t.Errorf("bridge fdb: %q", out)
+	}
+	for i, kind := range []kernel.Kind{kernel.KindNeigh, kernel.KindFDB, kernel.KindRoute} {
+		got, err := k.List(kind, family.IPv6, dev.Index)
+		if err != nil || len(got) != 1 || !got[0].Equal(entries[i]) {
+			t.Errorf("List(%s, IPv6) = %v %v, want [%s]", kind, got, err, entries[i])
+		}
+		if v4, _ := k.List(kind, family.IPv4, dev.Index); len(v4) != 0 {
+			t.Errorf("List(%s, IPv4) on the v6 device = %v", kind, v4)
+		}
+	}
+}
+
+func mustLink(t testing.TB, k kernel.Kernel, name string) int {
 	t.Helper()
 	l, err := k.LinkByName(name)
 	if err != nil {

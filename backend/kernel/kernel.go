@@ -1,15 +1,22 @@
 // Package kernel is the narrow boundary between the backends and the Linux
-// networking stack: links, addresses, routes, neighbour (ARP) and FDB entries
-// as plain values. Netlink implements it for real; Fake implements it in
-// memory for unit tests.
+// networking stack: links, addresses, and the entries Twill programs for
+// peers (routes, neighbour and FDB entries) as plain values that carry their
+// IP family in their addresses. Netlink implements it for real; the fake in
+// internal/testenv/fakekernel implements it in memory for unit tests.
+//
+// Each kind of entry lives in its own file (route.go, neigh.go, fdb.go) with
+// its identity, its rendering and its netlink encoding; adding a kind means
+// adding such a file and listing it in Kinds.
 package kernel
 
 import (
-	"bytes"
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
+
+	"github.com/vishvananda/netlink/nl"
+
+	"github.com/twill-net/twill/family"
 )
 
 // ErrLinkNotFound is returned (wrapped) when a link does not exist.
@@ -21,8 +28,9 @@ type VXLAN struct {
 	VNI  int
 	// Port is the UDP destination port.
 	Port int
-	// Local is the source address of encapsulated packets.
-	Local net.IP
+	// Local is the source address of encapsulated packets; its family is
+	// the underlay's.
+	Local netip.Addr
 	// ParentIndex is the index of the underlay device the tunnel is bound to.
 	ParentIndex int
 	MTU         int
@@ -43,118 +51,128 @@ type Link struct {
 	VXLAN *VXLAN
 }
 
-// Route is a unicast IPv4 route in the main table.
-type Route struct {
-	Dst       *net.IPNet
-	Gw        net.IP
-	LinkIndex int
-	Onlink    bool
+// Kind is a kind of entry. Kinds are ordered as a packet needs them: the
+// neighbour and FDB entries of a peer's VTEP exist before the route that
+// sends traffic to it, and go after it.
+type Kind uint8
+
+// The kinds of entry.
+const (
+	KindNeigh Kind = iota + 1
+	KindFDB
+	KindRoute
+)
+
+// NumKinds is the number of kinds; a Kind k indexes arrays as k-1.
+const NumKinds = 3
+
+// Kinds lists every kind in the order entries are programmed (and the
+// reverse of the order they are removed in).
+var Kinds = []Kind{KindNeigh, KindFDB, KindRoute}
+
+// String is the kind's name, as metrics and logs show it.
+func (k Kind) String() string {
+	switch k {
+	case KindNeigh:
+		return "neigh"
+	case KindFDB:
+		return "fdb"
+	case KindRoute:
+		return "route"
+	}
+	return "unknown"
 }
 
-// Neigh is a permanent neighbour (ARP) entry.
-type Neigh struct {
-	LinkIndex int
-	IP        net.IP
-	MAC       net.HardwareAddr
+// Watched reports whether WatchLosses reports the deletion of single
+// entries of kind k (routes), so that the table traces each to its peer.
+// Losses of other kinds are found by the next full resync.
+func (k Kind) Watched() bool { return k == KindRoute }
+
+// Key identifies an entry's slot in the kernel: the kernel holds at most one
+// entry per key, and setting an entry replaces the one with its key. It is
+// kept small: the table indexes one per programmed entry.
+type Key struct {
+	Kind Kind
+	// MACLen is the length of MAC.
+	MACLen uint8
+	// Link is the device the entry is on.
+	Link int32
+	// MAC is an FDB entry's MAC address, zero-padded (EUI-48 or EUI-64).
+	MAC [8]byte
+	// Dst is a route's destination, or a neighbour's address as a host
+	// prefix; the zero Prefix for kinds without one (FDB entries).
+	Dst netip.Prefix
 }
 
-// FDB is a forwarding-database entry of a VXLAN device: frames for MAC are
-// sent to the tunnel endpoint Dst.
-type FDB struct {
-	LinkIndex int
-	MAC       net.HardwareAddr
-	Dst       net.IP
+// Entry is one kernel object Twill programs for a peer.
+type Entry interface {
+	// Key is the entry's identity.
+	Key() Key
+	// Equal reports whether o is the same entry in every attribute Twill
+	// sets.
+	Equal(o Entry) bool
+	// String renders the entry for logs and errors, e.g. "route
+	// 10.244.2.0/24 via 10.244.2.0 dev#5 onlink".
+	String() string
+	// request is the netlink message that sets (replacing) or deletes it.
+	request(del bool) *nl.NetlinkRequest
+}
+
+// Op is one change for Apply.
+type Op struct {
+	// Delete removes Entry; otherwise Entry is set, replacing any entry
+	// with its key.
+	Delete bool
+	Entry  Entry
+}
+
+func (o Op) String() string {
+	if o.Delete {
+		return "deleting " + o.Entry.String()
+	}
+	return "setting " + o.Entry.String()
 }
 
 // Kernel is everything the backends do to the kernel.
 type Kernel interface {
 	LinkByName(name string) (*Link, error)
-	LinkByIndex(index int) (*Link, error)
+	// Links lists every link.
+	Links() ([]*Link, error)
 	AddVXLAN(spec VXLAN) (*Link, error)
+	// DeleteLink deletes a link; a missing one is not an error.
 	DeleteLink(index int) error
 	SetLinkMTU(index, mtu int) error
 	SetLinkMAC(index int, mac net.HardwareAddr) error
 	SetLinkUp(index int) error
-	// Addrs lists the IPv4 addresses of a link.
-	Addrs(index int) ([]*net.IPNet, error)
-	AddAddr(index int, addr *net.IPNet) error
-	DeleteAddr(index int, addr *net.IPNet) error
-	// Routes lists the IPv4 unicast routes of the main table that leave
-	// through the link.
-	Routes(linkIndex int) ([]Route, error)
-	ReplaceRoute(r Route) error
-	DeleteRoute(r Route) error
-	// Neighs lists the permanent IPv4 neighbour entries of the link.
-	Neighs(linkIndex int) ([]Neigh, error)
-	SetNeigh(n Neigh) error
-	DeleteNeigh(n Neigh) error
-	// FDBs lists the static FDB entries of the link.
-	FDBs(linkIndex int) ([]FDB, error)
-	SetFDB(f FDB) error
-	DeleteFDB(f FDB) error
+	// Addrs lists a link's addresses of family f.
+	Addrs(index int, f family.Family) ([]netip.Prefix, error)
+	AddAddr(index int, addr netip.Prefix) error
+	DeleteAddr(index int, addr netip.Prefix) error
+	// List returns the entries of kind on link whose addresses are of
+	// family f, of the sorts Twill programs: unicast routes of the main
+	// table not made by the kernel itself, permanent neighbour entries,
+	// static FDB entries with a destination.
+	List(kind Kind, f family.Family, link int) ([]Entry, error)
+	// Apply performs ops in order and returns one result per op. Deleting
+	// what does not exist succeeds.
+	Apply(ops []Op) []error
 }
 
-// RouteKey identifies a route: destination and device.
-type RouteKey struct {
-	Dst       netip.Prefix
-	LinkIndex int
+func macKey(mac net.HardwareAddr) ([8]byte, uint8) {
+	var k [8]byte
+	copy(k[:], mac)
+	return k, uint8(len(mac))
 }
 
-// Key returns a comparable identity of the route (destination and device).
-func (r Route) Key() RouteKey { return RouteKey{Dst: PrefixOf(r.Dst), LinkIndex: r.LinkIndex} }
+func addrOf(ip net.IP) netip.Addr {
+	a, _ := netip.AddrFromSlice(ip)
+	return a.Unmap()
+}
 
-// PrefixOf converts n to a netip.Prefix (IPv4 addresses unmapped); nil
-// gives the zero Prefix.
-func PrefixOf(n *net.IPNet) netip.Prefix {
+func prefixOf(n *net.IPNet) netip.Prefix {
 	if n == nil {
 		return netip.Prefix{}
 	}
-	a, _ := netip.AddrFromSlice(n.IP)
 	ones, _ := n.Mask.Size()
-	return netip.PrefixFrom(a.Unmap(), ones)
+	return netip.PrefixFrom(addrOf(n.IP), ones)
 }
-
-// Equal reports whether two routes are the same in every attribute Twill sets.
-func (r Route) Equal(o Route) bool {
-	return r.Key() == o.Key() && r.Gw.Equal(o.Gw) && r.Onlink == o.Onlink
-}
-
-func (r Route) String() string {
-	s := fmt.Sprintf("%s via %s dev#%d", r.Dst, r.Gw, r.LinkIndex)
-	if r.Onlink {
-		s += " onlink"
-	}
-	return s
-}
-
-// NeighKey identifies a neighbour entry: address and device.
-type NeighKey struct {
-	IP        netip.Addr
-	LinkIndex int
-}
-
-// Key returns a comparable identity of the neighbour entry.
-func (n Neigh) Key() NeighKey {
-	a, _ := netip.AddrFromSlice(n.IP)
-	return NeighKey{IP: a.Unmap(), LinkIndex: n.LinkIndex}
-}
-
-// Equal reports whether two neighbour entries are identical.
-func (n Neigh) Equal(o Neigh) bool { return n.Key() == o.Key() && bytes.Equal(n.MAC, o.MAC) }
-
-// FDBKey identifies an FDB entry: MAC address and device.
-type FDBKey struct {
-	MAC       [8]byte // the MAC, zero-padded (EUI-48 or EUI-64)
-	Len       int
-	LinkIndex int
-}
-
-// Key returns a comparable identity of the FDB entry.
-func (f FDB) Key() FDBKey {
-	k := FDBKey{Len: len(f.MAC), LinkIndex: f.LinkIndex}
-	copy(k.MAC[:], f.MAC)
-	return k
-}
-
-// Equal reports whether two FDB entries are identical.
-func (f FDB) Equal(o FDB) bool { return f.Key() == o.Key() && f.Dst.Equal(o.Dst) }

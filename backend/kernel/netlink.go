@@ -4,12 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/twill-net/twill/family"
 )
 
 // Netlink is the real Kernel. It keeps one netlink socket per protocol for
@@ -54,12 +57,33 @@ func (k *Netlink) Close() {
 	}
 }
 
+// dumpRetries bounds how often a dump the kernel interrupted (because the
+// table changed while it was being read, NLM_F_DUMP_INTR) is read again.
+const dumpRetries = 5
+
+// dump runs a netlink dump, reading it again while the kernel reports it
+// interrupted; after dumpRetries it gives up with an error that says so.
+func dump[T any](what string, read func() ([]T, error)) ([]T, error) {
+	for i := 0; ; i++ {
+		out, err := read()
+		if err == nil {
+			return out, nil
+		}
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return nil, fmt.Errorf("listing %s: %w", what, err)
+		}
+		if i == dumpRetries {
+			return nil, fmt.Errorf("listing %s: interrupted by concurrent changes %d times in a row: %w", what, dumpRetries+1, err)
+		}
+	}
+}
+
 func toLink(l netlink.Link) *Link {
 	a := l.Attrs()
 	out := &Link{Index: a.Index, Name: a.Name, MTU: a.MTU, MAC: a.HardwareAddr, Up: a.Flags&net.FlagUp != 0}
 	if v, ok := l.(*netlink.Vxlan); ok {
 		out.VXLAN = &VXLAN{
-			Name: a.Name, VNI: v.VxlanId, Port: v.Port, Local: v.SrcAddr,
+			Name: a.Name, VNI: v.VxlanId, Port: v.Port, Local: addrOf(v.SrcAddr),
 			ParentIndex: v.VtepDevIndex, MTU: a.MTU, MAC: a.HardwareAddr, Learning: v.Learning,
 		}
 	}
@@ -83,16 +107,17 @@ func (k *Netlink) LinkByName(name string) (*Link, error) {
 	return toLink(l), nil
 }
 
-// LinkByIndex implements Kernel.
-func (k *Netlink) LinkByIndex(index int) (*Link, error) {
-	l, err := k.h.LinkByIndex(index)
+// Links implements Kernel.
+func (k *Netlink) Links() ([]*Link, error) {
+	ls, err := dump("links", k.h.LinkList)
 	if err != nil {
-		if isNotFound(err) {
-			return nil, fmt.Errorf("link #%d: %w", index, ErrLinkNotFound)
-		}
-		return nil, fmt.Errorf("looking up link #%d: %w", index, err)
+		return nil, err
 	}
-	return toLink(l), nil
+	out := make([]*Link, len(ls))
+	for i, l := range ls {
+		out[i] = toLink(l)
+	}
+	return out, nil
 }
 
 // AddVXLAN implements Kernel.
@@ -100,7 +125,7 @@ func (k *Netlink) AddVXLAN(s VXLAN) (*Link, error) {
 	la := netlink.NewLinkAttrs()
 	la.Name, la.MTU, la.HardwareAddr = s.Name, s.MTU, s.MAC
 	v := &netlink.Vxlan{
-		LinkAttrs: la, VxlanId: s.VNI, VtepDevIndex: s.ParentIndex, SrcAddr: s.Local,
+		LinkAttrs: la, VxlanId: s.VNI, VtepDevIndex: s.ParentIndex, SrcAddr: net.IP(s.Local.AsSlice()),
 		Port: s.Port, Learning: s.Learning,
 	}
 	if err := k.h.LinkAdd(v); err != nil {
@@ -127,6 +152,9 @@ func (k *Netlink) DeleteLink(index int) error {
 func (k *Netlink) link(index int) (netlink.Link, error) {
 	l, err := k.h.LinkByIndex(index)
 	if err != nil {
+		if isNotFound(err) {
+			return nil, fmt.Errorf("link #%d: %w", index, ErrLinkNotFound)
+		}
 		return nil, fmt.Errorf("looking up link #%d: %w", index, err)
 	}
 	return l, nil
@@ -178,162 +206,113 @@ func (k *Netlink) SetLinkUp(index int) error {
 }
 
 // Addrs implements Kernel.
-func (k *Netlink) Addrs(index int) ([]*net.IPNet, error) {
+func (k *Netlink) Addrs(index int, f family.Family) ([]netip.Prefix, error) {
 	l, err := k.link(index)
 	if err != nil {
 		return nil, err
 	}
-	addrs, err := k.h.AddrList(l, netlink.FAMILY_V4)
+	addrs, err := dump("addresses of "+l.Attrs().Name, func() ([]netlink.Addr, error) { return k.h.AddrList(l, int(af(f))) })
 	if err != nil {
-		return nil, fmt.Errorf("listing addresses of %s: %w", l.Attrs().Name, err)
+		return nil, err
 	}
-	out := make([]*net.IPNet, 0, len(addrs))
+	out := make([]netip.Prefix, 0, len(addrs))
 	for _, a := range addrs {
-		out = append(out, a.IPNet)
+		out = append(out, prefixOf(a.IPNet))
 	}
 	return out, nil
 }
 
+func toAddr(p netip.Prefix) *netlink.Addr {
+	return &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
+}
+
 // AddAddr implements Kernel.
-func (k *Netlink) AddAddr(index int, addr *net.IPNet) error {
+func (k *Netlink) AddAddr(index int, addr netip.Prefix) error {
 	l, err := k.link(index)
 	if err != nil {
 		return err
 	}
-	if err := k.h.AddrReplace(l, &netlink.Addr{IPNet: addr}); err != nil {
+	if err := k.h.AddrReplace(l, toAddr(addr)); err != nil {
 		return fmt.Errorf("adding address %s to %s: %w", addr, l.Attrs().Name, err)
 	}
 	return nil
 }
 
 // DeleteAddr implements Kernel.
-func (k *Netlink) DeleteAddr(index int, addr *net.IPNet) error {
+func (k *Netlink) DeleteAddr(index int, addr netip.Prefix) error {
 	l, err := k.link(index)
 	if err != nil {
 		return err
 	}
-	if err := k.h.AddrDel(l, &netlink.Addr{IPNet: addr}); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+	if err := k.h.AddrDel(l, toAddr(addr)); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
 		return fmt.Errorf("removing address %s from %s: %w", addr, l.Attrs().Name, err)
 	}
 	return nil
 }
 
-// Routes implements Kernel.
-func (k *Netlink) Routes(linkIndex int) ([]Route, error) {
-	filter := &netlink.Route{LinkIndex: linkIndex, Table: unix.RT_TABLE_MAIN, Type: unix.RTN_UNICAST}
-	rs, err := k.h.RouteListFiltered(netlink.FAMILY_V4, filter, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE|netlink.RT_FILTER_TYPE)
-	if err != nil {
-		return nil, fmt.Errorf("listing routes of link #%d: %w", linkIndex, err)
+// List implements Kernel.
+func (k *Netlink) List(kind Kind, f family.Family, link int) ([]Entry, error) {
+	switch kind {
+	case KindRoute:
+		return k.routes(f, link)
+	case KindNeigh:
+		return k.neighs(f, link)
+	case KindFDB:
+		return k.fdbs(f, link)
 	}
-	out := make([]Route, 0, len(rs))
+	return nil, fmt.Errorf("listing entries of unknown kind %d", kind)
+}
+
+func (k *Netlink) routes(f family.Family, link int) ([]Entry, error) {
+	filter := &netlink.Route{LinkIndex: link, Table: unix.RT_TABLE_MAIN, Type: unix.RTN_UNICAST}
+	rs, err := dump(fmt.Sprintf("%s routes of link #%d", f, link), func() ([]netlink.Route, error) {
+		return k.h.RouteListFiltered(int(af(f)), filter, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE|netlink.RT_FILTER_TYPE)
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Entry, 0, len(rs))
 	for _, r := range rs {
 		if r.Dst == nil || r.Protocol == unix.RTPROT_KERNEL {
 			continue // default routes and the kernel's own prefix routes are never ours
 		}
-		out = append(out, Route{Dst: r.Dst, Gw: r.Gw, LinkIndex: r.LinkIndex, Onlink: r.Flags&unix.RTNH_F_ONLINK != 0})
+		out = append(out, Route{Dst: prefixOf(r.Dst), Gw: addrOf(r.Gw), LinkIndex: r.LinkIndex, Onlink: r.Flags&unix.RTNH_F_ONLINK != 0})
 	}
 	return out, nil
 }
 
-func toNetlinkRoute(r Route) *netlink.Route {
-	nr := &netlink.Route{LinkIndex: r.LinkIndex, Dst: r.Dst, Gw: r.Gw, Table: unix.RT_TABLE_MAIN}
-	if r.Onlink {
-		nr.Flags = int(netlink.FLAG_ONLINK)
-	}
-	return nr
-}
-
-// ReplaceRoute implements Kernel. The route gets protocol "boot", the same
-// as `ip route add` and flannel, so `ip route` prints it just as flannel's.
-func (k *Netlink) ReplaceRoute(r Route) error {
-	if err := k.h.RouteReplace(toNetlinkRoute(r)); err != nil {
-		return fmt.Errorf("replacing route %s: %w", r, err)
-	}
-	return nil
-}
-
-// DeleteRoute implements Kernel.
-func (k *Netlink) DeleteRoute(r Route) error {
-	if err := k.h.RouteDel(toNetlinkRoute(r)); err != nil && !errors.Is(err, unix.ESRCH) {
-		return fmt.Errorf("deleting route %s: %w", r, err)
-	}
-	return nil
-}
-
-// Neighs implements Kernel.
-func (k *Netlink) Neighs(linkIndex int) ([]Neigh, error) {
-	ns, err := k.h.NeighList(linkIndex, netlink.FAMILY_V4)
+func (k *Netlink) neighs(f family.Family, link int) ([]Entry, error) {
+	ns, err := dump(fmt.Sprintf("%s neighbours of link #%d", f, link), func() ([]netlink.Neigh, error) {
+		return k.h.NeighList(link, int(af(f)))
+	})
 	if err != nil {
-		return nil, fmt.Errorf("listing neighbours of link #%d: %w", linkIndex, err)
+		return nil, err
 	}
-	out := make([]Neigh, 0, len(ns))
+	out := make([]Entry, 0, len(ns))
 	for _, n := range ns {
-		if n.State&netlink.NUD_PERMANENT == 0 || n.IP.To4() == nil {
+		ip := addrOf(n.IP)
+		if n.State&netlink.NUD_PERMANENT == 0 || !ip.IsValid() || family.Of(ip) != f {
 			continue
 		}
-		out = append(out, Neigh{LinkIndex: n.LinkIndex, IP: n.IP, MAC: n.HardwareAddr})
+		out = append(out, Neigh{LinkIndex: n.LinkIndex, IP: ip, MAC: n.HardwareAddr})
 	}
 	return out, nil
 }
 
-// SetNeigh implements Kernel.
-func (k *Netlink) SetNeigh(n Neigh) error {
-	err := k.h.NeighSet(&netlink.Neigh{
-		LinkIndex: n.LinkIndex, Family: nl.FAMILY_V4, State: netlink.NUD_PERMANENT,
-		Type: unix.RTN_UNICAST, IP: n.IP, HardwareAddr: n.MAC,
+func (k *Netlink) fdbs(f family.Family, link int) ([]Entry, error) {
+	ns, err := dump(fmt.Sprintf("FDB entries of link #%d", link), func() ([]netlink.Neigh, error) {
+		return k.h.NeighList(link, unix.AF_BRIDGE)
 	})
 	if err != nil {
-		return fmt.Errorf("setting neighbour %s → %s: %w", n.IP, n.MAC, err)
+		return nil, err
 	}
-	return nil
-}
-
-// DeleteNeigh implements Kernel.
-func (k *Netlink) DeleteNeigh(n Neigh) error {
-	err := k.h.NeighDel(&netlink.Neigh{LinkIndex: n.LinkIndex, Family: nl.FAMILY_V4, IP: n.IP, HardwareAddr: n.MAC})
-	if err != nil && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("deleting neighbour %s: %w", n.IP, err)
-	}
-	return nil
-}
-
-// FDBs implements Kernel.
-func (k *Netlink) FDBs(linkIndex int) ([]FDB, error) {
-	ns, err := k.h.NeighList(linkIndex, unix.AF_BRIDGE)
-	if err != nil {
-		return nil, fmt.Errorf("listing FDB entries of link #%d: %w", linkIndex, err)
-	}
-	out := make([]FDB, 0, len(ns))
+	out := make([]Entry, 0, len(ns))
 	for _, n := range ns {
-		if n.State&netlink.NUD_PERMANENT == 0 || n.IP == nil {
+		dst := addrOf(n.IP)
+		if n.State&netlink.NUD_PERMANENT == 0 || !dst.IsValid() || family.Of(dst) != f {
 			continue
 		}
-		out = append(out, FDB{LinkIndex: n.LinkIndex, MAC: n.HardwareAddr, Dst: n.IP})
+		out = append(out, FDB{LinkIndex: n.LinkIndex, MAC: n.HardwareAddr, Dst: dst})
 	}
 	return out, nil
-}
-
-// SetFDB implements Kernel. Replace semantics: an entry for the same MAC
-// pointing elsewhere is changed in place.
-func (k *Netlink) SetFDB(f FDB) error {
-	err := k.h.NeighSet(&netlink.Neigh{
-		LinkIndex: f.LinkIndex, Family: unix.AF_BRIDGE, State: netlink.NUD_PERMANENT,
-		Flags: netlink.NTF_SELF, IP: f.Dst, HardwareAddr: f.MAC,
-	})
-	if err != nil {
-		return fmt.Errorf("setting FDB entry %s → %s: %w", f.MAC, f.Dst, err)
-	}
-	return nil
-}
-
-// DeleteFDB implements Kernel.
-func (k *Netlink) DeleteFDB(f FDB) error {
-	err := k.h.NeighDel(&netlink.Neigh{
-		LinkIndex: f.LinkIndex, Family: unix.AF_BRIDGE, State: netlink.NUD_PERMANENT,
-		Flags: netlink.NTF_SELF, IP: f.Dst, HardwareAddr: f.MAC,
-	})
-	if err != nil && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("deleting FDB entry %s → %s: %w", f.MAC, f.Dst, err)
-	}
-	return nil
 }

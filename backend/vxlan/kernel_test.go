@@ -2,6 +2,7 @@ package vxlan
 
 import (
 	"net"
+	"net/netip"
 	"os/exec"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/twill-net/twill/backend"
 	"github.com/twill-net/twill/backend/kernel"
 	"github.com/twill-net/twill/backend/kernel/kerneltest"
+	"github.com/twill-net/twill/family"
 	"github.com/twill-net/twill/lease"
 )
 
@@ -22,7 +24,7 @@ type node struct {
 	b      *Backend
 	table  *backend.Table
 	lease  *lease.Lease
-	subnet *net.IPNet
+	subnet netip.Prefix
 }
 
 func newNode(t *testing.T, ns *kerneltest.NS, name, ip, subnet string) *node {
@@ -36,11 +38,12 @@ func newNode(t *testing.T, ns *kerneltest.NS, name, ip, subnet string) *node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sub := cidr(subnet)
-	b := New(k, Config{
-		NodeName: name, VNI: 1, Port: 8472, Iface: eth0, IfaceAddr: net.ParseIP(ip).To4(),
-		IfaceNets: []*net.IPNet{{IP: net.ParseIP(ip).To4(), Mask: net.CIDRMask(16, 32)}}, Subnet: sub,
-	})
+	n := testNode(name, ip, subnet)
+	n.Iface = backend.Link{Index: eth0.Index, Name: "eth0", MTU: eth0.MTU}
+	b, err := NewBackend(k, Config{VNI: 1, Port: 8472}, n)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := b.Setup(); err != nil {
 		t.Fatal(err)
 	}
@@ -49,27 +52,22 @@ func newNode(t *testing.T, ns *kerneltest.NS, name, ip, subnet string) *node {
 	if err := ns.Netlink.LinkAdd(br); err != nil {
 		t.Fatal(err)
 	}
-	gw := &netlink.Addr{IPNet: &net.IPNet{IP: lease.GatewayIP(sub), Mask: sub.Mask}}
+	gw := &netlink.Addr{IPNet: &net.IPNet{IP: lease.GatewayIP(n.Subnet).AsSlice(), Mask: net.CIDRMask(n.Subnet.Bits(), 32)}}
 	if err := ns.Netlink.AddrAdd(br, gw); err != nil {
 		t.Fatal(err)
 	}
 	if err := ns.Netlink.LinkSetUp(br); err != nil {
 		t.Fatal(err)
 	}
-	l := &lease.Lease{Node: name, Subnet: sub, PublicIP: net.ParseIP(ip).To4()}
-	b.Publish(l)
-	return &node{ns: ns, k: k, b: b, table: backend.NewTable(k, cidr("10.244.0.0/16"), sub), lease: l, subnet: sub}
+	l := &lease.Lease{Node: name, BackendType: Type, Nets: []lease.Net{{Subnet: n.Subnet, PublicIP: n.Addr, BackendData: b.Data()}}}
+	return &node{ns: ns, k: k, b: b, table: backend.NewTable(k, nil), lease: l, subnet: n.Subnet}
 }
 
 func (n *node) syncAll(t *testing.T, peers ...*lease.Lease) backend.Stats {
 	t.Helper()
 	want := map[string]backend.Entries{}
 	for _, p := range peers {
-		e, err := n.b.Entries(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want[p.Node] = e
+		want[p.Node] = entriesOf(t, n.b, p)
 	}
 	st, err := n.table.SyncAll(want, n.b.Scope())
 	if err != nil {
@@ -88,8 +86,8 @@ func TestKernelOverlay(t *testing.T) {
 	n1 := newNode(t, ns1, "node-1", "172.18.0.2", "10.244.1.0/24")
 	n2 := newNode(t, ns2, "node-2", "172.18.0.3", "10.244.2.0/24")
 
-	if st := n1.syncAll(t, n2.lease); st.Added != 3 {
-		t.Errorf("node-1 first sync %+v, want 3 added", st)
+	if st := n1.syncAll(t, n2.lease); st.Total().Added != 3 {
+		t.Errorf("node-1 first sync %+v, want 3 added", st.Total())
 	}
 	n2.syncAll(t, n1.lease)
 
@@ -98,7 +96,7 @@ func TestKernelOverlay(t *testing.T) {
 	if strings.TrimSpace(route) != "10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink" {
 		t.Errorf("ip route: %q", route)
 	}
-	mac2 := StableMAC("node-2", 1).String()
+	mac2 := StableMAC("node-2", 1, family.IPv4).String()
 	neigh := ns1.Run(t, "ip", "neigh", "show", "dev", "flannel.1")
 	if strings.TrimSpace(neigh) != "10.244.2.0 lladdr "+mac2+" PERMANENT" {
 		t.Errorf("ip neigh: %q", neigh)
@@ -108,7 +106,7 @@ func TestKernelOverlay(t *testing.T) {
 		t.Errorf("bridge fdb: %q", fdb)
 	}
 	link := ns1.Run(t, "ip", "-d", "link", "show", "flannel.1")
-	for _, want := range []string{"mtu 1450", "vxlan id 1", "local 172.18.0.2", "dev eth0", "dstport 8472", "nolearning", "link/ether " + StableMAC("node-1", 1).String()} {
+	for _, want := range []string{"mtu 1450", "vxlan id 1", "local 172.18.0.2", "dev eth0", "dstport 8472", "nolearning", "link/ether " + StableMAC("node-1", 1, family.IPv4).String()} {
 		if !strings.Contains(link, want) {
 			t.Errorf("ip -d link lacks %q:\n%s", want, link)
 		}
@@ -123,20 +121,19 @@ func TestKernelOverlay(t *testing.T) {
 
 	// A second reconcile changes nothing.
 	if st := n1.syncAll(t, n2.lease); st.Changed() {
-		t.Errorf("second sync changed %+v", st)
+		t.Errorf("second sync changed %+v", st.Total())
 	}
 	if recreated, err := n1.b.Setup(); err != nil || recreated {
 		t.Errorf("second Setup: recreated=%v err=%v", recreated, err)
 	}
 
 	// Stale entries of a node that vanished while we were down are removed.
-	gone := &lease.Lease{Node: "gone", Subnet: cidr("10.244.9.0/24"), PublicIP: net.ParseIP("172.18.0.9").To4(), BackendType: "vxlan", VNI: 1, VtepMAC: mac("0a:00:00:00:00:09")}
-	e, _ := n1.b.Entries(gone)
-	if _, err := backend.NewTable(n1.k, cidr("10.244.0.0/16"), n1.subnet).Sync("gone", e); err != nil {
+	gone := peer("gone", "10.244.9.0/24", "172.18.0.9", "0a:00:00:00:00:09")
+	if _, err := backend.NewTable(n1.k, nil).Sync("gone", entriesOf(t, n1.b, gone)); err != nil {
 		t.Fatal(err)
 	}
-	if st := n1.syncAll(t, n2.lease); st.Deleted != 3 {
-		t.Errorf("stale entries: %+v, want 3 deleted", st)
+	if st := n1.syncAll(t, n2.lease); st.Total().Removed != 3 {
+		t.Errorf("stale entries: %+v, want 3 removed", st.Total())
 	}
 	if out := ns1.Run(t, "ip", "route", "show", "10.244.9.0/24"); out != "" {
 		t.Errorf("stale route left: %q", out)
@@ -149,8 +146,8 @@ func TestKernelOverlay(t *testing.T) {
 		t.Fatalf("Setup after deletion: recreated=%v err=%v", recreated, err)
 	}
 	n1.table.Forget()
-	if st := n1.syncAll(t, n2.lease); st.Added != 3 {
-		t.Errorf("after recreation %+v, want 3 added", st)
+	if st := n1.syncAll(t, n2.lease); st.Total().Added != 3 {
+		t.Errorf("after recreation %+v, want 3 added", st.Total())
 	}
 	ns1.Run(t, "ping", "-c", "1", "-W", "5", "-I", "10.244.1.1", "10.244.2.1")
 }

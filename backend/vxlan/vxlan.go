@@ -1,118 +1,238 @@
-// Package vxlan is the VXLAN backend: one flannel.<VNI> device per node and,
-// for every peer, a permanent neighbour entry, an FDB entry and an onlink
-// route, exactly as flannel programs them, so mixed clusters interoperate.
+// Package vxlan is the VXLAN backend: one device per IP family (flannel.<VNI>
+// for IPv4, flannel-v6.<VNI> for IPv6) and, for every peer, a permanent
+// neighbour entry, an FDB entry and an onlink route, exactly as flannel
+// programs them, so mixed clusters interoperate.
 package vxlan
 
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
+	"regexp"
 	"strconv"
 
 	"github.com/twill-net/twill/backend"
 	"github.com/twill-net/twill/backend/kernel"
+	"github.com/twill-net/twill/family"
 	"github.com/twill-net/twill/lease"
-	"github.com/twill-net/twill/netconf"
+	"github.com/twill-net/twill/strictjson"
 )
 
-// Overhead is what VXLAN encapsulation adds to every packet over IPv4:
-// outer IP 20 + UDP 8 + VXLAN 8 + inner Ethernet 14 bytes.
-const Overhead = 50
+// Type is the backend's name in net-conf.json and the annotations.
+const Type = "vxlan"
 
-// Config is what the backend needs to know about its node.
-type Config struct {
-	// NodeName seeds the device MAC, so it stays the same across restarts
-	// and peers' FDB entries for this node stay valid.
-	NodeName string
-	VNI      int
-	Port     int
-	// MTU overrides the device MTU when not zero.
-	MTU int
-	// DirectRouting routes to peers on the same L2 subnet without the tunnel.
-	DirectRouting bool
-	// Iface is the underlay link, IfaceAddr its address used as the tunnel's
-	// local address, IfaceNets its subnets (for DirectRouting).
-	Iface     *kernel.Link
-	IfaceAddr net.IP
-	IfaceNets []*net.IPNet
-	// Subnet is the node's own pod subnet.
-	Subnet *net.IPNet
+// Defaults of the section, as in flannel.
+const (
+	DefaultVNI  = 1
+	DefaultPort = 8472
+)
+
+// perFamily is what differs between the families' devices.
+type perFamily struct {
+	// prefix is the device name before the VNI.
+	prefix string
+	// overhead is what encapsulation adds to every packet over an underlay
+	// of the family: outer IP (20 or 40) + UDP 8 + VXLAN 8 + inner
+	// Ethernet 14 bytes.
+	overhead int
+	// seed makes the families' MACs differ.
+	seed string
 }
 
-// Backend implements backend.Backend for VXLAN.
-type Backend struct {
-	k   kernel.Kernel
-	cfg Config
-	mac net.HardwareAddr
-	dev *kernel.Link
+var families = map[family.Family]perFamily{
+	family.IPv4: {prefix: "flannel.", overhead: 50, seed: "twill-vtep"},
+	family.IPv6: {prefix: "flannel-v6.", overhead: 70, seed: "twill-vtep-v6"},
 }
 
-var _ backend.Backend = (*Backend)(nil)
+// Overhead is what VXLAN encapsulation adds to every packet over an IPv4
+// underlay.
+var Overhead = families[family.IPv4].overhead
 
-// New returns a VXLAN backend; Setup creates the device.
-func New(k kernel.Kernel, cfg Config) *Backend {
-	return &Backend{k: k, cfg: cfg, mac: StableMAC(cfg.NodeName, cfg.VNI)}
-}
+// DeviceName is flannel's name for the VXLAN device of a VNI and family.
+func DeviceName(f family.Family, vni int) string { return families[f].prefix + strconv.Itoa(vni) }
 
-// DeviceName is flannel's name for the VXLAN device of a VNI.
-func DeviceName(vni int) string { return "flannel." + strconv.Itoa(vni) }
+// devicePattern matches every name DeviceName gives.
+var devicePattern = regexp.MustCompile(`^flannel(-v6)?\.[0-9]+$`)
 
-// StableMAC derives a locally administered unicast MAC from the node name and
-// VNI, the same on every start and after the device is recreated.
-func StableMAC(node string, vni int) net.HardwareAddr {
-	sum := sha256.Sum256([]byte(fmt.Sprintf("twill-vtep/%s/%d", node, vni)))
+// StableMAC derives a locally administered unicast MAC from the node name,
+// VNI and family, the same on every start and after the device is
+// recreated, so peers' FDB entries for this node stay valid.
+func StableMAC(node string, vni int, f family.Family) net.HardwareAddr {
+	sum := sha256.Sum256([]byte(fmt.Sprintf("%s/%s/%d", families[f].seed, node, vni)))
 	mac := net.HardwareAddr(sum[:6])
 	mac[0] = (mac[0] | 0x02) &^ 0x01
 	return mac
 }
 
-// Type implements backend.Backend.
-func (b *Backend) Type() string { return netconf.BackendVXLAN }
+// Plugin is the vxlan backend as the registry knows it.
+var Plugin backend.Plugin = plugin{}
+
+type plugin struct{}
+
+// Type implements backend.Plugin.
+func (plugin) Type() string { return Type }
+
+// Config is the vxlan section of net-conf.json.
+type Config struct {
+	// VNI is the VXLAN network identifier.
+	VNI int
+	// Port is the VXLAN UDP port.
+	Port int
+	// MTU, when not zero, overrides the MTU derived from the interface.
+	MTU int
+	// DirectRouting routes to peers on the same L2 subnet directly, as
+	// host-gw does.
+	DirectRouting bool
+}
+
+type rawConfig struct {
+	Type          string
+	VNI           *int
+	Port          *int
+	MTU           *int
+	DirectRouting bool
+}
+
+// ParseConfig implements backend.Plugin.
+func (plugin) ParseConfig(raw json.RawMessage) (backend.Config, error) {
+	var r rawConfig
+	if raw != nil {
+		if err := strictjson.Decode(raw, &r, "Backend"); err != nil {
+			return nil, err
+		}
+	}
+	c := Config{VNI: DefaultVNI, Port: DefaultPort, DirectRouting: r.DirectRouting}
+	if r.VNI != nil {
+		if *r.VNI < 0 || *r.VNI > 1<<24-1 {
+			return nil, fmt.Errorf(`"Backend.VNI": %d is outside 0..16777215`, *r.VNI)
+		}
+		c.VNI = *r.VNI
+	}
+	if r.Port != nil {
+		if *r.Port <= 0 || *r.Port > 65535 {
+			return nil, fmt.Errorf(`"Backend.Port": %d is not a UDP port (1..65535)`, *r.Port)
+		}
+		c.Port = *r.Port
+	}
+	if r.MTU != nil {
+		if *r.MTU < 576 || *r.MTU > 65535 {
+			return nil, fmt.Errorf(`"Backend.MTU": %d must be between 576 and 65535, or left out to follow the interface`, *r.MTU)
+		}
+		c.MTU = *r.MTU
+	}
+	return c, nil
+}
+
+// Teardown implements backend.Plugin: it deletes every VXLAN device with a
+// name of ours; the kernel drops its routes, neighbours and FDB entries
+// with it.
+func (plugin) Teardown(k kernel.Kernel) error {
+	links, err := k.Links()
+	if err != nil {
+		return err
+	}
+	for _, l := range links {
+		if l.VXLAN != nil && devicePattern.MatchString(l.Name) {
+			if err := k.DeleteLink(l.Index); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Backend is the vxlan backend for one IP family of this node.
+type Backend struct {
+	k    kernel.Kernel
+	cfg  Config
+	node backend.Node
+	fam  family.Family
+	mac  net.HardwareAddr
+	dev  *kernel.Link
+}
+
+var _ backend.Backend = (*Backend)(nil)
+
+// New implements backend.Config; Setup creates the device.
+func (c Config) New(k kernel.Kernel, n backend.Node) (backend.Backend, error) {
+	return NewBackend(k, c, n)
+}
+
+// NewBackend returns the backend for node n's family.
+func NewBackend(k kernel.Kernel, c Config, n backend.Node) (*Backend, error) {
+	f := n.Family()
+	if !n.Subnet.IsValid() || !n.Network.IsValid() {
+		return nil, errors.New("vxlan: the node's subnet and network are required")
+	}
+	if !n.Addr.IsValid() {
+		return nil, fmt.Errorf("vxlan: interface %s has no %s address to send tunnelled %s traffic from", n.Iface.Name, f, f)
+	}
+	return &Backend{k: k, cfg: c, node: n, fam: f, mac: StableMAC(n.Name, c.VNI, f)}, nil
+}
 
 // MTU implements backend.Backend.
 func (b *Backend) MTU() int {
 	if b.cfg.MTU != 0 {
 		return b.cfg.MTU
 	}
-	return b.cfg.Iface.MTU - Overhead
+	return b.node.Iface.MTU - families[family.Of(b.node.Addr)].overhead
 }
 
-// Publish implements backend.Backend.
-func (b *Backend) Publish(own *lease.Lease) {
-	own.BackendType = netconf.BackendVXLAN
-	own.VNI = b.cfg.VNI
-	own.VtepMAC = b.mac
+// data is the JSON of the backend-data annotation, in flannel's exact shape
+// ({"VNI":1,"VtepMAC":"…"}) so upstream flannel nodes read ours and we
+// theirs.
+type data struct {
+	VNI     int    `json:"VNI"`
+	VtepMAC string `json:"VtepMAC"`
+}
+
+// dataShape is how the data looks, for error messages.
+const dataShape = `{"VNI":1,"VtepMAC":"…"}`
+
+// Data implements backend.Backend.
+func (b *Backend) Data() json.RawMessage {
+	out, _ := json.Marshal(data{VNI: b.cfg.VNI, VtepMAC: b.mac.String()})
+	return out
 }
 
 // Scope implements backend.Backend. The underlay link is in scope so that
 // direct routes left by DirectRouting or host-gw are removed when no longer
 // wanted.
 func (b *Backend) Scope() backend.Scope {
-	s := backend.Scope{RouteLinks: []int{b.cfg.Iface.Index}}
+	s := backend.Scope{backend.Routes(b.node.Iface.Index, b.node.Network, b.node.Subnet)}
 	if b.dev != nil {
-		s.RouteLinks = append(s.RouteLinks, b.dev.Index)
-		s.NeighLinks = []int{b.dev.Index}
+		under := family.Of(b.node.Addr)
+		s = append(s,
+			backend.Routes(b.dev.Index, b.node.Network, b.node.Subnet),
+			backend.Owned{Kind: kernel.KindNeigh, Family: b.fam, Link: b.dev.Index},
+			backend.Owned{Kind: kernel.KindFDB, Family: under, Link: b.dev.Index},
+		)
 	}
 	return s
 }
+
+// Devices implements backend.Backend.
+func (b *Backend) Devices() []string { return []string{DeviceName(b.fam, b.cfg.VNI)} }
 
 // Device returns the VXLAN link after Setup.
 func (b *Backend) Device() *kernel.Link { return b.dev }
 
 func (b *Backend) spec() kernel.VXLAN {
 	return kernel.VXLAN{
-		Name: DeviceName(b.cfg.VNI), VNI: b.cfg.VNI, Port: b.cfg.Port, Local: b.cfg.IfaceAddr,
-		ParentIndex: b.cfg.Iface.Index, MTU: b.MTU(), MAC: b.mac, Learning: false,
+		Name: DeviceName(b.fam, b.cfg.VNI), VNI: b.cfg.VNI, Port: b.cfg.Port, Local: b.node.Addr,
+		ParentIndex: b.node.Iface.Index, MTU: b.MTU(), MAC: b.mac, Learning: false,
 	}
 }
 
 // Setup implements backend.Backend: the device exists, with the right VNI,
 // port, local address, parent, MTU and MAC, the subnet's network address as
-// its only address, and is up. Attributes the kernel cannot change in place
-// (VNI, port, local address, parent, learning) are fixed by recreating the
-// device; MTU and MAC are fixed in place.
+// its only address of the family, and is up. Attributes the kernel cannot
+// change in place (VNI, port, local address, parent, learning) are fixed by
+// recreating the device; MTU and MAC are fixed in place.
 func (b *Backend) Setup() (bool, error) {
 	want := b.spec()
 	recreated := false
@@ -145,8 +265,7 @@ func (b *Backend) Setup() (bool, error) {
 			return recreated, err
 		}
 	}
-	addr := &net.IPNet{IP: b.cfg.Subnet.IP.To4(), Mask: net.CIDRMask(32, 32)}
-	if err := ensureOnlyAddr(b.k, l.Index, addr); err != nil {
+	if err := ensureOnlyAddr(b.k, l.Index, b.fam, family.Host(b.node.Subnet.Addr())); err != nil {
 		return recreated, err
 	}
 	if !l.Up {
@@ -160,19 +279,24 @@ func (b *Backend) Setup() (bool, error) {
 
 func compatible(l *kernel.Link, want kernel.VXLAN) bool {
 	v := l.VXLAN
-	return v != nil && v.VNI == want.VNI && v.Port == want.Port && v.Local.Equal(want.Local) &&
+	return v != nil && v.VNI == want.VNI && v.Port == want.Port && v.Local == want.Local &&
 		v.ParentIndex == want.ParentIndex && v.Learning == want.Learning
 }
 
-func ensureOnlyAddr(k kernel.Kernel, index int, want *net.IPNet) error {
-	addrs, err := k.Addrs(index)
+// ensureOnlyAddr makes want the link's only address of family f, but for
+// the link-local addresses the kernel gives every IPv6 device itself.
+func ensureOnlyAddr(k kernel.Kernel, index int, f family.Family, want netip.Prefix) error {
+	addrs, err := k.Addrs(index, f)
 	if err != nil {
 		return err
 	}
 	found := false
 	for _, a := range addrs {
-		if a.String() == want.String() {
+		if a == want {
 			found = true
+			continue
+		}
+		if a.Addr().IsLinkLocalUnicast() {
 			continue
 		}
 		if err := k.DeleteAddr(index, a); err != nil {
@@ -186,40 +310,38 @@ func ensureOnlyAddr(k kernel.Kernel, index int, want *net.IPNet) error {
 }
 
 // Entries implements backend.Backend.
-func (b *Backend) Entries(p *lease.Lease) (backend.Entries, error) {
-	if b.cfg.DirectRouting && backend.InSubnetOf(p.PublicIP, b.cfg.IfaceNets) {
-		return backend.Entries{Routes: []kernel.Route{{Dst: p.Subnet, Gw: p.PublicIP, LinkIndex: b.cfg.Iface.Index}}}, nil
+func (b *Backend) Entries(p *lease.Lease, n lease.Net) (backend.Entries, error) {
+	if b.cfg.DirectRouting && backend.OnLink(n.PublicIP, b.node.Nets) {
+		return backend.Entries{kernel.Route{Dst: n.Subnet, Gw: n.PublicIP, LinkIndex: b.node.Iface.Index}}, nil
 	}
-	if p.BackendType != netconf.BackendVXLAN {
-		return backend.Entries{}, fmt.Errorf("node uses backend %q, this node vxlan: it is reachable only with DirectRouting on a shared L2 subnet", p.BackendType)
+	if p.BackendType != Type {
+		return nil, fmt.Errorf("node uses backend %q, this node vxlan: it is reachable only with DirectRouting on a shared L2 subnet", p.BackendType)
 	}
-	if p.VNI != b.cfg.VNI {
-		return backend.Entries{}, fmt.Errorf("node uses VNI %d, this node %d", p.VNI, b.cfg.VNI)
+	var d data
+	if err := backend.DecodeData(n, &d, dataShape); err != nil {
+		return nil, err
+	}
+	mac, err := net.ParseMAC(d.VtepMAC)
+	if err != nil || len(mac) != 6 || mac[0]&1 == 1 {
+		return nil, &backend.DataError{Family: n.Family(), Err: fmt.Errorf("VtepMAC %q is not a unicast Ethernet MAC", d.VtepMAC)}
+	}
+	if d.VNI < 0 || d.VNI > 1<<24-1 {
+		return nil, &backend.DataError{Family: n.Family(), Err: fmt.Errorf("VNI %d is outside 0..16777215", d.VNI)}
+	}
+	if d.VNI != b.cfg.VNI {
+		return nil, fmt.Errorf("node uses VNI %d, this node %d", d.VNI, b.cfg.VNI)
 	}
 	if b.dev == nil {
-		return backend.Entries{}, errors.New("vxlan device not set up yet")
+		return nil, errors.New("vxlan device not set up yet")
 	}
-	vtep := p.Subnet.IP.To4()
+	if family.Of(n.PublicIP) != family.Of(b.node.Addr) {
+		return nil, fmt.Errorf("node's public address %s is not of this node's underlay family %s", n.PublicIP, family.Of(b.node.Addr))
+	}
+	vtep := n.Subnet.Addr()
 	idx := b.dev.Index
 	return backend.Entries{
-		Neighs: []kernel.Neigh{{LinkIndex: idx, IP: vtep, MAC: p.VtepMAC}},
-		FDBs:   []kernel.FDB{{LinkIndex: idx, MAC: p.VtepMAC, Dst: p.PublicIP}},
-		Routes: []kernel.Route{{Dst: p.Subnet, Gw: vtep, LinkIndex: idx, Onlink: true}},
+		kernel.Neigh{LinkIndex: idx, IP: vtep, MAC: mac},
+		kernel.FDB{LinkIndex: idx, MAC: mac, Dst: n.PublicIP},
+		kernel.Route{Dst: n.Subnet, Gw: vtep, LinkIndex: idx, Onlink: true},
 	}, nil
-}
-
-// Remove deletes any flannel.* VXLAN device, when the node moves to another
-// backend; the kernel drops its routes, neighbours and FDB entries with it.
-func Remove(k kernel.Kernel, vni int) error {
-	l, err := k.LinkByName(DeviceName(vni))
-	if errors.Is(err, kernel.ErrLinkNotFound) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if l.VXLAN == nil {
-		return nil // not ours
-	}
-	return k.DeleteLink(l.Index)
 }

@@ -1,23 +1,21 @@
 package vxlan
 
 import (
+	"encoding/json"
+	"errors"
+	"fmt"
 	"net"
+	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/twill-net/twill/backend"
 	"github.com/twill-net/twill/backend/kernel"
+	"github.com/twill-net/twill/family"
+	"github.com/twill-net/twill/internal/testenv/fakekernel"
 	"github.com/twill-net/twill/lease"
 )
-
-func cidr(s string) *net.IPNet {
-	_, n, err := net.ParseCIDR(s)
-	if err != nil {
-		panic(err)
-	}
-	n.IP = n.IP.To4()
-	return n
-}
 
 func mac(s string) net.HardwareAddr {
 	m, err := net.ParseMAC(s)
@@ -27,40 +25,61 @@ func mac(s string) net.HardwareAddr {
 	return m
 }
 
+func vxlanData(vni int, vtep string) json.RawMessage {
+	return json.RawMessage(fmt.Sprintf(`{"VNI":%d,"VtepMAC":%q}`, vni, vtep))
+}
+
 func peer(name, subnet, ip, vtep string) *lease.Lease {
-	return &lease.Lease{Node: name, Subnet: cidr(subnet), PublicIP: net.ParseIP(ip).To4(), BackendType: "vxlan", VNI: 1, VtepMAC: mac(vtep)}
+	return &lease.Lease{Node: name, BackendType: "vxlan", Nets: []lease.Net{{
+		Subnet: netip.MustParsePrefix(subnet), PublicIP: netip.MustParseAddr(ip), BackendData: vxlanData(1, vtep),
+	}}}
 }
 
 type fixture struct {
-	k     *kernel.Fake
+	k     *fakekernel.Fake
 	b     *Backend
 	table *backend.Table
 }
 
+func testNode(name, ip, subnet string) backend.Node {
+	return backend.Node{
+		Name: name, Subnet: netip.MustParsePrefix(subnet), Network: netip.MustParsePrefix("10.244.0.0/16"),
+		Iface: backend.Link{Index: 2, Name: "eth0", MTU: 1500},
+		Addr:  netip.MustParseAddr(ip), Nets: []netip.Prefix{netip.PrefixFrom(netip.MustParseAddr(ip), 16)},
+	}
+}
+
 func newFixture(t *testing.T, direct bool) *fixture {
 	t.Helper()
-	k := kernel.NewFake()
-	eth0, _ := k.LinkByName("eth0")
-	b := New(k, Config{
-		NodeName: "node-1", VNI: 1, Port: 8472, DirectRouting: direct,
-		Iface: eth0, IfaceAddr: net.ParseIP("172.18.0.2").To4(), IfaceNets: []*net.IPNet{{IP: net.ParseIP("172.18.0.2").To4(), Mask: net.CIDRMask(16, 32)}},
-		Subnet: cidr("10.244.1.0/24"),
-	})
+	k := fakekernel.New()
+	b, err := NewBackend(k, Config{VNI: 1, Port: 8472, DirectRouting: direct}, testNode("node-1", "172.18.0.2", "10.244.1.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := b.Setup(); err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{k: k, b: b, table: backend.NewTable(k, cidr("10.244.0.0/16"), cidr("10.244.1.0/24"))}
+	return &fixture{k: k, b: b, table: backend.NewTable(k, nil)}
+}
+
+func entriesOf(t *testing.T, b backend.Backend, p *lease.Lease) backend.Entries {
+	t.Helper()
+	n, ok := p.Net(family.IPv4)
+	if !ok {
+		t.Fatalf("peer %s has no IPv4 net", p.Node)
+	}
+	e, err := b.Entries(p, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
 }
 
 func (f *fixture) syncAll(t *testing.T, peers ...*lease.Lease) backend.Stats {
 	t.Helper()
 	want := map[string]backend.Entries{}
 	for _, p := range peers {
-		e, err := f.b.Entries(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want[p.Node] = e
+		want[p.Node] = entriesOf(t, f.b, p)
 	}
 	st, err := f.table.SyncAll(want, f.b.Scope())
 	if err != nil {
@@ -73,10 +92,7 @@ func (f *fixture) sync(t *testing.T, name string, p *lease.Lease) backend.Stats 
 	t.Helper()
 	var e backend.Entries
 	if p != nil {
-		var err error
-		if e, err = f.b.Entries(p); err != nil {
-			t.Fatal(err)
-		}
+		e = entriesOf(t, f.b, p)
 	}
 	st, err := f.table.Sync(name, e)
 	if err != nil {
@@ -85,7 +101,7 @@ func (f *fixture) sync(t *testing.T, name string, p *lease.Lease) backend.Stats 
 	return st
 }
 
-func assertState(t *testing.T, k *kernel.Fake, want ...string) {
+func assertState(t *testing.T, k *fakekernel.Fake, want ...string) {
 	t.Helper()
 	slices.Sort(want)
 	if got := k.Dump(); !slices.Equal(got, want) {
@@ -100,18 +116,24 @@ func TestSetupDevice(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := l.VXLAN
-	if v == nil || v.VNI != 1 || v.Port != 8472 || !v.Local.Equal(net.ParseIP("172.18.0.2")) || v.ParentIndex != 2 || v.Learning {
+	if v == nil || v.VNI != 1 || v.Port != 8472 || v.Local != netip.MustParseAddr("172.18.0.2") || v.ParentIndex != 2 || v.Learning {
 		t.Errorf("device: %+v", v)
 	}
 	if l.MTU != 1450 || f.b.MTU() != 1450 || !l.Up {
 		t.Errorf("MTU %d (backend %d), up %v", l.MTU, f.b.MTU(), l.Up)
 	}
-	if l.MAC.String() != StableMAC("node-1", 1).String() || l.MAC[0]&1 != 0 || l.MAC[0]&2 == 0 {
+	if l.MAC.String() != StableMAC("node-1", 1, family.IPv4).String() || l.MAC[0]&1 != 0 || l.MAC[0]&2 == 0 {
 		t.Errorf("MAC %s is not the stable locally administered unicast MAC", l.MAC)
 	}
-	addrs, _ := f.k.Addrs(l.Index)
+	addrs, _ := f.k.Addrs(l.Index, family.IPv4)
 	if len(addrs) != 1 || addrs[0].String() != "10.244.1.0/32" {
 		t.Errorf("addresses %v, want [10.244.1.0/32]", addrs)
+	}
+	if got := string(f.b.Data()); got != `{"VNI":1,"VtepMAC":"`+StableMAC("node-1", 1, family.IPv4).String()+`"}` {
+		t.Errorf("published data %s is not flannel's shape", got)
+	}
+	if d := f.b.Devices(); !slices.Equal(d, []string{"flannel.1"}) {
+		t.Errorf("devices %v", d)
 	}
 	// A second setup changes nothing.
 	f.k.ResetCalls()
@@ -121,30 +143,73 @@ func TestSetupDevice(t *testing.T) {
 	}
 }
 
+// TestSetupIPv6: the same backend over an IPv6 node makes flannel's
+// flannel-v6.<VNI>, with the v6 subnet's address and a 70-byte overhead.
+func TestSetupIPv6(t *testing.T) {
+	k := fakekernel.New()
+	n := backend.Node{
+		Name: "node-1", Subnet: netip.MustParsePrefix("fd00:10:244:1::/64"), Network: netip.MustParsePrefix("fd00:10:244::/56"),
+		Iface: backend.Link{Index: 2, Name: "eth0", MTU: 1500},
+		Addr:  netip.MustParseAddr("fc00:f853:ccd:e793::2"), Nets: []netip.Prefix{netip.MustParsePrefix("fc00:f853:ccd:e793::2/64")},
+	}
+	b, err := NewBackend(k, Config{VNI: 1, Port: 8472}, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Setup(); err != nil {
+		t.Fatal(err)
+	}
+	l, err := k.LinkByName("flannel-v6.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.MTU != 1430 || l.VXLAN.Local != n.Addr || l.MAC.String() == StableMAC("node-1", 1, family.IPv4).String() {
+		t.Errorf("v6 device: %+v", l)
+	}
+	if addrs, _ := k.Addrs(l.Index, family.IPv6); len(addrs) != 1 || addrs[0].String() != "fd00:10:244:1::/128" {
+		t.Errorf("v6 device addresses %v", addrs)
+	}
+	p := &lease.Lease{Node: "node-2", BackendType: "vxlan", Nets: []lease.Net{{
+		Subnet: netip.MustParsePrefix("fd00:10:244:2::/64"), PublicIP: netip.MustParseAddr("fc00:f853:ccd:e793::3"), BackendData: vxlanData(1, "0a:00:00:00:00:20"),
+	}}}
+	e, err := b.Entries(p, p.Nets[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := backend.NewTable(k, nil).SyncAll(map[string]backend.Entries{"node-2": e}, b.Scope()); err != nil {
+		t.Fatal(err)
+	}
+	assertState(t, k,
+		"route fd00:10:244:2::/64 via fd00:10:244:2:: dev flannel-v6.1 onlink",
+		"neigh fd00:10:244:2:: lladdr 0a:00:00:00:00:20 dev flannel-v6.1",
+		"fdb 0a:00:00:00:00:20 dst fc00:f853:ccd:e793::3 dev flannel-v6.1",
+	)
+}
+
 func TestSetupFixesWrongDevice(t *testing.T) {
 	f := newFixture(t, false)
 	l, _ := f.k.LinkByName("flannel.1")
 	// Wrong MTU and MAC are fixed in place.
 	_ = f.k.SetLinkMTU(l.Index, 1300)
 	_ = f.k.SetLinkMAC(l.Index, mac("02:00:00:00:00:99"))
-	_ = f.k.AddAddr(l.Index, cidr("10.9.9.0/24"))
+	_ = f.k.AddAddr(l.Index, netip.MustParsePrefix("10.9.9.0/24"))
 	recreated, err := f.b.Setup()
 	if err != nil || recreated {
 		t.Fatalf("recreated=%v err=%v", recreated, err)
 	}
 	l2, _ := f.k.LinkByName("flannel.1")
-	addrs, _ := f.k.Addrs(l2.Index)
-	if l2.Index != l.Index || l2.MTU != 1450 || l2.MAC.String() != StableMAC("node-1", 1).String() || len(addrs) != 1 {
+	addrs, _ := f.k.Addrs(l2.Index, family.IPv4)
+	if l2.Index != l.Index || l2.MTU != 1450 || l2.MAC.String() != StableMAC("node-1", 1, family.IPv4).String() || len(addrs) != 1 {
 		t.Errorf("not fixed in place: %+v addrs %v", l2, addrs)
 	}
 	// A wrong local address needs a new device.
-	f.b.cfg.IfaceAddr = net.ParseIP("172.18.0.9").To4()
+	f.b.node.Addr = netip.MustParseAddr("172.18.0.9")
 	recreated, err = f.b.Setup()
 	if err != nil || !recreated {
 		t.Fatalf("recreated=%v err=%v", recreated, err)
 	}
 	l3, _ := f.k.LinkByName("flannel.1")
-	if !l3.VXLAN.Local.Equal(net.ParseIP("172.18.0.9")) {
+	if l3.VXLAN.Local != netip.MustParseAddr("172.18.0.9") {
 		t.Errorf("local %s", l3.VXLAN.Local)
 	}
 }
@@ -154,8 +219,8 @@ func TestPeersProgrammedLikeFlannel(t *testing.T) {
 	p0 := peer("node-0", "10.244.0.0/24", "172.18.0.3", "0a:00:00:00:00:10")
 	p2 := peer("node-2", "10.244.2.0/24", "172.18.0.4", "0a:00:00:00:00:20")
 	st := f.syncAll(t, p0, p2)
-	if st.Added != 6 || st.Updated+st.Deleted != 0 {
-		t.Errorf("stats %+v, want 6 added", st)
+	if tot := st.Total(); tot.Added != 6 || tot.Updated+tot.Removed != 0 {
+		t.Errorf("stats %+v, want 6 added", tot)
 	}
 	assertState(t, f.k,
 		"route 10.244.0.0/24 via 10.244.0.0 dev flannel.1 onlink",
@@ -168,10 +233,10 @@ func TestPeersProgrammedLikeFlannel(t *testing.T) {
 	// Idempotent: a second full sync and a per-peer sync change nothing.
 	f.k.ResetCalls()
 	if st := f.syncAll(t, p0, p2); st.Changed() {
-		t.Errorf("second SyncAll changed %+v", st)
+		t.Errorf("second SyncAll changed %+v", st.Total())
 	}
 	if st := f.sync(t, "node-0", p0); st.Changed() || f.k.Mutations() != 0 {
-		t.Errorf("Sync of unchanged peer: %+v, %d mutations", st, f.k.Mutations())
+		t.Errorf("Sync of unchanged peer: %+v, %d mutations", st.Total(), f.k.Mutations())
 	}
 }
 
@@ -200,16 +265,18 @@ func TestSyncAllRemovesOnlyOwnedStaleEntries(t *testing.T) {
 	f := newFixture(t, false)
 	dev := f.b.Device()
 	// Left from a node deleted while the daemon was down.
-	_ = f.k.SetNeigh(kernel.Neigh{LinkIndex: dev.Index, IP: net.ParseIP("10.244.7.0").To4(), MAC: mac("0a:00:00:00:00:77")})
-	_ = f.k.SetFDB(kernel.FDB{LinkIndex: dev.Index, MAC: mac("0a:00:00:00:00:77"), Dst: net.ParseIP("172.18.0.77").To4()})
-	_ = f.k.ReplaceRoute(kernel.Route{Dst: cidr("10.244.7.0/24"), Gw: net.ParseIP("10.244.7.0").To4(), LinkIndex: dev.Index, Onlink: true})
-	// Not ours: outside the cluster network, and our own subnet.
-	_ = f.k.ReplaceRoute(kernel.Route{Dst: cidr("192.168.5.0/24"), Gw: net.ParseIP("172.18.0.1").To4(), LinkIndex: 2})
-	_ = f.k.ReplaceRoute(kernel.Route{Dst: cidr("10.244.1.0/24"), LinkIndex: 2})
+	f.k.Put(
+		kernel.Neigh{LinkIndex: dev.Index, IP: netip.MustParseAddr("10.244.7.0"), MAC: mac("0a:00:00:00:00:77")},
+		kernel.FDB{LinkIndex: dev.Index, MAC: mac("0a:00:00:00:00:77"), Dst: netip.MustParseAddr("172.18.0.77")},
+		kernel.Route{Dst: netip.MustParsePrefix("10.244.7.0/24"), Gw: netip.MustParseAddr("10.244.7.0"), LinkIndex: dev.Index, Onlink: true},
+		// Not ours: outside the cluster network, and our own subnet.
+		kernel.Route{Dst: netip.MustParsePrefix("192.168.5.0/24"), Gw: netip.MustParseAddr("172.18.0.1"), LinkIndex: 2},
+		kernel.Route{Dst: netip.MustParsePrefix("10.244.1.0/24"), LinkIndex: 2},
+	)
 	p0 := peer("node-0", "10.244.0.0/24", "172.18.0.3", "0a:00:00:00:00:10")
 	st := f.syncAll(t, p0)
-	if st.Deleted != 3 || st.Added != 3 {
-		t.Errorf("stats %+v, want 3 deleted, 3 added", st)
+	if tot := st.Total(); tot.Removed != 3 || tot.Added != 3 {
+		t.Errorf("stats %+v, want 3 removed, 3 added", tot)
 	}
 	assertState(t, f.k,
 		"route 10.244.0.0/24 via 10.244.0.0 dev flannel.1 onlink",
@@ -233,8 +300,8 @@ func TestRecreatedDeviceGetsEveryPeerBack(t *testing.T) {
 		t.Fatalf("recreated=%v err=%v", recreated, err)
 	}
 	f.table.Forget()
-	if st := f.syncAll(t, peers...); st.Added != 6 {
-		t.Errorf("after recreation: %+v, want 6 added", st)
+	if st := f.syncAll(t, peers...); st.Total().Added != 6 {
+		t.Errorf("after recreation: %+v, want 6 added", st.Total())
 	}
 	if n := len(f.k.Dump()); n != 6 {
 		t.Errorf("%d entries, want 6", n)
@@ -268,34 +335,107 @@ func TestDirectRouting(t *testing.T) {
 func TestEntriesRefusesMismatchedPeers(t *testing.T) {
 	f := newFixture(t, false)
 	hg := peer("node-0", "10.244.0.0/24", "172.18.0.3", "0a:00:00:00:00:10")
-	hg.BackendType, hg.VtepMAC = "host-gw", nil
-	if _, err := f.b.Entries(hg); err == nil {
+	hg.BackendType, hg.Nets[0].BackendData = "host-gw", json.RawMessage("null")
+	if _, err := f.b.Entries(hg, hg.Nets[0]); err == nil {
 		t.Error("a host-gw peer without DirectRouting got vxlan entries")
 	}
 	other := peer("node-2", "10.244.2.0/24", "172.18.0.4", "0a:00:00:00:00:20")
-	other.VNI = 2
-	if _, err := f.b.Entries(other); err == nil {
+	other.Nets[0].BackendData = vxlanData(2, "0a:00:00:00:00:20")
+	if _, err := f.b.Entries(other, other.Nets[0]); err == nil {
 		t.Error("a peer with another VNI got entries")
 	}
 }
 
-func TestRouteOwnerAndInvalidate(t *testing.T) {
+// TestBrokenPeerData: data that is not flannel's vxlan data is a
+// *backend.DataError naming what is wrong (the daemon keeps the peer's
+// entries and raises a warning).
+func TestBrokenPeerData(t *testing.T) {
+	f := newFixture(t, false)
+	for _, tc := range []struct{ data, want string }{
+		{"{{{", "is not backend data like"},
+		{"", "is not backend data like"},
+		{`{"VNI":1,"VtepMAC":"zz"}`, `VtepMAC "zz"`},
+		{`{"VNI":1,"VtepMAC":"01:00:5e:00:00:01"}`, "unicast"},
+		{`{"VNI":-4,"VtepMAC":"0a:00:00:00:00:01"}`, "VNI -4"},
+	} {
+		p := peer("node-0", "10.244.0.0/24", "172.18.0.3", "0a:00:00:00:00:10")
+		p.Nets[0].BackendData = json.RawMessage(tc.data)
+		_, err := f.b.Entries(p, p.Nets[0])
+		var bad *backend.DataError
+		if !errors.As(err, &bad) || !strings.Contains(err.Error(), tc.want) || bad.Family != family.IPv4 {
+			t.Errorf("data %q: error %v, want a DataError with %q", tc.data, err, tc.want)
+		}
+	}
+}
+
+func TestLostRouteComesBack(t *testing.T) {
 	f := newFixture(t, false)
 	p0 := peer("node-0", "10.244.0.0/24", "172.18.0.3", "0a:00:00:00:00:10")
 	f.syncAll(t, p0)
-	if name, ok := f.table.RouteOwner(cidr("10.244.0.0/24")); !ok || name != "node-0" {
-		t.Fatalf("RouteOwner = %q %v", name, ok)
-	}
-	// Someone deletes the route; invalidating the peer puts it back.
 	dev := f.b.Device()
-	_ = f.k.DeleteRoute(kernel.Route{Dst: cidr("10.244.0.0/24"), LinkIndex: dev.Index})
-	f.table.Invalidate("node-0")
-	f.sync(t, "node-0", p0)
+	lost := kernel.Route{Dst: netip.MustParsePrefix("10.244.0.0/24"), Gw: netip.MustParseAddr("10.244.0.0"), LinkIndex: dev.Index, Onlink: true}
+	if name, ok := f.table.Owner(lost.Key()); !ok || name != "node-0" {
+		t.Fatalf("Owner = %q %v", name, ok)
+	}
+	// Someone deletes the route; the table traces it and puts it back.
+	f.k.Remove(lost)
+	if name, ok := f.table.Lost(lost); !ok || name != "node-0" {
+		t.Fatalf("Lost = %q %v", name, ok)
+	}
+	if st := f.sync(t, "node-0", p0); st.Kind(kernel.KindRoute).Repaired != 1 {
+		t.Errorf("repair %+v", st.Total())
+	}
 	if n := len(f.k.Dump()); n != 3 {
 		t.Errorf("%d entries after repair, want 3", n)
 	}
 	f.sync(t, "node-0", nil)
-	if _, ok := f.table.RouteOwner(cidr("10.244.0.0/24")); ok {
+	if _, ok := f.table.Owner(lost.Key()); ok {
 		t.Error("a removed peer still owns its route")
+	}
+}
+
+func TestParseConfig(t *testing.T) {
+	c, err := Plugin.ParseConfig(nil)
+	if err != nil || c != (Config{VNI: 1, Port: 8472}) {
+		t.Errorf("defaults: %+v %v", c, err)
+	}
+	c, err = Plugin.ParseConfig(json.RawMessage(`{"Type": "VXLAN", "VNI": 4096, "Port": 4789, "MTU": 1400, "DirectRouting": true}`))
+	if err != nil || c != (Config{VNI: 4096, Port: 4789, MTU: 1400, DirectRouting: true}) {
+		t.Errorf("full: %+v %v", c, err)
+	}
+	for _, tc := range []struct{ in, want string }{
+		{`{"Type": "vxlan", "GBP": true}`, `unknown key "GBP" in "Backend"`},
+		{`{"Type": "vxlan", "VNI": 16777216}`, `"Backend.VNI"`},
+		{`{"Type": "vxlan", "Port": 0}`, `"Backend.Port"`},
+		{`{"Type": "vxlan", "MTU": 100}`, `"Backend.MTU"`},
+		{`{"Type": "vxlan", "VNI": "x"}`, `"Backend.VNI": expected int`},
+	} {
+		if _, err := Plugin.ParseConfig(json.RawMessage(tc.in)); err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("ParseConfig(%s) = %v, want one line with %q", tc.in, err, tc.want)
+		}
+	}
+}
+
+func TestTeardownRemovesEveryFlannelDevice(t *testing.T) {
+	k := fakekernel.New()
+	for _, name := range []string{"flannel.1", "flannel.7", "flannel-v6.1"} {
+		if _, err := k.AddVXLAN(kernel.VXLAN{Name: name, VNI: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := k.AddVXLAN(kernel.VXLAN{Name: "vxlan.calico", VNI: 4096}); err != nil {
+		t.Fatal(err)
+	}
+	k.AddLink("flannel.2", 1500) // same name shape, not a VXLAN device: not ours
+	if err := Plugin.Teardown(k); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	links, _ := k.Links()
+	for _, l := range links {
+		names = append(names, l.Name)
+	}
+	if !slices.Equal(names, []string{"eth0", "vxlan.calico", "flannel.2"}) {
+		t.Errorf("links after teardown: %v", names)
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -18,17 +20,18 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/coreos/go-iptables/iptables"
 	"github.com/sirupsen/logrus"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/twill-net/twill/backend/builtin"
 	"github.com/twill-net/twill/backend/kernel"
-	"github.com/twill-net/twill/backend/vxlan"
 	"github.com/twill-net/twill/daemon"
+	"github.com/twill-net/twill/family"
+	"github.com/twill-net/twill/firewall/iptables"
+	"github.com/twill-net/twill/health"
 	"github.com/twill-net/twill/iface"
 	"github.com/twill-net/twill/netconf"
-	"github.com/twill-net/twill/network"
 	"github.com/twill-net/twill/subnet/kube"
 	"github.com/twill-net/twill/subnet/subnetenv"
 	"github.com/twill-net/twill/version"
@@ -165,12 +168,13 @@ func run(f *flags, log *logrus.Logger) error {
 	if err != nil {
 		return err
 	}
-	ipt, err := iptables.New(iptables.Timeout(10))
+	backends := builtin.Registry()
+	chosen, err := backends.Parse(cfg.Backend.Type, cfg.Backend.Raw)
 	if err != nil {
-		return fmt.Errorf("iptables: %w (is the iptables package installed?)", err)
+		return fmt.Errorf("%s: %w", f.netConfPath, err)
 	}
 	if f.removeIPTables {
-		return removeRules(cfg, ipt, log)
+		return removeRules(cfg, log)
 	}
 	if !f.kubeSubnetMgr {
 		return errors.New("--kube-subnet-mgr is required: Twill leases subnets from the Kubernetes API only (there is no etcd mode)")
@@ -179,17 +183,21 @@ func run(f *flags, log *logrus.Logger) error {
 	if err != nil {
 		return err
 	}
-	var pub net.IP
+	var pubs []netip.Addr
 	if f.publicIP != "" {
-		if pub = net.ParseIP(f.publicIP).To4(); pub == nil {
-			return fmt.Errorf("--public-ip %q is not an IPv4 address", f.publicIP)
+		pub, err := family.ParseAddr(family.IPv4, f.publicIP)
+		if err != nil {
+			return fmt.Errorf("--public-ip: %w", err)
 		}
+		pubs = append(pubs, pub)
 	}
-	choice, err := iface.Choose(iface.Options{Ifaces: f.ifaces, Regexes: f.ifaceRegexes, CanReach: f.ifaceCanReach})
+	choice, err := iface.Choose(iface.Options{Ifaces: f.ifaces, Regexes: f.ifaceRegexes, CanReach: f.ifaceCanReach}, cfg.Families())
 	if err != nil {
 		return err
 	}
-	log.WithFields(logrus.Fields{"iface": choice.Name, "addr": choice.Addr, "mtu": choice.MTU}).Infof("using interface %s because %s", choice.Name, choice.Reason)
+	for _, a := range choice.Addrs {
+		log.WithFields(logrus.Fields{"iface": choice.Name, "addr": a.Addr, "mtu": choice.MTU}).Infof("using interface %s because %s", choice.Name, choice.Reason)
+	}
 
 	restCfg, err := restConfig(f)
 	if err != nil {
@@ -220,22 +228,22 @@ func run(f *flags, log *logrus.Logger) error {
 	}
 	defer k.Close()
 	d, err := daemon.New(daemon.Options{
-		Config: cfg, API: api, NodeName: nodeName, Annotations: ann, Kernel: k,
-		Iface: choice, PublicIP: pub, IPTables: ipt, IPMasq: f.ipMasq, SubnetFile: f.subnetFile,
+		Config: cfg, Backends: backends, Backend: chosen, API: api, NodeName: nodeName, Annotations: ann, Kernel: k,
+		Iface: choice, PublicIPs: pubs, Firewall: iptables.New, IPMasq: f.ipMasq, SubnetFile: f.subnetFile,
 		CNIConfSrc: f.cniConfSrc, CNIConfDest: f.cniConfDest, ProcSys: "/proc/sys",
-		Resync: f.resync, IPTablesResync: f.iptablesResync,
-		WatchKernel: func(done <-chan struct{}, lost func(*net.IPNet)) error {
-			return kernel.WatchLosses(done, vxlan.DeviceName(cfg.Backend.VNI), cfg.Network, lost)
-		},
-		Log: log,
+		Resync: f.resync, RulesResync: f.iptablesResync,
+		WatchKernel: kernel.WatchLosses,
+		Log:         log,
 	})
 	if err != nil {
 		return err
 	}
 	if f.healthzPort != 0 {
 		addr := net.JoinHostPort(f.healthzIP, fmt.Sprint(f.healthzPort))
+		mux := http.NewServeMux()
+		health.Register(mux, d)
 		go func() {
-			if err := daemon.ServeHealth(ctx, addr, d); err != nil {
+			if err := health.Serve(ctx, addr, mux); err != nil {
 				log.WithError(err).Error("health server")
 			}
 		}()
@@ -258,11 +266,16 @@ func restConfig(f *flags) (*rest.Config, error) {
 	return c, nil
 }
 
-func removeRules(cfg *netconf.Config, ipt *iptables.IPTables, log *logrus.Logger) error {
-	// The subnet only shapes rule contents; removal goes by chain and jump.
-	chains := network.Chains(network.Config{Network: cfg.Network, Subnet: cfg.Network, Masquerade: true}, false)
-	if err := network.NewRules(ipt).Remove(chains); err != nil {
-		return fmt.Errorf("removing iptables rules: %w", err)
+// removeRules removes every family's rules of ours.
+func removeRules(cfg *netconf.Config, log *logrus.Logger) error {
+	for _, fam := range cfg.Families() {
+		fw, err := iptables.New(fam)
+		if err != nil {
+			return err
+		}
+		if err := fw.Remove(); err != nil {
+			return fmt.Errorf("removing %s rules: %w", fam, err)
+		}
 	}
 	log.Info("removed flanneld's iptables rules")
 	return nil

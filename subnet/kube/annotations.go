@@ -1,19 +1,22 @@
 // Package kube is the subnet manager backed by the Kubernetes API: a node's
-// pod subnet is its spec.podCIDR, and each node publishes its public IP and
-// backend data in flannel's annotations, where every other node reads them.
+// pod subnets are its spec.podCIDRs (one per IP family), and each node
+// publishes its public IPs and backend data in flannel's annotations, where
+// every other node reads them.
 package kube
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
+	"net/netip"
+	"slices"
 	"strings"
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
+	"github.com/twill-net/twill/family"
 	"github.com/twill-net/twill/lease"
 )
 
@@ -23,8 +26,17 @@ const DefaultAnnotationPrefix = "flannel.alpha.coreos.com"
 // Annotations names the annotation keys under one prefix.
 type Annotations struct {
 	BackendType       string
-	BackendData       string
 	KubeSubnetManager string
+	// families holds each family's keys, in the order of family.All.
+	families []FamilyKeys
+}
+
+// FamilyKeys are the keys of one IP family's part of a lease, flannel's:
+// backend-data, public-ip and public-ip-overwrite for IPv4;
+// backend-v6-data, public-ipv6 and public-ipv6-overwrite for IPv6.
+type FamilyKeys struct {
+	Family            family.Family
+	BackendData       string
 	PublicIP          string
 	PublicIPOverwrite string
 }
@@ -34,13 +46,25 @@ func NewAnnotations(prefix string) (Annotations, error) {
 	if prefix == "" || strings.ContainsAny(prefix, "/ ") {
 		return Annotations{}, fmt.Errorf("--kube-annotation-prefix %q must be a DNS name like %s, without '/'", prefix, DefaultAnnotationPrefix)
 	}
+	p := prefix + "/"
 	return Annotations{
-		BackendType:       prefix + "/backend-type",
-		BackendData:       prefix + "/backend-data",
-		KubeSubnetManager: prefix + "/kube-subnet-manager",
-		PublicIP:          prefix + "/public-ip",
-		PublicIPOverwrite: prefix + "/public-ip-overwrite",
+		BackendType:       p + "backend-type",
+		KubeSubnetManager: p + "kube-subnet-manager",
+		families: []FamilyKeys{
+			{Family: family.IPv4, BackendData: p + "backend-data", PublicIP: p + "public-ip", PublicIPOverwrite: p + "public-ip-overwrite"},
+			{Family: family.IPv6, BackendData: p + "backend-v6-data", PublicIP: p + "public-ipv6", PublicIPOverwrite: p + "public-ipv6-overwrite"},
+		},
 	}, nil
+}
+
+// For returns the keys of family f.
+func (a Annotations) For(f family.Family) FamilyKeys {
+	for _, k := range a.families {
+		if k.Family == f {
+			return k
+		}
+	}
+	return FamilyKeys{}
 }
 
 // prefix returns "<prefix>/".
@@ -48,80 +72,78 @@ func (a Annotations) prefix() string {
 	return a.BackendType[:strings.LastIndex(a.BackendType, "/")+1]
 }
 
-// vxlanData is the JSON of backend-data for vxlan, in flannel's exact shape
-// ({"VNI":1,"VtepMAC":"…"}) so upstream flannel nodes can read ours.
-type vxlanData struct {
-	VNI     int    `json:"VNI"`
-	VtepMAC string `json:"VtepMAC"`
-}
-
-// Encode renders the annotations that publish own.
+// Encode renders the annotations that publish own: the backend type, and
+// for each of its families the public address and the backend data
+// ("null" when the backend has none), as flannel writes them.
 func (a Annotations) Encode(own *lease.Lease) (map[string]string, error) {
-	data := "null"
-	if own.BackendType == "vxlan" {
-		b, err := json.Marshal(vxlanData{VNI: own.VNI, VtepMAC: own.VtepMAC.String()})
-		if err != nil {
-			return nil, err
-		}
-		data = string(b)
-	}
-	return map[string]string{
+	out := map[string]string{
 		a.BackendType:       own.BackendType,
-		a.BackendData:       data,
 		a.KubeSubnetManager: "true",
-		a.PublicIP:          own.PublicIP.String(),
-	}, nil
+	}
+	for _, n := range own.Nets {
+		k := a.For(n.Family())
+		if k.Family == 0 {
+			return nil, fmt.Errorf("no annotation keys for %s", n.Family())
+		}
+		data := "null"
+		if n.BackendData != nil {
+			data = string(n.BackendData)
+		}
+		out[k.BackendData] = data
+		out[k.PublicIP] = n.PublicIP.String()
+	}
+	return out, nil
 }
 
 // ErrNotReady means the node has not published a lease yet (no podCIDR, or
 // no annotations): not an error, just not a peer yet.
 var ErrNotReady = errors.New("node has no podCIDR or no flannel annotations yet")
 
-// Decode reads a node's lease from its podCIDR and annotations. Broken
+// Decode reads a node's lease from its podCIDRs and annotations: one Net
+// for each podCIDR whose family has a public address annotation. Broken
 // annotations give an error that names the annotation and the problem.
+// The backend data is kept raw, for the backend to read.
 func (a Annotations) Decode(node *PeerNode) (*lease.Lease, error) {
-	cidr := node.PodCIDR
 	ann := node.Annotations // nil-safe: reading a nil map is fine
 	btype, hasType := ann[a.BackendType]
-	if cidr == "" || !hasType {
+	if len(node.PodCIDRs) == 0 || !hasType {
 		return nil, ErrNotReady
 	}
-	ip, subnet, err := net.ParseCIDR(cidr)
-	if err != nil || ip.To4() == nil {
-		return nil, fmt.Errorf("spec.podCIDR %q is not an IPv4 CIDR", cidr)
-	}
-	subnet.IP = subnet.IP.To4()
-	l := &lease.Lease{Node: node.Name, Subnet: subnet, BackendType: btype}
-	pub, ok := ann[a.PublicIP]
-	if !ok {
-		return nil, fmt.Errorf("annotation %s is missing", a.PublicIP)
-	}
-	if over, ok := ann[a.PublicIPOverwrite]; ok && over != "" {
-		pub = over
-	}
-	l.PublicIP = net.ParseIP(pub).To4()
-	if l.PublicIP == nil {
-		return nil, fmt.Errorf("annotation %s=%q is not an IPv4 address", a.PublicIP, pub)
-	}
-	switch btype {
-	case "vxlan":
-		raw := ann[a.BackendData]
-		var d vxlanData
-		if err := json.Unmarshal([]byte(raw), &d); err != nil {
-			return nil, fmt.Errorf("annotation %s=%q is not vxlan backend data like {\"VNI\":1,\"VtepMAC\":\"…\"}: %v", a.BackendData, raw, err)
+	l := &lease.Lease{Node: node.Name, BackendType: btype, Nets: make([]lease.Net, 0, len(node.PodCIDRs))}
+	var missing []string
+	for _, c := range node.PodCIDRs {
+		p, err := netip.ParsePrefix(c)
+		if err != nil || p.Addr().Zone() != "" {
+			return nil, fmt.Errorf("spec.podCIDR %q is not a CIDR", c)
 		}
-		mac, err := net.ParseMAC(d.VtepMAC)
-		if err != nil || len(mac) != 6 || mac[0]&1 == 1 {
-			return nil, fmt.Errorf("annotation %s has VtepMAC %q, not a unicast Ethernet MAC", a.BackendData, d.VtepMAC)
+		p = p.Masked()
+		f := family.OfPrefix(p)
+		if _, dup := l.Net(f); dup {
+			continue // Kubernetes allows one per family; a second is not ours to use
 		}
-		if d.VNI < 0 || d.VNI > 1<<24-1 {
-			return nil, fmt.Errorf("annotation %s has VNI %d, outside 0..16777215", a.BackendData, d.VNI)
+		k := a.For(f)
+		pub, ok := ann[k.PublicIP]
+		if !ok {
+			missing = append(missing, k.PublicIP)
+			continue
 		}
-		l.VNI, l.VtepMAC = d.VNI, mac
-	case "host-gw":
-	default:
-		return nil, fmt.Errorf("annotation %s=%q is not a known backend (vxlan, host-gw)", a.BackendType, btype)
+		if over, ok := ann[k.PublicIPOverwrite]; ok && over != "" {
+			pub = over
+		}
+		ip, err := family.ParseAddr(f, pub)
+		if err != nil {
+			return nil, fmt.Errorf("annotation %s=%q is not an %s address", k.PublicIP, pub, f)
+		}
+		n := lease.Net{Subnet: p, PublicIP: ip}
+		if d, ok := ann[k.BackendData]; ok {
+			n.BackendData = json.RawMessage(d)
+		}
+		l.Nets = append(l.Nets, n)
 	}
+	if len(l.Nets) == 0 {
+		return nil, fmt.Errorf("annotation %s is missing", strings.Join(missing, " and "))
+	}
+	slices.SortFunc(l.Nets, func(x, y lease.Net) int { return int(x.Family()) - int(y.Family()) })
 	return l, nil
 }
 
@@ -132,14 +154,16 @@ func (a Annotations) Decode(node *PeerNode) (*lease.Lease, error) {
 type PeerNode struct {
 	metav1.TypeMeta
 	metav1.ObjectMeta
-	// PodCIDR is spec.podCIDR, or the first IPv4 CIDR of spec.podCIDRs.
-	PodCIDR string
+	// PodCIDRs is spec.podCIDRs (one CIDR per family), or spec.podCIDR
+	// alone when podCIDRs is empty.
+	PodCIDRs []string
 }
 
 // DeepCopyObject implements runtime.Object.
 func (p *PeerNode) DeepCopyObject() runtime.Object {
 	c := *p
 	p.ObjectMeta.DeepCopyInto(&c.ObjectMeta)
+	c.PodCIDRs = slices.Clone(p.PodCIDRs)
 	return &c
 }
 
@@ -161,18 +185,13 @@ func (l *PeerNodeList) DeepCopyObject() runtime.Object {
 
 // Strip returns what Decode reads of node.
 func (a Annotations) Strip(node *v1.Node) *PeerNode {
-	out := &PeerNode{PodCIDR: node.Spec.PodCIDR}
+	out := &PeerNode{PodCIDRs: node.Spec.PodCIDRs}
+	if len(out.PodCIDRs) == 0 && node.Spec.PodCIDR != "" {
+		out.PodCIDRs = []string{node.Spec.PodCIDR}
+	}
 	out.Name = node.Name
 	out.UID = node.UID
 	out.ResourceVersion = node.ResourceVersion
-	if out.PodCIDR == "" {
-		for _, c := range node.Spec.PodCIDRs {
-			if ip, _, err := net.ParseCIDR(c); err == nil && ip.To4() != nil {
-				out.PodCIDR = c
-				break
-			}
-		}
-	}
 	p := a.prefix()
 	for k, v := range node.Annotations {
 		if strings.HasPrefix(k, p) {

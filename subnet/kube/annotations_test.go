@@ -1,12 +1,16 @@
 package kube
 
 import (
+	"encoding/json"
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/twill-net/twill/family"
 	"github.com/twill-net/twill/lease"
 )
 
@@ -32,12 +36,20 @@ func TestEncodeMatchesFlannel(t *testing.T) {
 	if d := got["flannel.alpha.coreos.com/backend-data"]; d != `{"VNI":1,"VtepMAC":"0a:58:0a:f4:01:00"}` {
 		t.Errorf("backend-data %s is not flannel's shape", d)
 	}
-	if got["flannel.alpha.coreos.com/kube-subnet-manager"] != "true" || got["flannel.alpha.coreos.com/public-ip"] != "172.18.0.3" {
+	if got["flannel.alpha.coreos.com/kube-subnet-manager"] != "true" || got["flannel.alpha.coreos.com/public-ip"] != "172.18.0.3" || len(got) != 4 {
 		t.Errorf("annotations %v", got)
 	}
-	hg, _ := a.Encode(&lease.Lease{BackendType: "host-gw", PublicIP: l.PublicIP})
+	hg, _ := a.Encode(&lease.Lease{BackendType: "host-gw", Nets: []lease.Net{{Subnet: l.Nets[0].Subnet, PublicIP: l.Nets[0].PublicIP}}})
 	if hg["flannel.alpha.coreos.com/backend-data"] != "null" {
 		t.Errorf("host-gw backend-data %q", hg["flannel.alpha.coreos.com/backend-data"])
+	}
+	// Dual-stack: flannel's v6 keys beside the v4 ones.
+	dual, _ := a.Encode(&lease.Lease{BackendType: "vxlan", Nets: []lease.Net{
+		{Subnet: netip.MustParsePrefix("10.244.1.0/24"), PublicIP: netip.MustParseAddr("172.18.0.3"), BackendData: json.RawMessage(`{"VNI":1,"VtepMAC":"0a:00:00:00:00:01"}`)},
+		{Subnet: netip.MustParsePrefix("fd00:10:244:1::/64"), PublicIP: netip.MustParseAddr("fc00::3"), BackendData: json.RawMessage(`{"VNI":1,"VtepMAC":"0a:00:00:00:00:02"}`)},
+	}})
+	if dual["flannel.alpha.coreos.com/public-ipv6"] != "fc00::3" || dual["flannel.alpha.coreos.com/backend-v6-data"] != `{"VNI":1,"VtepMAC":"0a:00:00:00:00:02"}` || len(dual) != 6 {
+		t.Errorf("dual-stack annotations %v", dual)
 	}
 }
 
@@ -71,11 +83,7 @@ func TestDecode(t *testing.T) {
 		{name: "bad podCIDR", node: node("n", "10.244.0.0/99", good()), wantErr: "spec.podCIDR"},
 		{name: "missing public-ip", node: node("n", "10.244.0.0/24", with("example.com/public-ip", "<del>")), wantErr: "public-ip is missing"},
 		{name: "garbage public-ip", node: node("n", "10.244.0.0/24", with("example.com/public-ip", "over there")), wantErr: "not an IPv4 address"},
-		{name: "garbage backend-data", node: node("n", "10.244.0.0/24", with("example.com/backend-data", "{{{")), wantErr: "backend-data"},
-		{name: "bad mac", node: node("n", "10.244.0.0/24", with("example.com/backend-data", `{"VNI":1,"VtepMAC":"zz"}`)), wantErr: "VtepMAC"},
-		{name: "multicast mac", node: node("n", "10.244.0.0/24", with("example.com/backend-data", `{"VNI":1,"VtepMAC":"01:00:5e:00:00:01"}`)), wantErr: "unicast"},
-		{name: "bad vni", node: node("n", "10.244.0.0/24", with("example.com/backend-data", `{"VNI":-4,"VtepMAC":"0a:00:00:00:00:01"}`)), wantErr: "VNI -4"},
-		{name: "unknown backend", node: node("n", "10.244.0.0/24", with("example.com/backend-type", "udp")), wantErr: "not a known backend"},
+		{name: "v6 public-ip for a v4 subnet", node: node("n", "10.244.0.0/24", with("example.com/public-ip", "fc00::1")), wantErr: "not an IPv4 address"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l, err := a.Decode(a.Strip(tc.node))
@@ -91,8 +99,59 @@ func TestDecode(t *testing.T) {
 	}
 	over := node("n", "10.244.0.0/24", with("example.com/public-ip-overwrite", "198.51.100.7"))
 	l, err := a.Decode(a.Strip(over))
-	if err != nil || l.PublicIP.String() != "198.51.100.7" || l.VtepMAC.String() != "0a:00:00:00:00:01" {
+	if err != nil || len(l.Nets) != 1 || l.Nets[0].PublicIP.String() != "198.51.100.7" || string(l.Nets[0].BackendData) != `{"VNI":1,"VtepMAC":"0a:00:00:00:00:01"}` {
 		t.Errorf("overwrite: %+v %v", l, err)
+	}
+	// The backend's data is kept raw, for the backend to judge.
+	if l, err := a.Decode(a.Strip(node("n", "10.244.0.0/24", with("example.com/backend-data", "{{{")))); err != nil || string(l.Nets[0].BackendData) != "{{{" {
+		t.Errorf("raw backend data: %+v %v", l, err)
+	}
+	// Host bits in a podCIDR are masked, as the kernel would.
+	if l, err := a.Decode(a.Strip(node("n", "10.244.0.7/24", good()))); err != nil || l.Nets[0].Subnet.String() != "10.244.0.0/24" {
+		t.Errorf("podCIDR with host bits: %+v %v", l, err)
+	}
+}
+
+// TestDecodeFamilies: a node's podCIDRs give one net per family that has a
+// public address: a flannel running IPv4 only on a dual-stack cluster
+// publishes no public-ipv6, and its node is an IPv4 peer.
+func TestDecodeFamilies(t *testing.T) {
+	a, _ := NewAnnotations(DefaultAnnotationPrefix)
+	v4 := map[string]string{
+		"flannel.alpha.coreos.com/backend-type": "vxlan",
+		"flannel.alpha.coreos.com/backend-data": `{"VNI":1,"VtepMAC":"0a:00:00:00:00:01"}`,
+		"flannel.alpha.coreos.com/public-ip":    "172.18.0.3",
+	}
+	dualNode := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "d", Annotations: v4}, Spec: v1.NodeSpec{PodCIDR: "fd00:10:244:3::/64", PodCIDRs: []string{"fd00:10:244:3::/64", "10.244.3.0/24"}}}
+	l, err := a.Decode(a.Strip(dualNode))
+	if err != nil || len(l.Nets) != 1 || l.Nets[0].Subnet.String() != "10.244.3.0/24" {
+		t.Fatalf("v4 annotations on a dual-stack node: %+v %v", l, err)
+	}
+	// As upstream flannel writes a dual-stack node (upstream's annotation
+	// names and shapes, byte for byte).
+	both := map[string]string{}
+	for k, v := range v4 {
+		both[k] = v
+	}
+	both["flannel.alpha.coreos.com/backend-v6-data"] = `{"VNI":1,"VtepMAC":"0a:00:00:00:00:02"}`
+	both["flannel.alpha.coreos.com/public-ipv6"] = "fc00:f853:ccd:e793::3"
+	dualNode.Annotations = both
+	l, err = a.Decode(a.Strip(dualNode))
+	if err != nil || len(l.Nets) != 2 {
+		t.Fatalf("dual-stack node: %+v %v", l, err)
+	}
+	if n, ok := l.Net(family.IPv4); !ok || n.Subnet.String() != "10.244.3.0/24" || n.PublicIP.String() != "172.18.0.3" {
+		t.Errorf("IPv4 net %+v", n)
+	}
+	if n, ok := l.Net(family.IPv6); !ok || n.Subnet.String() != "fd00:10:244:3::/64" || n.PublicIP.String() != "fc00:f853:ccd:e793::3" || string(n.BackendData) != `{"VNI":1,"VtepMAC":"0a:00:00:00:00:02"}` {
+		t.Errorf("IPv6 net %+v", n)
+	}
+	if l.Nets[0].Family() != family.IPv4 {
+		t.Errorf("nets are not in family order: %+v", l.Nets)
+	}
+	both["flannel.alpha.coreos.com/public-ipv6"] = "172.18.0.3"
+	if _, err := a.Decode(a.Strip(dualNode)); err == nil || !strings.Contains(err.Error(), "public-ipv6") {
+		t.Errorf("a v4 address in public-ipv6: %v", err)
 	}
 }
 
@@ -104,11 +163,11 @@ func TestStripKeepsOnlyWhatPeersNeed(t *testing.T) {
 	})
 	n.Labels = map[string]string{"a": "b"}
 	n.Status.Images = make([]v1.ContainerImage, 30)
-	if dual := a.Strip(&v1.Node{Spec: v1.NodeSpec{PodCIDRs: []string{"fd00::/64", "10.244.3.0/24"}}}); dual.PodCIDR != "10.244.3.0/24" {
-		t.Errorf("dual-stack podCIDRs: got %q", dual.PodCIDR)
+	if dual := a.Strip(&v1.Node{Spec: v1.NodeSpec{PodCIDR: "fd00::/64", PodCIDRs: []string{"fd00::/64", "10.244.3.0/24"}}}); !slices.Equal(dual.PodCIDRs, []string{"fd00::/64", "10.244.3.0/24"}) {
+		t.Errorf("dual-stack podCIDRs: got %q", dual.PodCIDRs)
 	}
 	s := a.Strip(n)
-	if s.Name != "n1" || s.PodCIDR != "10.244.1.0/24" || len(s.Annotations) != 1 || s.Labels != nil {
+	if s.Name != "n1" || !slices.Equal(s.PodCIDRs, []string{"10.244.1.0/24"}) || len(s.Annotations) != 1 || s.Labels != nil {
 		t.Errorf("stripped node: %+v", s)
 	}
 }

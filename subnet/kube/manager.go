@@ -8,8 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net"
+	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,7 +23,9 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/twill-net/twill/family"
 	"github.com/twill-net/twill/lease"
+	"github.com/twill-net/twill/metrics"
 )
 
 // Manager finds this node's lease and watches every node's.
@@ -31,20 +34,24 @@ type Manager struct {
 	ann      Annotations
 	nodeName string
 	log      logrus.FieldLogger
+	rec      metrics.Recorder
 
 	informer cache.SharedIndexInformer
 	stop     context.CancelFunc
-	// firstPages gets the pages of the first list (see Watch); it is
-	// only touched by the list, which the informer runs one at a time.
-	firstPages func([]PeerNode)
+	// initial gets the pages of the first list (see Watch); it is only
+	// touched by the list, which the informer runs one at a time, and is
+	// nil once that list is done.
+	initial Handler
+	lists   int
 
 	mu     sync.Mutex
 	warned map[string]string // node → last warning sent as an event
 }
 
-// NewManager returns a manager for node nodeName.
-func NewManager(api API, nodeName string, ann Annotations, log logrus.FieldLogger) *Manager {
-	return &Manager{api: api, ann: ann, nodeName: nodeName, log: log, warned: map[string]string{}}
+// NewManager returns a manager for node nodeName, reporting to rec (nil:
+// nowhere).
+func NewManager(api API, nodeName string, ann Annotations, log logrus.FieldLogger, rec metrics.Recorder) *Manager {
+	return &Manager{api: api, ann: ann, nodeName: nodeName, log: log, rec: metrics.OrNop(rec), warned: map[string]string{}}
 }
 
 // NodeName finds the node this daemon runs on: NODE_NAME, else the node of
@@ -67,10 +74,11 @@ func NodeName(ctx context.Context, api API, getenv func(string) string) (string,
 	return p.Spec.NodeName, nil
 }
 
-// WaitForNode polls this node until it has a podCIDR that check accepts,
-// logging every few seconds what it waits for. API errors are retried with
+// WaitForNode polls this node until it has a podCIDR of each family in
+// fams that check accepts, logging every few seconds what it waits for.
+// It returns them in the order of fams. API errors are retried with
 // backoff; a podCIDR that check refuses is returned as an error.
-func (m *Manager) WaitForNode(ctx context.Context, check func(*net.IPNet) error) (*v1.Node, *net.IPNet, error) {
+func (m *Manager) WaitForNode(ctx context.Context, fams []family.Family, check func(netip.Prefix) error) (*v1.Node, []netip.Prefix, error) {
 	backoff := 200 * time.Millisecond
 	lastLog := time.Time{}
 	for {
@@ -82,17 +90,19 @@ func (m *Manager) WaitForNode(ctx context.Context, check func(*net.IPNet) error)
 		case err != nil:
 			why = fmt.Sprintf("reading node %s: %v", m.nodeName, err)
 		default:
-			subnet, perr := podCIDR(node)
+			subnets, missing, perr := podCIDRs(node, fams)
 			if perr != nil {
 				return nil, nil, perr
 			}
-			if subnet != nil {
-				if err := check(subnet); err != nil {
-					return nil, nil, fmt.Errorf("node %s has podCIDR %s: %w; make kube-controller-manager's --cluster-cidr match net-conf.json's Network", m.nodeName, subnet, err)
+			if len(missing) == 0 {
+				for _, s := range subnets {
+					if err := check(s); err != nil {
+						return nil, nil, fmt.Errorf("node %s has podCIDR %s: %w; make kube-controller-manager's --cluster-cidr match net-conf.json's network", m.nodeName, s, err)
+					}
 				}
-				return node, subnet, nil
+				return node, subnets, nil
 			}
-			why = fmt.Sprintf("node %s has no spec.podCIDR yet: kube-controller-manager must run with --allocate-node-cidrs and --cluster-cidr (kubeadm: --pod-network-cidr)", m.nodeName)
+			why = waitReason(m.nodeName, node, missing)
 		}
 		if time.Since(lastLog) >= 5*time.Second {
 			m.log.Info("waiting: " + why)
@@ -111,28 +121,59 @@ func (m *Manager) WaitForNode(ctx context.Context, check func(*net.IPNet) error)
 	}
 }
 
-func podCIDR(node *v1.Node) (*net.IPNet, error) {
-	c := node.Spec.PodCIDR
-	if c == "" {
-		return nil, nil
+// waitReason says what a node without the podCIDRs of missing lacks, and
+// what sets them.
+func waitReason(name string, node *v1.Node, missing []family.Family) string {
+	if node.Spec.PodCIDR == "" && len(node.Spec.PodCIDRs) == 0 {
+		return fmt.Sprintf("node %s has no spec.podCIDR yet: kube-controller-manager must run with --allocate-node-cidrs and --cluster-cidr (kubeadm: --pod-network-cidr)", name)
 	}
-	ip, n, err := net.ParseCIDR(c)
-	if err != nil || ip.To4() == nil {
-		return nil, fmt.Errorf("node %s has spec.podCIDR %q, which is not an IPv4 CIDR", node.Name, c)
+	names := make([]string, len(missing))
+	for i, f := range missing {
+		names[i] = f.String()
 	}
-	n.IP = n.IP.To4()
-	return n, nil
+	return fmt.Sprintf("node %s has no %s podCIDR yet (it has %v): kube-controller-manager's --cluster-cidr must hold a network of each family net-conf.json enables", name, strings.Join(names, " or "), node.Spec.PodCIDRs)
 }
 
-// OverwriteIP returns the node's public-ip-overwrite annotation, if set.
-func (m *Manager) OverwriteIP(node *v1.Node) (net.IP, error) {
-	v, ok := node.Annotations[m.ann.PublicIPOverwrite]
-	if !ok || v == "" {
-		return nil, nil
+// podCIDRs returns the node's podCIDR of each family in fams, in that
+// order, and the families it has none of.
+func podCIDRs(node *v1.Node, fams []family.Family) ([]netip.Prefix, []family.Family, error) {
+	cidrs := node.Spec.PodCIDRs
+	if len(cidrs) == 0 && node.Spec.PodCIDR != "" {
+		cidrs = []string{node.Spec.PodCIDR}
 	}
-	ip := net.ParseIP(v).To4()
-	if ip == nil {
-		return nil, fmt.Errorf("annotation %s=%q on node %s is not an IPv4 address", m.ann.PublicIPOverwrite, v, node.Name)
+	have := map[family.Family]netip.Prefix{}
+	for _, c := range cidrs {
+		p, err := netip.ParsePrefix(c)
+		if err != nil || p.Addr().Zone() != "" {
+			return nil, nil, fmt.Errorf("node %s has spec.podCIDR %q, which is not a CIDR", node.Name, c)
+		}
+		if _, dup := have[family.OfPrefix(p)]; !dup {
+			have[family.OfPrefix(p)] = p.Masked()
+		}
+	}
+	var out []netip.Prefix
+	var missing []family.Family
+	for _, f := range fams {
+		if p, ok := have[f]; ok {
+			out = append(out, p)
+		} else {
+			missing = append(missing, f)
+		}
+	}
+	return out, missing, nil
+}
+
+// OverwriteIP returns the node's public-ip-overwrite annotation of family
+// f (public-ipv6-overwrite for IPv6), if set.
+func (m *Manager) OverwriteIP(node *v1.Node, f family.Family) (netip.Addr, error) {
+	key := m.ann.For(f).PublicIPOverwrite
+	v, ok := node.Annotations[key]
+	if !ok || v == "" {
+		return netip.Addr{}, nil
+	}
+	ip, err := family.ParseAddr(f, v)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("annotation %s=%q on node %s is not an %s address", key, v, node.Name, f)
 	}
 	return ip, nil
 }
@@ -158,7 +199,9 @@ func (m *Manager) Publish(ctx context.Context, current map[string]string, own *l
 	if err != nil {
 		return false, err
 	}
-	if err := m.api.PatchNodeStatus(ctx, m.nodeName, types.MergePatchType, patch); err != nil {
+	err = m.api.PatchNodeStatus(ctx, m.nodeName, types.MergePatchType, patch)
+	m.rec.APIWrite("annotations", err)
+	if err != nil {
 		return false, fmt.Errorf("publishing annotations %v on node %s: %w", slices.Sorted(maps.Keys(diff)), m.nodeName, err)
 	}
 	return true, nil
@@ -186,20 +229,30 @@ func (m *Manager) SetNetworkAvailable(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := m.api.PatchNodeStatus(ctx, m.nodeName, types.StrategicMergePatchType, patch); err != nil {
+	err = m.api.PatchNodeStatus(ctx, m.nodeName, types.StrategicMergePatchType, patch)
+	m.rec.APIWrite("condition", err)
+	if err != nil {
 		return fmt.Errorf("setting NetworkUnavailable=False on node %s: %w", m.nodeName, err)
 	}
 	return nil
 }
 
+// Handler gets what the node watch learns.
+type Handler interface {
+	// InitialPage gets each page of the initial list as it arrives, before
+	// the cache holds any of it, so work can start early. Relists after a
+	// broken watch do not call it.
+	InitialPage(nodes []PeerNode)
+	// Changed names a node whose lease may have changed since the initial
+	// list (added, changed or deleted).
+	Changed(name string)
+}
+
 // Watch starts one shared informer over all nodes that keeps only what a
-// peer needs, and calls changed with the name of every node whose lease may
-// have changed since the initial list. It returns once the cache is synced;
-// the caller then reconciles all nodes of the initial list at once. When
-// firstPages is set, it gets each page of the initial list as it arrives
-// (before the cache holds any of it), so work can start early.
-func (m *Manager) Watch(ctx context.Context, changed func(name string), firstPages func([]PeerNode)) error {
-	m.firstPages = firstPages
+// peer needs, and tells h about them. It returns once the cache is synced;
+// the caller then reconciles all nodes of the initial list at once.
+func (m *Manager) Watch(ctx context.Context, h Handler) error {
+	m.initial = h
 	lw := &strippedListWatch{ListWatch: &cache.ListWatch{
 		ListWithContextFunc: m.listStripped,
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
@@ -221,7 +274,8 @@ func (m *Manager) Watch(ctx context.Context, changed func(name string), firstPag
 			// Nodes of the initial list are the caller's first full
 			// reconcile's business, which runs once the cache is synced.
 			if n, ok := obj.(*PeerNode); ok && !isInInitialList {
-				changed(n.Name)
+				m.rec.WatchEvent("added")
+				h.Changed(n.Name)
 			}
 		},
 		UpdateFunc: func(oldObj, newObj any) {
@@ -231,15 +285,17 @@ func (m *Manager) Watch(ctx context.Context, changed func(name string), firstPag
 				return // a kubelet status update: nothing for us
 			}
 			if ok2 {
-				changed(n.Name)
+				m.rec.WatchEvent("updated")
+				h.Changed(n.Name)
 			}
 		},
 		DeleteFunc: func(obj any) {
+			m.rec.WatchEvent("deleted")
 			switch n := obj.(type) {
 			case *PeerNode:
-				changed(n.Name)
+				h.Changed(n.Name)
 			case cache.DeletedFinalStateUnknown:
-				changed(n.Key)
+				h.Changed(n.Key)
 			}
 		},
 	})
@@ -311,11 +367,13 @@ func (m *Manager) listStripped(ctx context.Context, opts metav1.ListOptions) (ru
 			out.ResourceVersion = page.ResourceVersion
 		}
 		out.Items = append(out.Items, page.Items...)
-		if m.firstPages != nil {
-			m.firstPages(page.Items)
+		if m.initial != nil {
+			m.initial.InitialPage(page.Items)
 		}
 		if page.Continue == "" {
-			m.firstPages = nil // relists after a watch expired are not early work
+			m.initial = nil // relists after a watch expired are not early work
+			m.rec.Listed(m.lists > 0)
+			m.lists++
 			return out, nil
 		}
 		opts.Continue = page.Continue
@@ -330,7 +388,7 @@ type strippedListWatch struct{ *cache.ListWatch }
 func (strippedListWatch) IsWatchListSemanticsUnSupported() bool { return true }
 
 func sameLeaseFields(a, b *PeerNode) bool {
-	return a.PodCIDR == b.PodCIDR && maps.Equal(a.Annotations, b.Annotations)
+	return slices.Equal(a.PodCIDRs, b.PodCIDRs) && maps.Equal(a.Annotations, b.Annotations)
 }
 
 // Node returns the cached node.
@@ -389,7 +447,9 @@ func (m *Manager) Warn(ctx context.Context, name, reason string, problem error) 
 		Source:         v1.EventSource{Component: "flanneld", Host: m.nodeName},
 		FirstTimestamp: now, LastTimestamp: now, Count: 1,
 	}
-	if err := m.api.CreateEvent(ctx, ev); err != nil {
+	err := m.api.CreateEvent(ctx, ev)
+	m.rec.APIWrite("event", err)
+	if err != nil {
 		m.log.WithField("peer", name).Debugf("recording event: %v", err)
 	}
 }

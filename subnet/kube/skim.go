@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"net"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"k8s.io/apimachinery/pkg/types"
@@ -105,7 +104,9 @@ func (a Annotations) skimNodeList(data []byte, out *PeerNodeList) error {
 
 // skimNode fills p from one encoded v1.Node.
 func (a Annotations) skimNode(data []byte, prefix string, p *PeerNode) error {
-	var firstV4 []byte // of spec.podCIDRs, used when spec.podCIDR is empty
+	// spec.podCIDRs, or spec.podCIDR alone: as Strip chooses.
+	var podCIDR []byte
+	var podCIDRs [][]byte
 	err := eachField(data, func(num protowire.Number, v []byte) error {
 		switch num {
 		case nodeMeta:
@@ -126,21 +127,23 @@ func (a Annotations) skimNode(data []byte, prefix string, p *PeerNode) error {
 			return eachField(v, func(num protowire.Number, v []byte) error {
 				switch num {
 				case specPodCIDR:
-					p.PodCIDR = string(v)
+					podCIDR = v
 				case specPodCIDRs:
-					if firstV4 == nil {
-						if ip, _, err := net.ParseCIDR(string(v)); err == nil && ip.To4() != nil {
-							firstV4 = v
-						}
-					}
+					podCIDRs = append(podCIDRs, v)
 				}
 				return nil
 			})
 		}
 		return nil
 	})
-	if p.PodCIDR == "" && firstV4 != nil {
-		p.PodCIDR = string(firstV4)
+	if len(podCIDRs) == 0 && len(podCIDR) > 0 {
+		podCIDRs = append(podCIDRs, podCIDR)
+	}
+	if len(podCIDRs) > 0 {
+		p.PodCIDRs = make([]string, len(podCIDRs))
+		for i, c := range podCIDRs {
+			p.PodCIDRs[i] = string(c)
+		}
 	}
 	return err
 }
@@ -169,11 +172,19 @@ func (a Annotations) skimAnnotation(entry []byte, prefix string, p *PeerNode) er
 }
 
 // internKey returns the shared string for a known annotation key, so 5,000
-// nodes do not hold 25,000 copies of the same five keys.
+// nodes do not hold 25,000 copies of the same few keys.
 func (a Annotations) internKey(key []byte) string {
-	for _, k := range [...]string{a.BackendType, a.BackendData, a.KubeSubnetManager, a.PublicIP, a.PublicIPOverwrite} {
-		if string(key) == k {
-			return k
+	if string(key) == a.BackendType {
+		return a.BackendType
+	}
+	if string(key) == a.KubeSubnetManager {
+		return a.KubeSubnetManager
+	}
+	for _, f := range a.families {
+		for _, k := range [...]string{f.BackendData, f.PublicIP, f.PublicIPOverwrite} {
+			if string(key) == k {
+				return k
+			}
 		}
 	}
 	return string(key)

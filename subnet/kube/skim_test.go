@@ -12,6 +12,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer/protobuf"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/twill-net/twill/family"
 )
 
 // encodeProto encodes obj as the API server does for
@@ -63,8 +65,9 @@ func TestSkimNodeListMatchesStrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	flannel := map[string]string{
-		a.BackendType: "vxlan", a.BackendData: `{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:01"}`,
-		a.KubeSubnetManager: "true", a.PublicIP: "172.18.0.3", a.PublicIPOverwrite: "",
+		a.BackendType: "vxlan", a.For(family.IPv4).BackendData: `{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:01"}`,
+		a.KubeSubnetManager: "true", a.For(family.IPv4).PublicIP: "172.18.0.3", a.For(family.IPv4).PublicIPOverwrite: "",
+		a.For(family.IPv6).PublicIP:    "fc00::3",
 		"node.alpha.kubernetes.io/ttl": "0", "flannel.alpha.coreos.com.evil/x": "no",
 		DefaultAnnotationPrefix + "/future-key": "kept",
 	}
@@ -74,10 +77,10 @@ func TestSkimNodeListMatchesStrip(t *testing.T) {
 			kubeletNode(0, flannel, v1.NodeSpec{PodCIDR: "10.244.0.0/24", PodCIDRs: []string{"10.244.0.0/24"}}),
 			kubeletNode(1, nil, v1.NodeSpec{}), // no annotations, no podCIDR
 			kubeletNode(2, map[string]string{"other": "x"}, v1.NodeSpec{PodCIDRs: []string{"fd00::/64", "garbage", "10.244.2.0/24", "10.244.3.0/24"}}),
-			kubeletNode(3, map[string]string{a.BackendType: "host-gw", a.PublicIP: "not an ip"}, v1.NodeSpec{PodCIDR: "10.244.9.0/24", Unschedulable: true, Taints: []v1.Taint{{Key: "k", Effect: v1.TaintEffectNoSchedule}}}),
+			kubeletNode(3, map[string]string{a.BackendType: "host-gw", a.For(family.IPv4).PublicIP: "not an ip"}, v1.NodeSpec{PodCIDR: "10.244.9.0/24", Unschedulable: true, Taints: []v1.Taint{{Key: "k", Effect: v1.TaintEffectNoSchedule}}}),
 		},
 	}
-	list.Items[1].Spec.PodCIDRs = []string{"fd00:1::/64"} // IPv6 only: no PodCIDR
+	list.Items[1].Spec.PodCIDRs = []string{"fd00:1::/64"} // IPv6 only, podCIDRs alone
 	data := encodeProto(t, list)
 
 	got := &PeerNodeList{}
@@ -96,8 +99,11 @@ func TestSkimNodeListMatchesStrip(t *testing.T) {
 			t.Errorf("node %d:\n got  %+v\n want %+v", i, got.Items[i], *want)
 		}
 	}
-	if got.Items[2].PodCIDR != "10.244.2.0/24" {
-		t.Errorf("podCIDR from podCIDRs = %q, want the first IPv4 one, 10.244.2.0/24", got.Items[2].PodCIDR)
+	if want := []string{"fd00::/64", "garbage", "10.244.2.0/24", "10.244.3.0/24"}; !reflect.DeepEqual(got.Items[2].PodCIDRs, want) {
+		t.Errorf("podCIDRs = %q, want all of spec.podCIDRs %q", got.Items[2].PodCIDRs, want)
+	}
+	if want := []string{"10.244.9.0/24"}; !reflect.DeepEqual(got.Items[3].PodCIDRs, want) {
+		t.Errorf("podCIDRs of a node with spec.podCIDR only = %q, want %q", got.Items[3].PodCIDRs, want)
 	}
 }
 
@@ -117,7 +123,7 @@ func TestSkimNodeListRefusesOtherObjects(t *testing.T) {
 
 func FuzzSkimNodeList(f *testing.F) {
 	a, _ := NewAnnotations(DefaultAnnotationPrefix)
-	f.Add(encodeProto(f, &v1.NodeList{Items: []v1.Node{kubeletNode(0, map[string]string{a.PublicIP: "1.2.3.4"}, v1.NodeSpec{PodCIDR: "10.244.0.0/24"})}}))
+	f.Add(encodeProto(f, &v1.NodeList{Items: []v1.Node{kubeletNode(0, map[string]string{a.For(family.IPv4).PublicIP: "1.2.3.4"}, v1.NodeSpec{PodCIDR: "10.244.0.0/24"})}}))
 	f.Add([]byte("k8s\x00"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		out := &PeerNodeList{}
@@ -173,8 +179,8 @@ func benchPage(a Annotations) *v1.NodeList {
 	l := &v1.NodeList{}
 	for i := 0; i < listPageSize; i++ {
 		l.Items = append(l.Items, kubeletNode(i, map[string]string{
-			a.BackendType: "vxlan", a.BackendData: fmt.Sprintf(`{"VNI":1,"VtepMAC":"aa:bb:cc:dd:%02x:%02x"}`, i/256, i%256),
-			a.KubeSubnetManager: "true", a.PublicIP: fmt.Sprintf("172.18.%d.%d", i/256, i%256),
+			a.BackendType: "vxlan", a.For(family.IPv4).BackendData: fmt.Sprintf(`{"VNI":1,"VtepMAC":"aa:bb:cc:dd:%02x:%02x"}`, i/256, i%256),
+			a.KubeSubnetManager: "true", a.For(family.IPv4).PublicIP: fmt.Sprintf("172.18.%d.%d", i/256, i%256),
 		}, v1.NodeSpec{PodCIDR: fmt.Sprintf("10.%d.%d.0/24", i/256, i%256)}))
 	}
 	return l

@@ -18,8 +18,13 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if env.Network == nil || env.Subnet == nil {
+		if len(env.Nets) == 0 {
 			t.Fatalf("accepted %q without a network or subnet", text)
+		}
+		for _, n := range env.Nets {
+			if !n.Network.Contains(n.Subnet.Addr()) || n.Network.Masked() != n.Network {
+				t.Fatalf("accepted %q with subnet %s outside network %s", text, n.Subnet, n.Network)
+			}
 		}
 		out := env.Marshal()
 		again, err := Parse(bytes.NewReader(out))

@@ -9,37 +9,80 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
+	"net/netip"
 	"os"
-
-	"github.com/twill-net/twill/atomicfile"
 	"strconv"
 	"strings"
+
+	"github.com/twill-net/twill/atomicfile"
+	"github.com/twill-net/twill/family"
+	"github.com/twill-net/twill/lease"
 )
 
 // DefaultPath is where flanneld writes the file and the CNI plugin reads it.
 const DefaultPath = "/run/flannel/subnet.env"
 
-// Keys of the file, in the order flanneld writes them.
+// Keys of the file.
 const (
-	KeyNetwork = "FLANNEL_NETWORK"
-	KeySubnet  = "FLANNEL_SUBNET"
-	KeyMTU     = "FLANNEL_MTU"
-	KeyIPMasq  = "FLANNEL_IPMASQ"
+	KeyMTU    = "FLANNEL_MTU"
+	KeyIPMasq = "FLANNEL_IPMASQ"
 )
+
+// familyKeys are the keys of one family's network and subnet: FLANNEL_NETWORK
+// and FLANNEL_SUBNET for IPv4, FLANNEL_IPV6_NETWORK and FLANNEL_IPV6_SUBNET
+// for IPv6, as flannel writes them.
+type familyKeys struct {
+	family          family.Family
+	network, subnet string
+}
+
+var keys = []familyKeys{
+	{family.IPv4, "FLANNEL_NETWORK", "FLANNEL_SUBNET"},
+	{family.IPv6, "FLANNEL_IPV6_NETWORK", "FLANNEL_IPV6_SUBNET"},
+}
+
+// Keys returns the network and subnet keys of family f.
+func Keys(f family.Family) (network, subnet string) {
+	for _, k := range keys {
+		if k.family == f {
+			return k.network, k.subnet
+		}
+	}
+	return "", ""
+}
 
 // Env is the content of subnet.env.
 type Env struct {
-	// Network is the whole cluster pod network, e.g. 10.244.0.0/16.
-	Network *net.IPNet
-	// Subnet is this node's pod subnet with the gateway address as IP,
-	// e.g. 10.244.1.1/24.
-	Subnet *net.IPNet
+	// Nets holds one Net per family the node has, in the order of
+	// family.All.
+	Nets []Net
 	// MTU is the MTU pods must use.
 	MTU int
 	// IPMasq is true when flanneld masquerades pod traffic leaving the
 	// cluster network, so the bridge plugin must not.
 	IPMasq bool
+}
+
+// Net is one family's part of the file.
+type Net struct {
+	// Network is the whole cluster pod network, e.g. 10.244.0.0/16.
+	Network netip.Prefix
+	// Subnet is this node's pod subnet with the gateway address as its
+	// address, e.g. 10.244.1.1/24.
+	Subnet netip.Prefix
+}
+
+// Family is the net's family.
+func (n Net) Family() family.Family { return family.OfPrefix(n.Network) }
+
+// Net returns the file's part for family f.
+func (e *Env) Net(f family.Family) (Net, bool) {
+	for _, n := range e.Nets {
+		if n.Family() == f {
+			return n, true
+		}
+	}
+	return Net{}, false
 }
 
 // ErrNotExist is returned (wrapped) by Read when the file does not exist yet,
@@ -63,9 +106,9 @@ func Read(path string) (*Env, error) {
 	return env, nil
 }
 
-// Parse reads subnet.env content. All four keys are required; unknown keys
-// are ignored (flannel's IPv6 keys, for instance), blank lines and comments
-// are allowed.
+// Parse reads subnet.env content. FLANNEL_MTU and FLANNEL_IPMASQ are
+// required, and at least one family's network and subnet, each pair
+// complete; unknown keys are ignored, blank lines and comments are allowed.
 func Parse(r io.Reader) (*Env, error) {
 	vals := map[string]string{}
 	sc := bufio.NewScanner(r)
@@ -85,28 +128,24 @@ func Parse(r io.Reader) (*Env, error) {
 	if err := sc.Err(); err != nil {
 		return nil, err
 	}
-	for _, k := range []string{KeyNetwork, KeySubnet, KeyMTU, KeyIPMasq} {
+	env := &Env{}
+	for _, k := range keys {
+		n, ok, err := parseNet(k, vals)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			env.Nets = append(env.Nets, n)
+		}
+	}
+	if len(env.Nets) == 0 {
+		return nil, fmt.Errorf("%s is missing (and no other family's network is there)", keys[0].network)
+	}
+	for _, k := range []string{KeyMTU, KeyIPMasq} {
 		if _, ok := vals[k]; !ok {
 			return nil, fmt.Errorf("%s is missing", k)
 		}
 	}
-	env := &Env{}
-	_, network, err := net.ParseCIDR(vals[KeyNetwork])
-	if err != nil || network.IP.To4() == nil {
-		return nil, fmt.Errorf("%s=%q is not an IPv4 CIDR", KeyNetwork, vals[KeyNetwork])
-	}
-	env.Network = network
-	ip, subnet, err := net.ParseCIDR(vals[KeySubnet])
-	if err != nil || ip.To4() == nil {
-		return nil, fmt.Errorf("%s=%q is not an IPv4 address with prefix length, like 10.244.1.1/24", KeySubnet, vals[KeySubnet])
-	}
-	if !network.Contains(ip) {
-		return nil, fmt.Errorf("%s=%s is outside %s=%s", KeySubnet, vals[KeySubnet], KeyNetwork, vals[KeyNetwork])
-	}
-	if ip.Equal(subnet.IP) {
-		return nil, fmt.Errorf("%s=%s names the network address; it must be the gateway address, like %s", KeySubnet, vals[KeySubnet], gatewayExample(subnet))
-	}
-	env.Subnet = &net.IPNet{IP: ip.To4(), Mask: subnet.Mask}
 	mtu, err := strconv.Atoi(vals[KeyMTU])
 	if err != nil || mtu < 68 || mtu > 65535 {
 		return nil, fmt.Errorf("%s=%q is not an MTU between 68 and 65535", KeyMTU, vals[KeyMTU])
@@ -120,18 +159,58 @@ func Parse(r io.Reader) (*Env, error) {
 	return env, nil
 }
 
-func gatewayExample(subnet *net.IPNet) string {
-	ip := append(net.IP(nil), subnet.IP.To4()...)
-	ip[3]++
-	ones, _ := subnet.Mask.Size()
-	return fmt.Sprintf("%s/%d", ip, ones)
+// parseNet reads one family's pair of keys; ok is false when neither is
+// there.
+func parseNet(k familyKeys, vals map[string]string) (Net, bool, error) {
+	nw, hasNet := vals[k.network]
+	sub, hasSub := vals[k.subnet]
+	switch {
+	case !hasNet && !hasSub:
+		return Net{}, false, nil
+	case !hasNet:
+		return Net{}, false, fmt.Errorf("%s is missing (%s is there)", k.network, k.subnet)
+	case !hasSub:
+		return Net{}, false, fmt.Errorf("%s is missing (%s is there)", k.subnet, k.network)
+	}
+	network, err := netip.ParsePrefix(nw)
+	if err != nil || family.OfPrefix(network) != k.family || network.Addr().Is4In6() {
+		return Net{}, false, fmt.Errorf("%s=%q is not an %s CIDR", k.network, nw, k.family)
+	}
+	network = network.Masked()
+	subnet, err := netip.ParsePrefix(sub)
+	if err != nil || family.OfPrefix(subnet) != k.family || subnet.Addr().Is4In6() {
+		return Net{}, false, fmt.Errorf("%s=%q is not an %s address with prefix length, like %s", k.subnet, sub, k.family, example(k.family))
+	}
+	if !network.Contains(subnet.Addr()) {
+		return Net{}, false, fmt.Errorf("%s=%s is outside %s=%s", k.subnet, sub, k.network, nw)
+	}
+	if subnet.Addr() == subnet.Masked().Addr() {
+		return Net{}, false, fmt.Errorf("%s=%s names the network address; it must be the gateway address, like %s", k.subnet, sub, Gateway(subnet.Masked()))
+	}
+	return Net{Network: network, Subnet: subnet}, true, nil
 }
 
-// Marshal renders env in flannel's format.
+func example(f family.Family) string {
+	if f == family.IPv6 {
+		return "fd00:10:244:1::1/64"
+	}
+	return "10.244.1.1/24"
+}
+
+// Gateway returns the subnet with its gateway address (lease.GatewayIP) as
+// the address, as FLANNEL_SUBNET holds it: 10.244.1.1/24 for 10.244.1.0/24.
+func Gateway(subnet netip.Prefix) netip.Prefix {
+	return netip.PrefixFrom(lease.GatewayIP(subnet), subnet.Bits())
+}
+
+// Marshal renders env in flannel's format and key order.
 func (e *Env) Marshal() []byte {
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "%s=%s\n", KeyNetwork, e.Network)
-	fmt.Fprintf(&b, "%s=%s\n", KeySubnet, e.Subnet)
+	for _, n := range e.Nets {
+		nk, sk := Keys(n.Family())
+		fmt.Fprintf(&b, "%s=%s\n", nk, n.Network)
+		fmt.Fprintf(&b, "%s=%s\n", sk, n.Subnet)
+	}
 	fmt.Fprintf(&b, "%s=%d\n", KeyMTU, e.MTU)
 	fmt.Fprintf(&b, "%s=%t\n", KeyIPMasq, e.IPMasq)
 	return b.Bytes()

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/twill-net/twill/family"
 	"github.com/twill-net/twill/subnet/subnetenv"
 )
 
@@ -284,11 +285,10 @@ func checkHostState(self overlayNode, peers []overlayNode, network string, st ho
 		bad("/run/flannel/subnet.env: %v: %s", err, strings.TrimSpace(st.SubnetEnv))
 	} else {
 		wantSubnet := fmt.Sprintf("%s/%d", self.gateway(), ones(self.PodCIDR))
-		if env.Network == nil || env.Network.String() != network {
-			bad("subnet.env FLANNEL_NETWORK = %v, want %s", env.Network, network)
-		}
-		if env.Subnet == nil || fmt.Sprintf("%s/%d", env.Subnet.IP, ones(env.Subnet)) != wantSubnet {
-			bad("subnet.env FLANNEL_SUBNET = %v, want %s", env.Subnet, wantSubnet)
+		if n, ok := env.Net(family.IPv4); !ok || len(env.Nets) != 1 || n.Network.String() != network {
+			bad("subnet.env FLANNEL_NETWORK = %v, want %s (and no other family)", env.Nets, network)
+		} else if n.Subnet.String() != wantSubnet {
+			bad("subnet.env FLANNEL_SUBNET = %v, want %s", n.Subnet, wantSubnet)
 		}
 		if st.Eth0MTU != 0 && env.MTU != st.Eth0MTU-50 {
 			bad("subnet.env FLANNEL_MTU = %d, want %d", env.MTU, st.Eth0MTU-50)

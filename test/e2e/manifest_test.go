@@ -33,6 +33,8 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	sigsyaml "sigs.k8s.io/yaml"
 
+	"github.com/twill-net/twill/backend/builtin"
+	"github.com/twill-net/twill/family"
 	"github.com/twill-net/twill/lab/controlplane"
 	"github.com/twill-net/twill/lab/k8sbin"
 	"github.com/twill-net/twill/lab/netns"
@@ -219,8 +221,12 @@ func TestManifestShape(t *testing.T) {
 	if err != nil {
 		t.Fatalf("net-conf.json: %v", err)
 	}
-	if nc.Network.String() != "10.244.0.0/16" || nc.Backend.Type != netconf.BackendVXLAN {
-		t.Errorf("net-conf.json: Network %s backend %s, want 10.244.0.0/16 vxlan", nc.Network, nc.Backend.Type)
+	chosen, err := builtin.Registry().Parse(nc.Backend.Type, nc.Backend.Raw)
+	if err != nil {
+		t.Fatalf("net-conf.json's Backend: %v", err)
+	}
+	if n, ok := nc.Network(family.IPv4); !ok || len(nc.Networks) != 1 || n.Prefix.String() != "10.244.0.0/16" || chosen.Plugin.Type() != "vxlan" {
+		t.Errorf("net-conf.json: networks %v backend %s, want 10.244.0.0/16 vxlan", nc.Networks, chosen.Plugin.Type())
 	}
 
 	// The DaemonSet.
@@ -532,7 +538,7 @@ func TestManifestAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatalf("reading subnet.env: %v", err)
 	}
-	if env.Network.String() != "10.244.0.0/16" || env.Subnet.String() != "10.244.1.1/24" || !env.IPMasq || env.MTU != 1500-50 {
+	if v4, ok := env.Net(family.IPv4); !ok || len(env.Nets) != 1 || v4.Network.String() != "10.244.0.0/16" || v4.Subnet.String() != "10.244.1.1/24" || !env.IPMasq || env.MTU != 1500-50 {
 		t.Errorf("subnet.env = %+v, want network 10.244.0.0/16, subnet 10.244.1.1/24, ipmasq, MTU 1450", env)
 	}
 	var gotConf, wantConf any

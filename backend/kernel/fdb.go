@@ -1,0 +1,47 @@
+package kernel
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+)
+
+// FDB is a forwarding-database entry of a VXLAN device: frames for MAC are
+// sent to the tunnel endpoint Dst. Its family is Dst's (the underlay's).
+type FDB struct {
+	LinkIndex int
+	MAC       net.HardwareAddr
+	Dst       netip.Addr
+}
+
+var _ Entry = FDB{}
+
+// Key implements Entry: MAC address and device.
+func (f FDB) Key() Key {
+	k := Key{Kind: KindFDB, Link: int32(f.LinkIndex)}
+	k.MAC, k.MACLen = macKey(f.MAC)
+	return k
+}
+
+// Equal implements Entry.
+func (f FDB) Equal(o Entry) bool {
+	of, ok := o.(FDB)
+	return ok && f.LinkIndex == of.LinkIndex && f.Dst == of.Dst && bytes.Equal(f.MAC, of.MAC)
+}
+
+func (f FDB) String() string {
+	return fmt.Sprintf("FDB entry %s → %s dev#%d", f.MAC, f.Dst, f.LinkIndex)
+}
+
+// request: replace semantics, so an entry for the same MAC pointing
+// elsewhere is changed in place, as `bridge fdb replace` does.
+func (f FDB) request(del bool) *nl.NetlinkRequest {
+	return neighRequest(del, &netlink.Ndmsg{
+		Family: unix.AF_BRIDGE, Index: uint32(f.LinkIndex), State: netlink.NUD_PERMANENT, Flags: netlink.NTF_SELF,
+	}, f.Dst.AsSlice(), f.MAC)
+}

@@ -1,0 +1,111 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/twill-net/twill/backend"
+	"github.com/twill-net/twill/family"
+	"github.com/twill-net/twill/firewall"
+	"github.com/twill-net/twill/lease"
+)
+
+// plane is one IP family's machinery on this node: the backend instance
+// that programs it, the firewall that keeps its rules, and what the node
+// publishes for it. A dual-stack node runs two, side by side; each is
+// handed its family's values and never asks which family it has.
+type plane struct {
+	fam    family.Family
+	be     backend.Backend
+	fw     firewall.Firewall // nil: no rules kept
+	policy firewall.Policy
+	own    lease.Net
+}
+
+// planes is the face the daemon uses: every method does its job for each
+// family in turn, as kube-proxy's meta-proxier does over its per-family
+// proxiers.
+type planes []*plane
+
+// setup sets up every family's devices; recreated is true when any device
+// was created or recreated.
+func (ps planes) setup() (bool, error) {
+	recreated := false
+	for _, p := range ps {
+		r, err := p.be.Setup()
+		if err != nil {
+			return recreated, fmt.Errorf("%s: %w", p.fam, err)
+		}
+		recreated = recreated || r
+	}
+	return recreated, nil
+}
+
+// mtu is the MTU pods get: the smallest of the families' paths, as a pod
+// has one MTU for both.
+func (ps planes) mtu() int {
+	m := 0
+	for _, p := range ps {
+		if v := p.be.MTU(); m == 0 || v < m {
+			m = v
+		}
+	}
+	return m
+}
+
+func (ps planes) scope() backend.Scope {
+	var s backend.Scope
+	for _, p := range ps {
+		s = append(s, p.be.Scope()...)
+	}
+	return s
+}
+
+func (ps planes) devices() []string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.be.Devices()...)
+	}
+	return out
+}
+
+// peerEntries is what reaching one peer takes, family by family.
+type peerEntries struct {
+	entries backend.Entries
+	// leased are the families the peer has a lease of; families those
+	// programmed; missing those of this node the peer has no lease of;
+	// failed the errors of the others.
+	leased   []family.Family
+	families []family.Family
+	missing  []family.Family
+	failed   []error
+	// bad is set when the peer's published backend data is broken.
+	bad *backend.DataError
+}
+
+// entries computes what the kernel must hold to reach peer l in every
+// family both ends have.
+func (ps planes) entries(l *lease.Lease) peerEntries {
+	out := peerEntries{leased: l.Families()}
+	for _, p := range ps {
+		n, ok := l.Net(p.fam)
+		if !ok {
+			out.missing = append(out.missing, p.fam)
+			continue
+		}
+		e, err := p.be.Entries(l, n)
+		var bad *backend.DataError
+		switch {
+		case errors.As(err, &bad):
+			out.bad = bad
+		case err != nil && len(ps) > 1:
+			out.failed = append(out.failed, fmt.Errorf("%s: %w", p.fam, err))
+		case err != nil:
+			out.failed = append(out.failed, err)
+		default:
+			out.entries = append(out.entries, e...)
+			out.families = append(out.families, p.fam)
+		}
+	}
+	return out
+}

@@ -1,0 +1,193 @@
+package iptables
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	goipt "github.com/coreos/go-iptables/iptables"
+
+	"github.com/twill-net/twill/backend/kernel/kerneltest"
+	"github.com/twill-net/twill/family"
+	"github.com/twill-net/twill/firewall"
+)
+
+var testPolicy = firewall.Policy{
+	Network: netip.MustParsePrefix("10.244.0.0/16"), Subnet: netip.MustParsePrefix("10.244.1.0/24"),
+	NoMasquerade: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}, Masquerade: true,
+}
+
+func TestChains(t *testing.T) {
+	chains := Chains(testPolicy, true)
+	if len(chains) != 2 || chains[0].Name != MasqChain || chains[1].Name != ForwardChain {
+		t.Fatalf("chains %+v", chains)
+	}
+	var rules []string
+	for _, r := range chains[0].Rules {
+		rules = append(rules, strings.Join(r, " "))
+	}
+	want := []string{
+		`-m mark --mark 0x4000/0x4000 -j RETURN -m comment --comment flanneld masq`,
+		`-s 10.244.0.0/16 -d 10.244.0.0/16 -j RETURN -m comment --comment flanneld masq`,
+		`-s 10.244.0.0/16 -d 203.0.113.0/24 -j RETURN -m comment --comment flanneld masq`,
+		`-s 10.244.0.0/16 ! -d 224.0.0.0/4 -m comment --comment flanneld masq -j MASQUERADE --random-fully`,
+		`! -s 10.244.0.0/16 -d 10.244.1.0/24 -j RETURN -m comment --comment flanneld masq`,
+		`! -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment flanneld masq -j MASQUERADE --random-fully`,
+	}
+	if !slices.Equal(rules, want) {
+		t.Errorf("masq rules:\n%s\nwant:\n%s", strings.Join(rules, "\n"), strings.Join(want, "\n"))
+	}
+	if noMasq := Chains(firewall.Policy{Network: testPolicy.Network, Subnet: testPolicy.Subnet}, false); len(noMasq) != 1 || noMasq[0].Name != ForwardChain {
+		t.Errorf("without --ip-masq: %+v", noMasq)
+	}
+	if plain := Chains(testPolicy, false); strings.Contains(strings.Join(plain[0].Rules[3], " "), "random-fully") {
+		t.Error("--random-fully used where unsupported")
+	}
+	v6 := Chains(firewall.Policy{Network: netip.MustParsePrefix("fd00:10:244::/56"), Subnet: netip.MustParsePrefix("fd00:10:244:1::/64"), Masquerade: true}, false)
+	if got := strings.Join(v6[0].Rules[2], " "); got != `-s fd00:10:244::/56 ! -d ff00::/8 -m comment --comment flanneld masq -j MASQUERADE` {
+		t.Errorf("IPv6 masquerade rule: %s", got)
+	}
+}
+
+func TestSameRule(t *testing.T) {
+	spec := []string{"-s", "10.244.0.0/16", "-m", "comment", "--comment", "flanneld forward", "-j", "ACCEPT"}
+	if !sameRule(`-A FLANNEL-FWD -s 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT`, spec) {
+		t.Error("identical rule not recognised")
+	}
+	if sameRule(`-A FLANNEL-FWD -s 10.245.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT`, spec) {
+		t.Error("different rule taken as the same")
+	}
+}
+
+// TestIPTablesInNamespace runs the real iptables inside a throwaway network
+// namespace: rules appear exactly once, a second Ensure changes nothing, a
+// rule deleted by hand comes back, Check names what drifted, turning
+// masquerading off removes its chain, and Remove leaves nothing.
+func TestIPTablesInNamespace(t *testing.T) {
+	ns := kerneltest.New(t)
+	chains := Chains(testPolicy, true)
+	err := ns.Do(t, func() error {
+		ipt, err := goipt.New(goipt.Timeout(10))
+		if err != nil {
+			t.Skipf("iptables: %v", err)
+		}
+		fw := NewWith(ipt, family.IPv4)
+		chains = Chains(testPolicy, ipt.HasRandomFully())
+		changed, err := fw.Ensure(testPolicy)
+		if err != nil || !changed {
+			t.Fatalf("first Ensure: changed=%v err=%v", changed, err)
+		}
+		changed, err = fw.Ensure(testPolicy)
+		if err != nil || changed {
+			t.Fatalf("second Ensure: changed=%v err=%v", changed, err)
+		}
+		if diffs, err := fw.Check(testPolicy); err != nil || len(diffs) != 0 {
+			t.Fatalf("Check of right rules: %q %v", diffs, err)
+		}
+		if err := ipt.Delete("nat", MasqChain, chains[0].Rules[1]...); err != nil {
+			t.Fatal(err)
+		}
+		if err := ipt.Delete("filter", "FORWARD", chains[1].Jump...); err != nil {
+			t.Fatal(err)
+		}
+		diffs, err := fw.Check(testPolicy)
+		if err != nil || len(diffs) != 2 || !strings.Contains(diffs[0], "nat chain FLANNEL-POSTRTG does not hold exactly its 6 rules") || !strings.Contains(diffs[1], "jump from filter FORWARD to FLANNEL-FWD is missing") {
+			t.Fatalf("Check after tampering: %q %v", diffs, err)
+		}
+		changed, err = fw.Ensure(testPolicy)
+		if err != nil || !changed {
+			t.Fatalf("Ensure after tampering: changed=%v err=%v", changed, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nat := ns.Run(t, "iptables", "-t", "nat", "-S")
+	if strings.Count(nat, "-j FLANNEL-POSTRTG") != 1 || strings.Count(nat, "-A FLANNEL-POSTRTG") != 6 || strings.Contains(nat, "-NEW") {
+		t.Errorf("nat table after repair:\n%s", nat)
+	}
+	if !strings.Contains(nat, `-A FLANNEL-POSTRTG -s 10.244.0.0/16 -d 203.0.113.0/24 -m comment --comment "flanneld masq" -j RETURN`) {
+		t.Errorf("no-masquerade rule missing:\n%s", nat)
+	}
+	filter := ns.Run(t, "iptables", "-t", "filter", "-S")
+	if !strings.Contains(filter, `-A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD`) ||
+		!strings.Contains(filter, `-A FLANNEL-FWD -d 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT`) {
+		t.Errorf("filter table:\n%s", filter)
+	}
+	// Masquerading off: its chain goes, forwarding stays.
+	err = ns.Do(t, func() error {
+		ipt, err := goipt.New(goipt.Timeout(10))
+		if err != nil {
+			return err
+		}
+		off := testPolicy
+		off.Masquerade = false
+		if changed, err := NewWith(ipt, family.IPv4).Ensure(off); err != nil || !changed {
+			t.Errorf("Ensure with masquerading off: changed=%v err=%v", changed, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if all := ns.Run(t, "iptables-save"); strings.Contains(all, "FLANNEL-POSTRTG") || !strings.Contains(all, "FLANNEL-FWD") {
+		t.Errorf("rules with masquerading off:\n%s", all)
+	}
+	err = ns.Do(t, func() error {
+		ipt, err := goipt.New(goipt.Timeout(10))
+		if err != nil {
+			return err
+		}
+		return NewWith(ipt, family.IPv4).Remove()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if all := ns.Run(t, "iptables-save"); strings.Contains(all, "FLANNEL") {
+		t.Errorf("rules left after Remove:\n%s", all)
+	}
+}
+
+// TestIP6TablesInNamespace: the same code keeps an IPv6 policy in
+// ip6tables, and Remove clears it.
+func TestIP6TablesInNamespace(t *testing.T) {
+	ns := kerneltest.New(t)
+	p := firewall.Policy{Network: netip.MustParsePrefix("fd00:10:244::/56"), Subnet: netip.MustParsePrefix("fd00:10:244:1::/64"), Masquerade: true}
+	err := ns.Do(t, func() error {
+		fw, err := New(family.IPv6)
+		if err != nil {
+			t.Skipf("ip6tables: %v", err)
+		}
+		if changed, err := fw.Ensure(p); err != nil || !changed {
+			t.Fatalf("Ensure: changed=%v err=%v", changed, err)
+		}
+		if changed, err := fw.Ensure(p); err != nil || changed {
+			t.Fatalf("second Ensure: changed=%v err=%v", changed, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nat := ns.Run(t, "ip6tables", "-t", "nat", "-S")
+	if !strings.Contains(nat, `-A FLANNEL-POSTRTG -s fd00:10:244::/56 ! -d ff00::/8 -m comment --comment "flanneld masq" -j MASQUERADE`) {
+		t.Errorf("ip6tables nat:\n%s", nat)
+	}
+	if v4 := ns.Run(t, "iptables-save"); strings.Contains(v4, "FLANNEL") {
+		t.Errorf("an IPv6 policy wrote IPv4 rules:\n%s", v4)
+	}
+	if err := ns.Do(t, func() error {
+		fw, err := New(family.IPv6)
+		if err != nil {
+			return err
+		}
+		return fw.Remove()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if all := ns.Run(t, "ip6tables-save"); strings.Contains(all, "FLANNEL") {
+		t.Errorf("rules left after Remove:\n%s", all)
+	}
+}

@@ -1,0 +1,104 @@
+// Package metrics is the sink flanneld's parts report what they count to:
+// the daemon (reconciles, peers, rules), the peer table (kernel entries) and
+// the subnet manager (the node watch, writes to the API server). They hold a
+// Recorder; Nop discards everything, and an implementation that exports
+// Prometheus series plugs in without touching them.
+//
+// Labels take a few bounded values (kinds, families, event types), never a
+// node or peer name, so the series stay few at any cluster size.
+package metrics
+
+import (
+	"time"
+
+	"github.com/twill-net/twill/family"
+)
+
+// Reconcile names a kind of reconcile.
+type Reconcile string
+
+// The kinds of reconcile.
+const (
+	// ReconcileNode is one node's: a peer's entries, or this node's
+	// annotations.
+	ReconcileNode Reconcile = "node"
+	// ReconcileFull is every peer's at once, with a read of the kernel.
+	ReconcileFull Reconcile = "full"
+)
+
+// Change names what a sync did to a kernel entry.
+type Change string
+
+// The changes.
+const (
+	Added   Change = "added"
+	Updated Change = "updated"
+	Removed Change = "removed"
+	// Repaired is drift put back: an entry the table had programmed that
+	// the kernel lost or changed.
+	Repaired Change = "repaired"
+)
+
+// Recorder receives counts. Every method must be cheap and safe for
+// concurrent use.
+type Recorder interface {
+	// Reconciled says one reconcile of kind took d and ended with err.
+	Reconciled(kind Reconcile, d time.Duration, err error)
+	// EntriesChanged says a sync made n changes of ch to entries of kind
+	// ("route", "neigh", "fdb").
+	EntriesChanged(kind string, ch Change, n int)
+	// EntriesHeld says the table now holds n programmed entries of kind.
+	EntriesHeld(kind string, n int)
+	// Peers says how many peers have a lease of family fam (known) and
+	// how many of them are programmed, under backend.
+	Peers(backend string, fam family.Family, known, programmed int)
+	// WatchEvent counts an event of the node watch: "added", "updated"
+	// (one that changed a lease) or "deleted".
+	WatchEvent(typ string)
+	// Listed says a list of all nodes succeeded: the first one, or a
+	// relist after the watch broke (restart true).
+	Listed(restart bool)
+	// APIWrite counts a write to the API server of kind ("annotations",
+	// "condition", "event") and its outcome.
+	APIWrite(kind string, err error)
+	// RulesChecked says the packet-filter rules of fam were checked;
+	// repaired is true when they were wrong and have been rewritten.
+	RulesChecked(fam family.Family, repaired bool, err error)
+}
+
+// Nop is a Recorder that records nothing.
+type Nop struct{}
+
+var _ Recorder = Nop{}
+
+// Reconciled implements Recorder.
+func (Nop) Reconciled(Reconcile, time.Duration, error) {}
+
+// EntriesChanged implements Recorder.
+func (Nop) EntriesChanged(string, Change, int) {}
+
+// EntriesHeld implements Recorder.
+func (Nop) EntriesHeld(string, int) {}
+
+// Peers implements Recorder.
+func (Nop) Peers(string, family.Family, int, int) {}
+
+// WatchEvent implements Recorder.
+func (Nop) WatchEvent(string) {}
+
+// Listed implements Recorder.
+func (Nop) Listed(bool) {}
+
+// APIWrite implements Recorder.
+func (Nop) APIWrite(string, error) {}
+
+// RulesChecked implements Recorder.
+func (Nop) RulesChecked(family.Family, bool, error) {}
+
+// OrNop returns r, or Nop when r is nil.
+func OrNop(r Recorder) Recorder {
+	if r == nil {
+		return Nop{}
+	}
+	return r
+}

@@ -1,0 +1,39 @@
+package sysctl
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/twill-net/twill/family"
+)
+
+func TestEnsure(t *testing.T) {
+	root := t.TempDir()
+	path := filepath.Join(root, "net/ipv4/ip_forward")
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fwd := Prerequisites(family.IPv4)[0]
+	if changed, err := Ensure(root, fwd); err != nil || !changed {
+		t.Fatalf("Ensure: %v %v", changed, err)
+	}
+	if data, _ := os.ReadFile(path); strings.TrimSpace(string(data)) != "1" {
+		t.Errorf("ip_forward = %q", data)
+	}
+	if changed, err := Ensure(root, fwd); err != nil || changed {
+		t.Errorf("second Ensure: %v %v", changed, err)
+	}
+	// A setting whose module is not loaded says how to fix it.
+	_, err := Ensure(root, Prerequisites(family.IPv4)[1])
+	if err == nil || !strings.Contains(err.Error(), "modprobe br_netfilter") {
+		t.Errorf("missing bridge setting: %v", err)
+	}
+	if v6 := Prerequisites(family.IPv6); v6[0].Name != "net.ipv6.conf.all.forwarding" || !strings.Contains(v6[1].Name, "ip6tables") {
+		t.Errorf("IPv6 prerequisites %+v", v6)
+	}
+}
