@@ -17,7 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/twill-net/twill/daemon/flanneldtest"
-	"github.com/twill-net/twill/lab/netns"
+	"github.com/twill-net/twill/internal/testenv/netns"
 )
 
 const netConf = `{"Network": "10.244.0.0/16", "NoMasqueradeCIDRs": ["203.0.113.0/24"], "Backend": {"Type": "vxlan"}}`

@@ -15,7 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/twill-net/twill/lab/netns"
+	"github.com/twill-net/twill/internal/testenv/netns"
 	"github.com/twill-net/twill/lab/node"
 	"github.com/twill-net/twill/lab/proc"
 )

@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twill-net/twill/internal/testenv/netns"
 	"github.com/twill-net/twill/lab/k8sbin"
-	"github.com/twill-net/twill/lab/netns"
 	"github.com/twill-net/twill/lab/node"
 	"github.com/twill-net/twill/lab/proc"
 )

@@ -7,7 +7,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/twill-net/twill/lab/netns"
+	"github.com/twill-net/twill/internal/testenv/netns"
 )
 
 // The underlay stands for kind's Docker network: a bridge in its own

@@ -23,8 +23,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/twill-net/twill/atomicfile"
+	"github.com/twill-net/twill/internal/testenv/netns"
 	"github.com/twill-net/twill/lab/k8sbin"
-	"github.com/twill-net/twill/lab/netns"
 	"github.com/twill-net/twill/lab/pki"
 	"github.com/twill-net/twill/lab/proc"
 )

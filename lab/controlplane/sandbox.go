@@ -6,7 +6,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/twill-net/twill/lab/netns"
+	"github.com/twill-net/twill/internal/testenv/netns"
 )
 
 // Sandbox is a throwaway network namespace for a control plane outside the

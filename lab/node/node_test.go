@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twill-net/twill/lab/netns"
+	"github.com/twill-net/twill/internal/testenv/netns"
 	"github.com/twill-net/twill/lab/proc"
 )
 
