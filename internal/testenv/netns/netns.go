@@ -1,6 +1,7 @@
-// Package netns creates, enters and removes the named network namespaces
-// the lab is made of. They live in /run/netns like those of `ip netns add`,
-// so `ip netns exec NAME …` works on them for debugging.
+// Package netns creates, enters and removes named network namespaces: the
+// ones the lab is made of, and throwaway ones for tests and benchmarks (NS).
+// They live in /run/netns like those of `ip netns add`, so `ip netns exec
+// NAME …` works on them, for tests and for debugging.
 package netns
 
 import (
@@ -83,9 +84,10 @@ func Exists(name string) bool {
 }
 
 // Do runs fn with the calling goroutine's OS thread in the network
-// namespace at path, then moves the thread back. Sockets fn opens stay in
-// that namespace after Do returns.
-func Do(path string, fn func() error) error {
+// namespace at path, then moves the thread back, also when fn ends the
+// goroutine (t.Fatal in a test). Sockets fn opens stay in that namespace
+// after Do returns.
+func Do(path string, fn func() error) (err error) {
 	target, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("opening network namespace %s: %w", path, err)
@@ -102,14 +104,16 @@ func Do(path string, fn func() error) error {
 		runtime.UnlockOSThread()
 		return fmt.Errorf("entering network namespace %s: %w", path, err)
 	}
-	ferr := fn()
-	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-		// Keep the thread locked: the runtime discards it with the
-		// goroutine rather than reuse a thread in the wrong namespace.
-		return fmt.Errorf("returning from network namespace %s: %w", path, err)
-	}
-	runtime.UnlockOSThread()
-	return ferr
+	defer func() {
+		if rerr := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); rerr != nil {
+			// Keep the thread locked: the runtime discards it with the
+			// goroutine rather than reuse a thread in the wrong namespace.
+			err = fmt.Errorf("returning from network namespace %s: %w", path, rerr)
+			return
+		}
+		runtime.UnlockOSThread()
+	}()
+	return fn()
 }
 
 // DialContext returns a dial function whose connections start from inside
