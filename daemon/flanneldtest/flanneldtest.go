@@ -21,8 +21,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/twill-net/twill/internal/testenv/controlplane"
 	"github.com/twill-net/twill/internal/testenv/netns"
-	"github.com/twill-net/twill/lab/controlplane"
 )
 
 // GatewayIP is the underlay bridge's address, where the API server listens.

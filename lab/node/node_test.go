@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/twill-net/twill/internal/testenv/netns"
-	"github.com/twill-net/twill/lab/proc"
+	"github.com/twill-net/twill/internal/testenv/proc"
 )
 
 func TestUnescape(t *testing.T) {

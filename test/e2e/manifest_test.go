@@ -33,9 +33,9 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	sigsyaml "sigs.k8s.io/yaml"
 
+	"github.com/twill-net/twill/internal/testenv/controlplane"
+	"github.com/twill-net/twill/internal/testenv/k8sbin"
 	"github.com/twill-net/twill/internal/testenv/netns"
-	"github.com/twill-net/twill/lab/controlplane"
-	"github.com/twill-net/twill/lab/k8sbin"
 	"github.com/twill-net/twill/netconf"
 	"github.com/twill-net/twill/subnet/subnetenv"
 )
