@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -131,6 +133,17 @@ func DialContext(path string) func(ctx context.Context, network, addr string) (n
 		})
 		return conn, err
 	}
+}
+
+// Exec runs a command inside the network namespace called name (ip netns
+// exec, which also gives it the namespace's /sys) and returns its combined
+// output; the error carries the output too.
+func Exec(name string, args ...string) (string, error) {
+	out, err := exec.Command("ip", append([]string{"netns", "exec", name}, args...)...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s in %s: %w: %s", strings.Join(args, " "), name, err, out)
+	}
+	return string(out), nil
 }
 
 // SetSysctl writes value to /proc/sys/<key> (key with slashes, e.g.

@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -94,13 +92,7 @@ func (n *NS) Do(fn func() error) error { return Do(n.Path(), fn) }
 
 // Exec runs a command inside the namespace (ip netns exec) and returns its
 // combined output.
-func (n *NS) Exec(args ...string) (string, error) {
-	out, err := exec.Command("ip", append([]string{"netns", "exec", n.Name}, args...)...).CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("%s in %s: %w: %s", strings.Join(args, " "), n.Name, err, out)
-	}
-	return string(out), nil
-}
+func (n *NS) Exec(args ...string) (string, error) { return Exec(n.Name, args...) }
 
 // Run is Exec for a test: a failure fails the test.
 func (n *NS) Run(t testing.TB, args ...string) string {
