@@ -8,7 +8,7 @@ import (
 
 	"github.com/coreos/go-iptables/iptables"
 
-	"github.com/twill-net/twill/backend/kernel/kerneltest"
+	"github.com/twill-net/twill/internal/testenv/netns"
 )
 
 func cidr(s string) *net.IPNet {
@@ -63,9 +63,9 @@ func TestSameRule(t *testing.T) {
 // namespace: rules appear exactly once, a second Ensure changes nothing, a
 // rule deleted by hand comes back, and Remove leaves nothing.
 func TestIPTablesInNamespace(t *testing.T) {
-	ns := kerneltest.New(t)
+	ns := netns.New(t)
 	chains := Chains(testCfg, true)
-	err := ns.Do(t, func() error {
+	err := ns.Do(func() error {
 		ipt, err := iptables.New(iptables.Timeout(10))
 		if err != nil {
 			t.Skipf("iptables: %v", err)
@@ -107,7 +107,7 @@ func TestIPTablesInNamespace(t *testing.T) {
 		!strings.Contains(filter, `-A FLANNEL-FWD -d 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT`) {
 		t.Errorf("filter table:\n%s", filter)
 	}
-	err = ns.Do(t, func() error {
+	err = ns.Do(func() error {
 		ipt, err := iptables.New(iptables.Timeout(10))
 		if err != nil {
 			return err
