@@ -42,12 +42,15 @@ const OtherGatewayIP = "172.20.0.1"
 // Env is a running control plane with an underlay.
 type Env struct {
 	// Dir holds the control plane's files, node files and logs.
-	Dir    string
+	Dir string
+	// Prefix begins the name of every namespace the Env makes.
 	Prefix string
 	// UnderNS is the underlay namespace's path.
 	UnderNS string
-	CP      *controlplane.ControlPlane
-	Client  kubernetes.Interface
+	// CP is the control plane, running in the underlay namespace.
+	CP *controlplane.ControlPlane
+	// Client is an admin client of CP's API server.
+	Client kubernetes.Interface
 	// Flanneld is the flanneld binary.
 	Flanneld string
 
@@ -62,9 +65,10 @@ type Node struct {
 	IP   net.IP
 	// NS is the namespace's path; NSName its name in /run/netns.
 	NS, NSName string
-	Dir        string
-	net        *netns.NS
-	procs      []*exec.Cmd
+	// Dir holds the node's files and flanneld's log.
+	Dir   string
+	net   *netns.NS
+	procs []*exec.Cmd
 }
 
 // Start creates the underlay and the control plane. prefix names the
