@@ -13,11 +13,11 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
 	"github.com/twill-net/twill/cniplugin"
-	"github.com/twill-net/twill/cniplugin/cnitest"
+	"github.com/twill-net/twill/internal/testenv/cnihost"
+	"github.com/twill-net/twill/internal/testenv/netns"
 )
 
 var (
@@ -40,7 +40,7 @@ func plugins(t *testing.T) string {
 	buildOnce.Do(func() {
 		binDir, buildErr = os.MkdirTemp("", "twill-cni-bin-")
 		if buildErr == nil {
-			buildErr = cnitest.BuildPlugins(binDir)
+			buildErr = cnihost.BuildPlugins(binDir)
 		}
 	})
 	if buildErr != nil {
@@ -49,13 +49,13 @@ func plugins(t *testing.T) string {
 	return binDir
 }
 
-func newHost(t *testing.T, opt cnitest.Options) *cnitest.Host {
+func newHost(t *testing.T, opt cnihost.Options) *cnihost.Host {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates network namespaces, bridges and veths")
 	}
 	bin := plugins(t)
-	h, err := cnitest.NewHost(bin, t.TempDir(), opt)
+	h, err := cnihost.NewHost(bin, t.TempDir(), opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,10 +91,10 @@ type podNet struct {
 	routes map[string]string // destination → gateway
 }
 
-func inspect(t *testing.T, netns ns.NetNS, ifname string) podNet {
+func inspect(t *testing.T, pod *netns.NS, ifname string) podNet {
 	t.Helper()
 	var p podNet
-	err := netns.Do(func(ns.NetNS) error {
+	err := pod.Do(func() error {
 		link, err := netlink.LinkByName(ifname)
 		if err != nil {
 			return err
@@ -131,12 +131,12 @@ func inspect(t *testing.T, netns ns.NetNS, ifname string) podNet {
 	return p
 }
 
-func ipamRecord(h *cnitest.Host, ip net.IP) string {
-	return filepath.Join(h.IPAMDir, cnitest.NetworkName, ip.String())
+func ipamRecord(h *cnihost.Host, ip net.IP) string {
+	return filepath.Join(h.IPAMDir, cnihost.NetworkName, ip.String())
 }
 
 func TestLifecycleThroughLibcni(t *testing.T) {
-	h := newHost(t, cnitest.Options{})
+	h := newHost(t, cnihost.Options{})
 	ctx := context.Background()
 	_, rootCNI0Before := netlink.LinkByName("cni0")
 
@@ -149,7 +149,7 @@ func TestLifecycleThroughLibcni(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.Add(ctx, cnitest.Runtime("early", early)); !errors.As(err, &e) || e.Code != types.ErrTryAgainLater {
+	if _, err := h.Add(ctx, cnihost.Runtime("early", early)); !errors.As(err, &e) || e.Code != types.ErrTryAgainLater {
 		t.Fatalf("ADD before subnet.env: %v, want code %d", err, types.ErrTryAgainLater)
 	}
 	if err := h.WriteSubnetEnv("10.244.0.0/16", "10.244.3.1/24", 1400, true); err != nil {
@@ -162,7 +162,7 @@ func TestLifecycleThroughLibcni(t *testing.T) {
 	_, subnet, _ := net.ParseCIDR("10.244.3.0/24")
 	type pod struct {
 		id string
-		ns ns.NetNS
+		ns *netns.NS
 		ip net.IP
 	}
 	var pods []*pod
@@ -172,7 +172,7 @@ func TestLifecycleThroughLibcni(t *testing.T) {
 		if p.ns, err = h.NewPod(); err != nil {
 			t.Fatal(err)
 		}
-		res, err := h.Add(ctx, cnitest.Runtime(p.id, p.ns))
+		res, err := h.Add(ctx, cnihost.Runtime(p.id, p.ns))
 		if err != nil {
 			t.Fatalf("ADD %s: %v", p.id, err)
 		}
@@ -198,7 +198,7 @@ func TestLifecycleThroughLibcni(t *testing.T) {
 		if !exists(ipamRecord(h, p.ip)) {
 			t.Errorf("host-local has no record of %s", p.ip)
 		}
-		if err := h.Check(ctx, cnitest.Runtime(p.id, p.ns)); err != nil {
+		if err := h.Check(ctx, cnihost.Runtime(p.id, p.ns)); err != nil {
 			t.Errorf("CHECK %s: %v", p.id, err)
 		}
 		pods = append(pods, p)
@@ -214,19 +214,19 @@ func TestLifecycleThroughLibcni(t *testing.T) {
 
 	// DEL frees the address and the saved file; a second DEL succeeds.
 	p := pods[0]
-	if err := h.Del(ctx, cnitest.Runtime(p.id, p.ns)); err != nil {
+	if err := h.Del(ctx, cnihost.Runtime(p.id, p.ns)); err != nil {
 		t.Fatalf("DEL %s: %v", p.id, err)
 	}
 	if exists(ipamRecord(h, p.ip)) || exists(filepath.Join(h.DataDir, p.id)) {
 		t.Errorf("DEL %s left the address record or the saved configuration", p.id)
 	}
-	if err := p.ns.Do(func(ns.NetNS) error {
+	if err := p.ns.Do(func() error {
 		_, err := netlink.LinkByName("eth0")
 		return err
 	}); err == nil {
 		t.Errorf("DEL %s left eth0 in the pod", p.id)
 	}
-	if err := h.Del(ctx, cnitest.Runtime(p.id, p.ns)); err != nil {
+	if err := h.Del(ctx, cnihost.Runtime(p.id, p.ns)); err != nil {
 		t.Errorf("second DEL %s: %v", p.id, err)
 	}
 
@@ -236,7 +236,7 @@ func TestLifecycleThroughLibcni(t *testing.T) {
 	if err := h.RemovePod(p.ns); err != nil {
 		t.Fatal(err)
 	}
-	rt := cnitest.Runtime(p.id, nil)
+	rt := cnihost.Runtime(p.id, nil)
 	rt.NetNS = path
 	if err := h.Del(ctx, rt); err != nil {
 		t.Fatalf("DEL %s without its netns: %v", p.id, err)
@@ -251,10 +251,10 @@ func TestLifecycleThroughLibcni(t *testing.T) {
 	if err := h.WriteSubnetEnv("10.244.0.0/16", "10.244.7.1/24", 1400, true); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.Check(ctx, cnitest.Runtime(p.id, p.ns)); !errors.As(err, &e) || e.Code != types.ErrInvalidNetworkConfig {
+	if err := h.Check(ctx, cnihost.Runtime(p.id, p.ns)); !errors.As(err, &e) || e.Code != types.ErrInvalidNetworkConfig {
 		t.Errorf("CHECK after the subnet moved: %v, want code %d", err, types.ErrInvalidNetworkConfig)
 	}
-	if err := h.Del(ctx, cnitest.Runtime(p.id, p.ns)); err != nil {
+	if err := h.Del(ctx, cnihost.Runtime(p.id, p.ns)); err != nil {
 		t.Fatalf("DEL %s after the subnet moved: %v", p.id, err)
 	}
 	if exists(ipamRecord(h, p.ip)) {
@@ -267,7 +267,7 @@ func TestLifecycleThroughLibcni(t *testing.T) {
 }
 
 func TestClusterRouteWithoutDefaultGateway(t *testing.T) {
-	h := newHost(t, cnitest.Options{Delegate: map[string]any{"hairpinMode": true}, CNIVersion: "0.4.0"})
+	h := newHost(t, cnihost.Options{Delegate: map[string]any{"hairpinMode": true}, CNIVersion: "0.4.0"})
 	if err := h.WriteSubnetEnv("10.244.0.0/16", "10.244.5.1/24", 1450, false); err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +275,7 @@ func TestClusterRouteWithoutDefaultGateway(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := h.Add(context.Background(), cnitest.Runtime("p", pod))
+	res, err := h.Add(context.Background(), cnihost.Runtime("p", pod))
 	if err != nil {
 		t.Fatalf("ADD: %v", err)
 	}
@@ -292,20 +292,20 @@ func TestClusterRouteWithoutDefaultGateway(t *testing.T) {
 	if got.mtu != 1450 {
 		t.Errorf("MTU %d, want 1450", got.mtu)
 	}
-	if err := h.Check(context.Background(), cnitest.Runtime("p", pod)); err != nil {
+	if err := h.Check(context.Background(), cnihost.Runtime("p", pod)); err != nil {
 		t.Errorf("CHECK: %v", err)
 	}
 }
 
 func TestParallelAdds(t *testing.T) {
-	h := newHost(t, cnitest.Options{})
+	h := newHost(t, cnihost.Options{})
 	if err := h.WriteSubnetEnv("10.244.0.0/16", "10.244.9.1/24", 1450, true); err != nil {
 		t.Fatal(err)
 	}
 	const n = 20
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	pods := make([]ns.NetNS, n)
+	pods := make([]*netns.NS, n)
 	for i := range pods {
 		var err error
 		if pods[i], err = h.NewPod(); err != nil {
@@ -319,7 +319,7 @@ func TestParallelAdds(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res, err := h.Add(ctx, cnitest.Runtime(fmt.Sprintf("par%d", i), pods[i]))
+			res, err := h.Add(ctx, cnihost.Runtime(fmt.Sprintf("par%d", i), pods[i]))
 			if err != nil {
 				errs[i] = err
 				return
@@ -347,7 +347,7 @@ func TestParallelAdds(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = h.Del(ctx, cnitest.Runtime(fmt.Sprintf("par%d", i), pods[i]))
+			errs[i] = h.Del(ctx, cnihost.Runtime(fmt.Sprintf("par%d", i), pods[i]))
 		}()
 	}
 	wg.Wait()
@@ -365,7 +365,7 @@ func TestParallelAdds(t *testing.T) {
 }
 
 func TestGCRemovesLeftovers(t *testing.T) {
-	h := newHost(t, cnitest.Options{})
+	h := newHost(t, cnihost.Options{})
 	ctx := context.Background()
 	if err := h.WriteSubnetEnv("10.244.0.0/16", "10.244.4.1/24", 1450, true); err != nil {
 		t.Fatal(err)
@@ -376,7 +376,7 @@ func TestGCRemovesLeftovers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		res, err := h.Add(ctx, cnitest.Runtime(id, pod))
+		res, err := h.Add(ctx, cnihost.Runtime(id, pod))
 		if err != nil {
 			t.Fatalf("ADD %s: %v", id, err)
 		}
@@ -384,7 +384,7 @@ func TestGCRemovesLeftovers(t *testing.T) {
 	}
 	// A runtime that lost its cache (a new libcni cache dir): libcni itself
 	// issues no DEL, so only the plugin's GC can free "gone".
-	forgetful := cnitest.NewCNI(h.CNI.Path, t.TempDir())
+	forgetful := cnihost.NewCNI(h.CNI.Path, t.TempDir())
 	if err := h.GC(ctx, forgetful, []types.GCAttachment{{ContainerID: "live", IfName: "eth0"}}); err != nil {
 		t.Fatalf("GC: %v", err)
 	}

@@ -16,8 +16,8 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/twill-net/twill/daemon/flanneldtest"
-	"github.com/twill-net/twill/lab/netns"
+	"github.com/twill-net/twill/internal/testenv"
+	"github.com/twill-net/twill/internal/testenv/netns"
 )
 
 const netConf = `{"Network": "10.244.0.0/16", "NoMasqueradeCIDRs": ["203.0.113.0/24"], "Backend": {"Type": "vxlan"}}`
@@ -37,7 +37,7 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() er
 	}
 }
 
-func readyz(n *flanneldtest.Node) error {
+func readyz(n *testenv.Node) error {
 	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: netns.DialContext(n.NS)}}
 	resp, err := c.Get(fmt.Sprintf("http://%s:10268/readyz", n.IP))
 	if err != nil {
@@ -54,8 +54,8 @@ func readyz(n *flanneldtest.Node) error {
 // podCIDRs are 10.244.1.0/24 and 10.244.2.0/24, each with cni0 holding its
 // gateway address in place of pods.
 type cluster struct {
-	env   *flanneldtest.Env
-	nodes [3]*flanneldtest.Node
+	env   *testenv.Env
+	nodes [3]*testenv.Node
 	ctx   context.Context
 }
 
@@ -71,7 +71,7 @@ func newCluster(t *testing.T) *cluster {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
-	env, err := flanneldtest.Start(ctx, dir, fmt.Sprintf("tw%d", os.Getpid()%100000), bin)
+	env, err := testenv.Start(ctx, dir, fmt.Sprintf("tw%d", os.Getpid()%100000), bin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +109,7 @@ func newCluster(t *testing.T) *cluster {
 }
 
 // routeIs waits until node's route to dst reads want.
-func routeIs(t *testing.T, n *flanneldtest.Node, dst, want string) {
+func routeIs(t *testing.T, n *testenv.Node, dst, want string) {
 	t.Helper()
 	eventually(t, 30*time.Second, "route "+want, func() error {
 		out, _ := n.Exec("ip", "route", "show", dst)
@@ -120,7 +120,7 @@ func routeIs(t *testing.T, n *flanneldtest.Node, dst, want string) {
 	})
 }
 
-func pings(t *testing.T, from *flanneldtest.Node, src, dst string) {
+func pings(t *testing.T, from *testenv.Node, src, dst string) {
 	t.Helper()
 	if out, _ := from.Exec("ping", "-c", "3", "-W", "5", "-I", src, dst); !strings.Contains(out, " 0% packet loss") {
 		t.Fatalf("%s → %s from %s:\n%s", src, dst, from.Name, out)
@@ -189,7 +189,7 @@ func TestTwoNodesAgainstARealAPIServer(t *testing.T) {
 	if err := ping.Start(); err != nil {
 		t.Fatal(err)
 	}
-	if err := flanneldtest.Stop(procs[1]); err != nil {
+	if err := testenv.Stop(procs[1]); err != nil {
 		t.Logf("flanneld exit: %v", err)
 	}
 	if procs[1], err = ns[1].StartFlanneld(netConf, args...); err != nil {
@@ -260,7 +260,7 @@ func TestTwoNodesAgainstARealAPIServer(t *testing.T) {
 	}
 
 	// A deleted Node disappears from the other node's kernel.
-	if err := flanneldtest.Stop(procs[2]); err != nil {
+	if err := testenv.Stop(procs[2]); err != nil {
 		t.Logf("flanneld n2 exit: %v", err)
 	}
 	if err := nodes.Delete(ctx, "n2", metav1.DeleteOptions{}); err != nil {
@@ -288,20 +288,20 @@ func TestHostGWAndBackendSwitch(t *testing.T) {
 	n1, n2 := c.nodes[1], c.nodes[2]
 	start := func(conf string) [3]*exec.Cmd {
 		var p [3]*exec.Cmd
-		for i, n := range []*flanneldtest.Node{n1, n2} {
+		for i, n := range []*testenv.Node{n1, n2} {
 			var err error
 			if p[i+1], err = n.StartFlanneld(conf, "--healthz-port=10268"); err != nil {
 				t.Fatal(err)
 			}
 		}
-		for _, n := range []*flanneldtest.Node{n1, n2} {
+		for _, n := range []*testenv.Node{n1, n2} {
 			eventually(t, time.Minute, n.Name+" ready", func() error { return readyz(n) })
 		}
 		return p
 	}
 	stop := func(p [3]*exec.Cmd) {
 		for _, cmd := range p[1:] {
-			_ = flanneldtest.Stop(cmd)
+			_ = testenv.Stop(cmd)
 		}
 	}
 	const vxlanConf = `{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}`
@@ -315,7 +315,7 @@ func TestHostGWAndBackendSwitch(t *testing.T) {
 	p = start(hostGWConf)
 	routeIs(t, n1, "10.244.2.0/24", "10.244.2.0/24 via 172.18.0.12 dev eth0")
 	routeIs(t, n2, "10.244.1.0/24", "10.244.1.0/24 via 172.18.0.11 dev eth0")
-	for _, n := range []*flanneldtest.Node{n1, n2} {
+	for _, n := range []*testenv.Node{n1, n2} {
 		if out, err := n.Exec("ip", "link", "show", "flannel.1"); err == nil {
 			t.Errorf("flannel.1 left on %s after moving to host-gw: %s", n.Name, out)
 		}
@@ -363,12 +363,12 @@ func TestDirectRoutingMixed(t *testing.T) {
 		}
 	}
 	const conf = `{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan", "DirectRouting": true}}`
-	for _, n := range []*flanneldtest.Node{n1, n2, n3} {
+	for _, n := range []*testenv.Node{n1, n2, n3} {
 		if _, err := n.StartFlanneld(conf, "--healthz-port=10268"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for _, n := range []*flanneldtest.Node{n1, n2, n3} {
+	for _, n := range []*testenv.Node{n1, n2, n3} {
 		eventually(t, time.Minute, n.Name+" ready", func() error { return readyz(n) })
 	}
 	routeIs(t, n1, "10.244.2.0/24", "10.244.2.0/24 via 172.18.0.12 dev eth0")
@@ -389,19 +389,19 @@ func TestAPIServerOutage(t *testing.T) {
 	c := newCluster(t)
 	n1, n2 := c.nodes[1], c.nodes[2]
 	var procs []*exec.Cmd
-	for _, n := range []*flanneldtest.Node{n1, n2} {
+	for _, n := range []*testenv.Node{n1, n2} {
 		p, err := n.StartFlanneld(`{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}`, "--healthz-port=10268")
 		if err != nil {
 			t.Fatal(err)
 		}
 		procs = append(procs, p)
 	}
-	for _, n := range []*flanneldtest.Node{n1, n2} {
+	for _, n := range []*testenv.Node{n1, n2} {
 		eventually(t, time.Minute, n.Name+" ready", func() error { return readyz(n) })
 	}
 	routeIs(t, n1, "10.244.2.0/24", "10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink")
 
-	cut := []string{"OUTPUT", "-d", flanneldtest.GatewayIP, "-p", "tcp", "--dport", "6443", "-j", "REJECT", "--reject-with", "tcp-reset"}
+	cut := []string{"OUTPUT", "-d", testenv.GatewayIP, "-p", "tcp", "--dport", "6443", "-j", "REJECT", "--reject-with", "tcp-reset"}
 	if _, err := n1.Exec(append([]string{"iptables", "-I"}, cut...)...); err != nil {
 		t.Fatal(err)
 	}
@@ -409,7 +409,7 @@ func TestAPIServerOutage(t *testing.T) {
 	if out, _ := n1.Exec("ping", "-c", "40", "-i", "0.1", "-W", "1", "-I", "10.244.1.1", "10.244.2.1"); !strings.Contains(out, " 0% packet loss") {
 		t.Errorf("pods lost packets while the API server was unreachable:\n%s", out)
 	}
-	if !flanneldtest.Running(procs[0]) {
+	if !testenv.Running(procs[0]) {
 		t.Fatal("flanneld exited during the outage")
 	}
 	if err := readyz(n1); err != nil {

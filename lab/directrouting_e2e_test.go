@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twill-net/twill/internal/testenv/k8sbin"
 	"github.com/twill-net/twill/lab/images"
-	"github.com/twill-net/twill/lab/k8sbin"
 )
 
 // TestDirectRoutingMixedRoutes brings up a 3-node lab whose last node sits

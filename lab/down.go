@@ -15,9 +15,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/twill-net/twill/lab/netns"
+	"github.com/twill-net/twill/internal/testenv/netns"
+	"github.com/twill-net/twill/internal/testenv/proc"
 	"github.com/twill-net/twill/lab/node"
-	"github.com/twill-net/twill/lab/proc"
 )
 
 // Down removes everything the lab called name (DefaultName if empty) made:

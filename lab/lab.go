@@ -15,7 +15,7 @@ import (
 	"regexp"
 
 	"github.com/twill-net/twill/atomicfile"
-	"github.com/twill-net/twill/lab/netns"
+	"github.com/twill-net/twill/internal/testenv/netns"
 	"github.com/twill-net/twill/lab/node"
 )
 

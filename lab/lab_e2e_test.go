@@ -15,10 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twill-net/twill/lab/k8sbin"
-	"github.com/twill-net/twill/lab/netns"
+	"github.com/twill-net/twill/internal/testenv/k8sbin"
+	"github.com/twill-net/twill/internal/testenv/netns"
+	"github.com/twill-net/twill/internal/testenv/proc"
 	"github.com/twill-net/twill/lab/node"
-	"github.com/twill-net/twill/lab/proc"
 )
 
 func repoRoot(t *testing.T) string {

@@ -3,11 +3,9 @@ package lab
 import (
 	"fmt"
 	"net"
-	"os"
 
-	"github.com/vishvananda/netlink"
-
-	"github.com/twill-net/twill/lab/netns"
+	"github.com/twill-net/twill/internal/testenv/netns"
+	"github.com/twill-net/twill/internal/testenv/underlay"
 )
 
 // The underlay stands for kind's Docker network: a bridge in its own
@@ -92,17 +90,14 @@ func createUnderlay(lab string, routed bool) error {
 	if routed {
 		segs = append(segs, routedSegment)
 	}
-	err = netns.Do(under, func() error {
-		if err := upLoopback(); err != nil {
-			return err
+	for _, s := range segs {
+		if err := underlay.Bridge(under, s.bridge, s.gatewayCIDR()); err != nil {
+			return fmt.Errorf("wiring the underlay: %w", err)
 		}
-		for _, s := range segs {
-			if err := addBridge(s); err != nil {
-				return err
-			}
-		}
-		return addVeth("inet0", &net.IPNet{IP: internetGW, Mask: internetMask}, inet, &net.IPNet{IP: InternetIP, Mask: internetMask}, internetGW)
-	})
+	}
+	err = underlay.Connect(
+		underlay.End{NS: under, Name: "inet0", Addr: (&net.IPNet{IP: internetGW, Mask: internetMask}).String()},
+		underlay.End{NS: inet, Name: "eth0", Addr: (&net.IPNet{IP: InternetIP, Mask: internetMask}).String(), Gateway: internetGW.String()})
 	if err != nil {
 		return fmt.Errorf("wiring the underlay: %w", err)
 	}
@@ -111,20 +106,9 @@ func createUnderlay(lab string, routed bool) error {
 	return netns.SetSysctl(under, "net/ipv4/ip_forward", "1")
 }
 
-// addBridge, called in the underlay namespace, makes the segment's bridge
-// with the gateway address.
-func addBridge(s segment) error {
-	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: s.bridge}}
-	if err := netlink.LinkAdd(br); err != nil {
-		return fmt.Errorf("adding bridge %s: %w", s.bridge, err)
-	}
-	if err := netlink.AddrAdd(br, &netlink.Addr{IPNet: &net.IPNet{IP: s.gateway, Mask: s.mask}}); err != nil {
-		return fmt.Errorf("addressing bridge %s: %w", s.bridge, err)
-	}
-	if err := netlink.LinkSetUp(br); err != nil {
-		return fmt.Errorf("bringing bridge %s up: %w", s.bridge, err)
-	}
-	return nil
+// gatewayCIDR is the gateway's address on the segment, e.g. 172.18.0.1/16.
+func (s segment) gatewayCIDR() string {
+	return (&net.IPNet{IP: s.gateway, Mask: s.mask}).String()
 }
 
 // attachNode creates the node's network namespace with eth0 on the
@@ -135,21 +119,7 @@ func attachNode(lab, name string, index int, seg segment, ip net.IP) (string, er
 	if err != nil {
 		return "", err
 	}
-	host := fmt.Sprintf("veth%d", index)
-	err = netns.Do(netns.Path(underlayNS(lab)), func() error {
-		if err := addVeth(host, nil, path, &net.IPNet{IP: ip, Mask: seg.mask}, seg.gateway); err != nil {
-			return err
-		}
-		br, err := netlink.LinkByName(seg.bridge)
-		if err != nil {
-			return fmt.Errorf("finding bridge %s: %w", seg.bridge, err)
-		}
-		l, err := netlink.LinkByName(host)
-		if err != nil {
-			return err
-		}
-		return netlink.LinkSetMaster(l, br)
-	})
+	err = underlay.Attach(netns.Path(underlayNS(lab)), seg.bridge, fmt.Sprintf("veth%d", index), path, (&net.IPNet{IP: ip, Mask: seg.mask}).String(), seg.gateway.String())
 	if err != nil {
 		return "", fmt.Errorf("attaching %s to the underlay: %w", name, err)
 	}
@@ -164,69 +134,5 @@ func attachNode(lab, name string, index int, seg segment, ip net.IP) (string, er
 // detachNode removes the node's underlay port (its namespace goes with
 // Down or RemoveNode).
 func detachNode(lab string, index int) error {
-	under := netns.Path(underlayNS(lab))
-	if _, err := os.Stat(under); err != nil {
-		return nil
-	}
-	return netns.Do(under, func() error {
-		l, err := netlink.LinkByName(fmt.Sprintf("veth%d", index))
-		if err != nil {
-			return nil
-		}
-		return netlink.LinkDel(l)
-	})
-}
-
-// addVeth, called inside one namespace, makes a veth pair: local end
-// hostName (addressed with hostAddr unless nil) and peer eth0 in the
-// namespace at peerNS, addressed peerAddr with a default route via gw.
-func addVeth(hostName string, hostAddr *net.IPNet, peerNS string, peerAddr *net.IPNet, gw net.IP) error {
-	f, err := os.Open(peerNS)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostName}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(f.Fd()))}
-	if err := netlink.LinkAdd(veth); err != nil {
-		return fmt.Errorf("adding veth %s: %w", hostName, err)
-	}
-	l, err := netlink.LinkByName(hostName)
-	if err != nil {
-		return err
-	}
-	if hostAddr != nil {
-		if err := netlink.AddrAdd(l, &netlink.Addr{IPNet: hostAddr}); err != nil {
-			return fmt.Errorf("addressing %s: %w", hostName, err)
-		}
-	}
-	if err := netlink.LinkSetUp(l); err != nil {
-		return err
-	}
-	return netns.Do(peerNS, func() error {
-		if err := upLoopback(); err != nil {
-			return err
-		}
-		eth, err := netlink.LinkByName("eth0")
-		if err != nil {
-			return err
-		}
-		if err := netlink.AddrAdd(eth, &netlink.Addr{IPNet: peerAddr}); err != nil {
-			return fmt.Errorf("addressing eth0: %w", err)
-		}
-		if err := netlink.LinkSetUp(eth); err != nil {
-			return err
-		}
-		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: gw}); err != nil {
-			return fmt.Errorf("adding default route: %w", err)
-		}
-		return nil
-	})
-}
-
-func upLoopback() error {
-	lo, err := netlink.LinkByName("lo")
-	if err != nil {
-		return err
-	}
-	return netlink.LinkSetUp(lo)
+	return underlay.Detach(netns.Path(underlayNS(lab)), fmt.Sprintf("veth%d", index))
 }

@@ -17,11 +17,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/twill-net/twill/lab/controlplane"
+	"github.com/twill-net/twill/internal/testenv/controlplane"
+	"github.com/twill-net/twill/internal/testenv/k8sbin"
+	"github.com/twill-net/twill/internal/testenv/pki"
 	"github.com/twill-net/twill/lab/images"
-	"github.com/twill-net/twill/lab/k8sbin"
 	"github.com/twill-net/twill/lab/node"
-	"github.com/twill-net/twill/lab/pki"
 )
 
 // TwillImageArchive is where hack/image.sh writes Twill's image, relative to

@@ -8,16 +8,17 @@ import (
 	"testing"
 
 	"github.com/twill-net/twill/backend/kernel"
-	"github.com/twill-net/twill/backend/kernel/kerneltest"
 	"github.com/twill-net/twill/family"
+	"github.com/twill-net/twill/internal/testenv/netns"
+	"github.com/twill-net/twill/internal/testenv/underlay"
 )
 
 // TestApplyBatches checks batched changes against the real kernel: more ops
 // than one batch holds all land, deleting what is missing succeeds, and a
 // failing op reports its own error without stopping the others.
 func TestApplyBatches(t *testing.T) {
-	a, b := kerneltest.New(t), kerneltest.New(t)
-	kerneltest.Veth(t, a, "eth0", "172.18.0.2/16", b, "eth0", "172.18.0.3/16")
+	a, b := netns.New(t), netns.New(t)
+	underlay.Veth(t, a, "eth0", "172.18.0.2/16", b, "eth0", "172.18.0.3/16")
 	k, err := kernel.NewNetlinkAt(a.Handle)
 	if err != nil {
 		t.Fatal(err)
@@ -99,8 +100,8 @@ func TestApplyBatches(t *testing.T) {
 // FDB entries to an IPv6 underlay; the batch encoder takes the family from
 // the addresses.
 func TestIPv6Entries(t *testing.T) {
-	a, b := kerneltest.New(t), kerneltest.New(t)
-	kerneltest.Veth(t, a, "eth0", "fc00::2/64", b, "eth0", "fc00::3/64")
+	a, b := netns.New(t), netns.New(t)
+	underlay.Veth(t, a, "eth0", "fc00::2/64", b, "eth0", "fc00::3/64")
 	k, err := kernel.NewNetlinkAt(a.Handle)
 	if err != nil {
 		t.Fatal(err)

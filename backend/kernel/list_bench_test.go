@@ -6,13 +6,14 @@ import (
 	"testing"
 
 	"github.com/twill-net/twill/backend/kernel"
-	"github.com/twill-net/twill/backend/kernel/kerneltest"
 	"github.com/twill-net/twill/family"
+	"github.com/twill-net/twill/internal/testenv/netns"
+	"github.com/twill-net/twill/internal/testenv/underlay"
 )
 
 func BenchmarkList5000(b *testing.B) {
-	a, c := kerneltest.New(b), kerneltest.New(b)
-	kerneltest.Veth(b, a, "eth0", "172.18.0.2/16", c, "eth0", "172.18.0.3/16")
+	a, c := netns.New(b), netns.New(b)
+	underlay.Veth(b, a, "eth0", "172.18.0.2/16", c, "eth0", "172.18.0.3/16")
 	k, _ := kernel.NewNetlinkAt(a.Handle)
 	defer k.Close()
 	dev, _ := k.AddVXLAN(kernel.VXLAN{Name: "flannel.1", VNI: 1, Port: 8472, Local: netip.MustParseAddr("172.18.0.2"), ParentIndex: mustLink(b, k, "eth0"), MTU: 1450})

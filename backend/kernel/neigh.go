@@ -23,7 +23,9 @@ type Neigh struct {
 var _ Entry = Neigh{}
 
 // Key implements Entry: address and device.
-func (n Neigh) Key() Key { return Key{Kind: KindNeigh, Link: int32(n.LinkIndex), Dst: family.Host(n.IP)} }
+func (n Neigh) Key() Key {
+	return Key{Kind: KindNeigh, Link: int32(n.LinkIndex), Dst: family.Host(n.IP)}
+}
 
 // Equal implements Entry.
 func (n Neigh) Equal(o Entry) bool {

@@ -11,15 +11,16 @@ import (
 
 	"github.com/twill-net/twill/backend"
 	"github.com/twill-net/twill/backend/kernel"
-	"github.com/twill-net/twill/backend/kernel/kerneltest"
 	"github.com/twill-net/twill/family"
+	"github.com/twill-net/twill/internal/testenv/netns"
+	"github.com/twill-net/twill/internal/testenv/underlay"
 	"github.com/twill-net/twill/lease"
 )
 
 // node is one side of the root test: a namespace with an underlay eth0, a
 // cni0 bridge holding the pod gateway address, and the real backend.
 type node struct {
-	ns     *kerneltest.NS
+	ns     *netns.NS
 	k      *kernel.Netlink
 	b      *Backend
 	table  *backend.Table
@@ -27,7 +28,7 @@ type node struct {
 	subnet netip.Prefix
 }
 
-func newNode(t *testing.T, ns *kerneltest.NS, name, ip, subnet string) *node {
+func newNode(t *testing.T, ns *netns.NS, name, ip, subnet string) *node {
 	t.Helper()
 	k, err := kernel.NewNetlinkAt(ns.Handle)
 	if err != nil {
@@ -77,12 +78,12 @@ func (n *node) syncAll(t *testing.T, peers ...*lease.Lease) backend.Stats {
 }
 
 func TestKernelOverlay(t *testing.T) {
-	kerneltest.RequireRoot(t)
+	netns.RequireRoot(t)
 	if _, err := exec.LookPath("ping"); err != nil {
 		t.Skip("ping not installed (make deps installs iputils-ping)")
 	}
-	ns1, ns2 := kerneltest.New(t), kerneltest.New(t)
-	kerneltest.Veth(t, ns1, "eth0", "172.18.0.2/16", ns2, "eth0", "172.18.0.3/16")
+	ns1, ns2 := netns.New(t), netns.New(t)
+	underlay.Veth(t, ns1, "eth0", "172.18.0.2/16", ns2, "eth0", "172.18.0.3/16")
 	n1 := newNode(t, ns1, "node-1", "172.18.0.2", "10.244.1.0/24")
 	n2 := newNode(t, ns2, "node-2", "172.18.0.3", "10.244.2.0/24")
 

@@ -23,10 +23,10 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
-	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/twill-net/twill/bench/report"
-	"github.com/twill-net/twill/cniplugin/cnitest"
+	"github.com/twill-net/twill/internal/testenv/cnihost"
+	"github.com/twill-net/twill/internal/testenv/netns"
 )
 
 const section = "## CNI plugin"
@@ -61,7 +61,7 @@ func run(bin string, pods, parallel int, results string) error {
 	defer os.RemoveAll(work)
 	if bin == "" {
 		bin = filepath.Join(work, "bin")
-		if err := cnitest.BuildPlugins(bin); err != nil {
+		if err := cnihost.BuildPlugins(bin); err != nil {
 			return err
 		}
 	}
@@ -69,7 +69,7 @@ func run(bin string, pods, parallel int, results string) error {
 	if err != nil {
 		return err
 	}
-	for name := range cnitest.Plugins {
+	for name := range cnihost.Plugins {
 		if _, err := os.Stat(filepath.Join(bin, name)); err != nil && name != "loopback" {
 			return fmt.Errorf("%s: run `make plugins` first, or pass -bin \"\" to build them: %w", name, err)
 		}
@@ -114,9 +114,9 @@ func run(bin string, pods, parallel int, results string) error {
 
 // directList is the bridge configuration the flannel plugin would build for
 // the benchmark's subnet.env, given to libcni without the flannel step.
-func directList(h *cnitest.Host) (*libcni.NetworkConfigList, error) {
+func directList(h *cnihost.Host) (*libcni.NetworkConfigList, error) {
 	list := map[string]any{
-		"name": cnitest.NetworkName, "cniVersion": "1.1.0",
+		"name": cnihost.NetworkName, "cniVersion": "1.1.0",
 		"plugins": []any{
 			map[string]any{
 				"type": "bridge", "bridge": "cni0", "mtu": 1450, "ipMasq": false, "isGateway": true,
@@ -139,7 +139,7 @@ func directList(h *cnitest.Host) (*libcni.NetworkConfigList, error) {
 
 func measure(bin, dir string, pods int, direct bool, conc int) (sample, error) {
 	var s sample
-	h, err := cnitest.NewHost(bin, dir, cnitest.Options{})
+	h, err := cnihost.NewHost(bin, dir, cnihost.Options{})
 	if err != nil {
 		return s, err
 	}
@@ -153,7 +153,7 @@ func measure(bin, dir string, pods int, direct bool, conc int) (sample, error) {
 		}
 	}
 	ctx := context.Background()
-	nss := make([]ns.NetNS, pods+1)
+	nss := make([]*netns.NS, pods+1)
 	for i := range nss {
 		if nss[i], err = h.NewPod(); err != nil {
 			return s, err
@@ -161,7 +161,7 @@ func measure(bin, dir string, pods int, direct bool, conc int) (sample, error) {
 	}
 	// Warm-up pod: creates cni0, so every measured ADD is a pod's, not the
 	// node's first.
-	if _, err := h.Add(ctx, cnitest.Runtime("warmup", nss[pods])); err != nil {
+	if _, err := h.Add(ctx, cnihost.Runtime("warmup", nss[pods])); err != nil {
 		return s, fmt.Errorf("warm-up ADD: %w", err)
 	}
 	s.add = make([]time.Duration, pods)
@@ -194,7 +194,7 @@ func measure(bin, dir string, pods int, direct bool, conc int) (sample, error) {
 	start := time.Now()
 	err = each(func(i int) error {
 		t0 := time.Now()
-		_, err := h.Add(ctx, cnitest.Runtime(fmt.Sprintf("pod%d", i), nss[i]))
+		_, err := h.Add(ctx, cnihost.Runtime(fmt.Sprintf("pod%d", i), nss[i]))
 		s.add[i] = time.Since(t0)
 		return err
 	})
@@ -203,7 +203,7 @@ func measure(bin, dir string, pods int, direct bool, conc int) (sample, error) {
 	}
 	err = each(func(i int) error {
 		t0 := time.Now()
-		err := h.Del(ctx, cnitest.Runtime(fmt.Sprintf("pod%d", i), nss[i]))
+		err := h.Del(ctx, cnihost.Runtime(fmt.Sprintf("pod%d", i), nss[i]))
 		s.del[i] = time.Since(t0)
 		return err
 	})
@@ -211,7 +211,7 @@ func measure(bin, dir string, pods int, direct bool, conc int) (sample, error) {
 		return s, fmt.Errorf("DEL: %w", err)
 	}
 	s.wall = time.Since(start)
-	return s, h.Del(ctx, cnitest.Runtime("warmup", nss[pods]))
+	return s, h.Del(ctx, cnihost.Runtime("warmup", nss[pods]))
 }
 
 func loadavg() string {

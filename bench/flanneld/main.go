@@ -23,14 +23,13 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	vnetns "github.com/vishvananda/netns"
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/twill-net/twill/bench/report"
-	"github.com/twill-net/twill/daemon/flanneldtest"
+	"github.com/twill-net/twill/internal/testenv"
 )
 
 const section = "## flanneld at scale"
@@ -106,7 +105,7 @@ func measure(bin string, peers int) (result, error) {
 	defer os.RemoveAll(dir)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	env, err := flanneldtest.Start(ctx, dir, fmt.Sprintf("twb%d", os.Getpid()%100000), bin)
+	env, err := testenv.Start(ctx, dir, fmt.Sprintf("twb%d", os.Getpid()%100000), bin)
 	if err != nil {
 		return r, err
 	}
@@ -125,16 +124,7 @@ func measure(bin string, peers int) (result, error) {
 	if err != nil {
 		return r, err
 	}
-	nsh, err := vnetns.GetFromPath(node.NS)
-	if err != nil {
-		return r, err
-	}
-	defer nsh.Close()
-	h, err := netlink.NewHandleAt(nsh)
-	if err != nil {
-		return r, err
-	}
-	defer h.Close()
+	h := node.Net().Netlink
 
 	runtime.GC()
 	t0 := time.Now()
@@ -147,7 +137,7 @@ func measure(bin string, peers int) (result, error) {
 		return r, err
 	}
 	pid := cmd.Process.Pid // nsenter execs flanneld in place: same PID
-	defer func() { _ = flanneldtest.Stop(cmd) }()
+	defer func() { _ = testenv.Stop(cmd) }()
 	if err := waitRoutes(ctx, h, func(n int) bool { return n >= peers }); err != nil {
 		return r, fmt.Errorf("waiting for %d routes: %w (see %s)", peers, err, node.LogFile())
 	}

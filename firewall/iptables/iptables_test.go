@@ -8,9 +8,9 @@ import (
 
 	goipt "github.com/coreos/go-iptables/iptables"
 
-	"github.com/twill-net/twill/backend/kernel/kerneltest"
 	"github.com/twill-net/twill/family"
 	"github.com/twill-net/twill/firewall"
+	"github.com/twill-net/twill/internal/testenv/netns"
 )
 
 var testPolicy = firewall.Policy{
@@ -65,9 +65,9 @@ func TestSameRule(t *testing.T) {
 // rule deleted by hand comes back, Check names what drifted, turning
 // masquerading off removes its chain, and Remove leaves nothing.
 func TestIPTablesInNamespace(t *testing.T) {
-	ns := kerneltest.New(t)
+	ns := netns.New(t)
 	chains := Chains(testPolicy, true)
-	err := ns.Do(t, func() error {
+	err := ns.Do(func() error {
 		ipt, err := goipt.New(goipt.Timeout(10))
 		if err != nil {
 			t.Skipf("iptables: %v", err)
@@ -117,7 +117,7 @@ func TestIPTablesInNamespace(t *testing.T) {
 		t.Errorf("filter table:\n%s", filter)
 	}
 	// Masquerading off: its chain goes, forwarding stays.
-	err = ns.Do(t, func() error {
+	err = ns.Do(func() error {
 		ipt, err := goipt.New(goipt.Timeout(10))
 		if err != nil {
 			return err
@@ -135,7 +135,7 @@ func TestIPTablesInNamespace(t *testing.T) {
 	if all := ns.Run(t, "iptables-save"); strings.Contains(all, "FLANNEL-POSTRTG") || !strings.Contains(all, "FLANNEL-FWD") {
 		t.Errorf("rules with masquerading off:\n%s", all)
 	}
-	err = ns.Do(t, func() error {
+	err = ns.Do(func() error {
 		ipt, err := goipt.New(goipt.Timeout(10))
 		if err != nil {
 			return err
@@ -153,9 +153,9 @@ func TestIPTablesInNamespace(t *testing.T) {
 // TestIP6TablesInNamespace: the same code keeps an IPv6 policy in
 // ip6tables, and Remove clears it.
 func TestIP6TablesInNamespace(t *testing.T) {
-	ns := kerneltest.New(t)
+	ns := netns.New(t)
 	p := firewall.Policy{Network: netip.MustParsePrefix("fd00:10:244::/56"), Subnet: netip.MustParsePrefix("fd00:10:244:1::/64"), Masquerade: true}
-	err := ns.Do(t, func() error {
+	err := ns.Do(func() error {
 		fw, err := New(family.IPv6)
 		if err != nil {
 			t.Skipf("ip6tables: %v", err)
@@ -178,7 +178,7 @@ func TestIP6TablesInNamespace(t *testing.T) {
 	if v4 := ns.Run(t, "iptables-save"); strings.Contains(v4, "FLANNEL") {
 		t.Errorf("an IPv6 policy wrote IPv4 rules:\n%s", v4)
 	}
-	if err := ns.Do(t, func() error {
+	if err := ns.Do(func() error {
 		fw, err := New(family.IPv6)
 		if err != nil {
 			return err

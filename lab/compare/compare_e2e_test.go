@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twill-net/twill/internal/testenv/k8sbin"
+	"github.com/twill-net/twill/internal/testenv/netns"
 	"github.com/twill-net/twill/lab"
-	"github.com/twill-net/twill/lab/k8sbin"
-	"github.com/twill-net/twill/lab/netns"
 )
 
 // TestCompareQuick runs `twill lab compare --quick` end to end: a vxlan and

@@ -22,7 +22,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/twill-net/twill/lab/proc"
+	"github.com/twill-net/twill/internal/testenv/proc"
 )
 
 // PrivateDirs are the host paths each node gets its own copy of (bind

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twill-net/twill/lab/netns"
-	"github.com/twill-net/twill/lab/proc"
+	"github.com/twill-net/twill/internal/testenv/netns"
+	"github.com/twill-net/twill/internal/testenv/proc"
 )
 
 func TestUnescape(t *testing.T) {

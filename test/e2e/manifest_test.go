@@ -22,7 +22,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -35,9 +34,10 @@ import (
 
 	"github.com/twill-net/twill/backend/builtin"
 	"github.com/twill-net/twill/family"
-	"github.com/twill-net/twill/lab/controlplane"
-	"github.com/twill-net/twill/lab/k8sbin"
-	"github.com/twill-net/twill/lab/netns"
+	"github.com/twill-net/twill/internal/testenv/controlplane"
+	"github.com/twill-net/twill/internal/testenv/k8sbin"
+	"github.com/twill-net/twill/internal/testenv/netns"
+	"github.com/twill-net/twill/internal/testenv/underlay"
 	"github.com/twill-net/twill/netconf"
 	"github.com/twill-net/twill/subnet/subnetenv"
 )
@@ -598,28 +598,7 @@ func (f *mfFlanneld) stop(t *testing.T) string {
 func mfStartFlanneld(t *testing.T, ctx context.Context, m *mfObjects, nsPath, dir, bin, kubeconfig, nodeName string) *mfFlanneld {
 	t.Helper()
 	ip := net.ParseIP("172.18.0.10").To4()
-	err := netns.Do(nsPath, func() error {
-		la := netlink.NewLinkAttrs()
-		la.Name, la.MTU = "twl0", 1500
-		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "twl1"}); err != nil {
-			return fmt.Errorf("adding veth twl0: %w", err)
-		}
-		for _, name := range []string{"twl0", "twl1"} {
-			l, err := netlink.LinkByName(name)
-			if err != nil {
-				return err
-			}
-			if err := netlink.LinkSetUp(l); err != nil {
-				return fmt.Errorf("setting %s up: %w", name, err)
-			}
-			if name == "twl0" {
-				if err := netlink.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: ip, Mask: net.CIDRMask(16, 32)}}); err != nil {
-					return fmt.Errorf("adding %s to twl0: %w", ip, err)
-				}
-			}
-		}
-		return nil
-	})
+	err := underlay.Connect(underlay.End{NS: nsPath, Name: "twl0", Addr: ip.String() + "/16"}, underlay.End{NS: nsPath, Name: "twl1"})
 	if err != nil {
 		t.Fatalf("making the node's interface: %v", err)
 	}

@@ -1,9 +1,16 @@
-// Package flanneldtest runs real flanneld processes against a real API
-// server, all inside network namespaces it creates: an underlay namespace
-// with a bridge (172.18.0.1/16) that also hosts etcd and kube-apiserver, and
-// one namespace per node with eth0 on that bridge. The flanneld end-to-end
-// test and the scale benchmark use it; the full kubelet lab is elsewhere.
-package flanneldtest
+// Package testenv is Twill's test environment. This package runs real
+// flanneld processes against a real API server, all inside network
+// namespaces it creates: an underlay namespace with a bridge
+// (172.18.0.1/16) that also hosts etcd and kube-apiserver, and one
+// namespace per node with eth0 on that bridge. The flanneld end-to-end test
+// and the scale benchmark use it.
+//
+// Its subpackages are the parts, shared with the other tests and the lab
+// (`twill lab`, a full kubelet cluster): netns (namespaces), underlay
+// (bridges and veths), controlplane with pki, proc and k8sbin (etcd and the
+// Kubernetes control plane), and cnihost (the CNI plugin run as a runtime
+// runs it).
+package testenv
 
 import (
 	"context"
@@ -18,11 +25,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/twill-net/twill/lab/controlplane"
-	"github.com/twill-net/twill/lab/netns"
+	"github.com/twill-net/twill/internal/testenv/controlplane"
+	"github.com/twill-net/twill/internal/testenv/netns"
+	"github.com/twill-net/twill/internal/testenv/underlay"
 )
 
 // GatewayIP is the underlay bridge's address, where the API server listens.
@@ -35,15 +42,19 @@ const OtherGatewayIP = "172.20.0.1"
 // Env is a running control plane with an underlay.
 type Env struct {
 	// Dir holds the control plane's files, node files and logs.
-	Dir    string
+	Dir string
+	// Prefix begins the name of every namespace the Env makes.
 	Prefix string
 	// UnderNS is the underlay namespace's path.
 	UnderNS string
-	CP      *controlplane.ControlPlane
-	Client  kubernetes.Interface
+	// CP is the control plane, running in the underlay namespace.
+	CP *controlplane.ControlPlane
+	// Client is an admin client of CP's API server.
+	Client kubernetes.Interface
 	// Flanneld is the flanneld binary.
 	Flanneld string
 
+	under *netns.NS
 	nodes []*Node
 }
 
@@ -54,8 +65,10 @@ type Node struct {
 	IP   net.IP
 	// NS is the namespace's path; NSName its name in /run/netns.
 	NS, NSName string
-	Dir        string
-	procs      []*exec.Cmd
+	// Dir holds the node's files and flanneld's log.
+	Dir   string
+	net   *netns.NS
+	procs []*exec.Cmd
 }
 
 // Start creates the underlay and the control plane. prefix names the
@@ -67,33 +80,14 @@ func Start(ctx context.Context, dir, prefix, flanneld string) (env *Env, err err
 			e.Close()
 		}
 	}()
-	if e.UnderNS, err = netns.Create(prefix + "-under"); err != nil {
+	if e.under, err = netns.Make(prefix + "-under"); err != nil {
 		return nil, err
 	}
-	err = netns.Do(e.UnderNS, func() error {
-		lo, err := netlink.LinkByName("lo")
-		if err != nil {
-			return err
-		}
-		if err := netlink.LinkSetUp(lo); err != nil {
-			return err
-		}
-		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}
-		if err := netlink.LinkAdd(br); err != nil {
-			return fmt.Errorf("creating br0: %w", err)
-		}
-		for _, a := range []string{GatewayIP + "/16", OtherGatewayIP + "/16"} {
-			addr, _ := netlink.ParseAddr(a)
-			if err := netlink.AddrAdd(br, addr); err != nil {
-				return err
-			}
-		}
-		if err := netlink.LinkSetUp(br); err != nil {
-			return err
-		}
-		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644)
-	})
-	if err != nil {
+	e.UnderNS = e.under.Path()
+	if err := underlay.Bridge(e.UnderNS, "br0", GatewayIP+"/16", OtherGatewayIP+"/16"); err != nil {
+		return nil, fmt.Errorf("setting up the underlay: %w", err)
+	}
+	if err := netns.SetSysctl(e.UnderNS, "net/ipv4/ip_forward", "1"); err != nil {
 		return nil, fmt.Errorf("setting up the underlay: %w", err)
 	}
 	e.CP, err = controlplane.Start(ctx, controlplane.Options{
@@ -126,63 +120,23 @@ func (e *Env) AddNode(name, ip string) (*Node, error) {
 		return nil, err
 	}
 	var err error
-	if n.NS, err = netns.Create(n.NSName); err != nil {
+	if n.net, err = netns.Make(n.NSName); err != nil {
 		return nil, err
 	}
+	n.NS = n.net.Path()
 	e.nodes = append(e.nodes, n)
 	host := "v" + strconv.Itoa(len(e.nodes)) + "-" + e.Prefix
 	if len(host) > 15 {
 		host = host[:15]
 	}
-	err = netns.Do(e.UnderNS, func() error {
-		nsFile, err := os.Open(n.NS)
-		if err != nil {
-			return err
-		}
-		defer nsFile.Close()
-		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: host, MTU: 1500}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(nsFile.Fd()))}
-		if err := netlink.LinkAdd(veth); err != nil {
-			return fmt.Errorf("creating veth: %w", err)
-		}
-		br, err := netlink.LinkByName("br0")
-		if err != nil {
-			return err
-		}
-		l, err := netlink.LinkByName(host)
-		if err != nil {
-			return err
-		}
-		if err := netlink.LinkSetMaster(l, br); err != nil {
-			return err
-		}
-		return netlink.LinkSetUp(l)
-	})
-	if err != nil {
-		return nil, err
-	}
-	err = netns.Do(n.NS, func() error {
-		for _, name := range []string{"lo", "eth0"} {
-			l, err := netlink.LinkByName(name)
-			if err != nil {
-				return err
-			}
-			if name == "eth0" {
-				addr, _ := netlink.ParseAddr(ip + "/16")
-				if err := netlink.AddrAdd(l, addr); err != nil {
-					return err
-				}
-			}
-			if err := netlink.LinkSetUp(l); err != nil {
-				return err
-			}
-		}
-		return netlink.RouteAdd(&netlink.Route{Gw: net.ParseIP(gw)})
-	})
-	if err != nil {
+	if err := underlay.Attach(e.UnderNS, "br0", host, n.NS, ip+"/16", gw); err != nil {
 		return nil, fmt.Errorf("setting up node %s: %w", name, err)
 	}
 	return n, nil
 }
+
+// Net is the node's network namespace, with a netlink handle bound to it.
+func (n *Node) Net() *netns.NS { return n.net }
 
 // SubnetFile is where the node's flanneld writes subnet.env.
 func (n *Node) SubnetFile() string { return filepath.Join(n.Dir, "subnet.env") }
@@ -244,13 +198,7 @@ func Stop(cmd *exec.Cmd) error {
 }
 
 // Exec runs a command in the node's namespace and returns its output.
-func (n *Node) Exec(args ...string) (string, error) {
-	out, err := exec.Command("ip", append([]string{"netns", "exec", n.NSName}, args...)...).CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("%s on %s: %w: %s", strings.Join(args, " "), n.Name, err, out)
-	}
-	return string(out), nil
-}
+func (n *Node) Exec(args ...string) (string, error) { return n.net.Exec(args...) }
 
 // Close stops every flanneld, the control plane, and removes the namespaces.
 func (e *Env) Close() error {
@@ -259,7 +207,7 @@ func (e *Env) Close() error {
 		for _, p := range n.procs {
 			_ = Stop(p)
 		}
-		if err := netns.Delete(n.NSName); err != nil {
+		if err := n.net.Close(); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -268,8 +216,8 @@ func (e *Env) Close() error {
 			errs = append(errs, err)
 		}
 	}
-	if e.UnderNS != "" {
-		if err := netns.Delete(e.Prefix + "-under"); err != nil {
+	if e.under != nil {
+		if err := e.under.Close(); err != nil {
 			errs = append(errs, err)
 		}
 	}

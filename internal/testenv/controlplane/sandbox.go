@@ -6,7 +6,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/twill-net/twill/lab/netns"
+	"github.com/twill-net/twill/internal/testenv/netns"
 )
 
 // Sandbox is a throwaway network namespace for a control plane outside the
@@ -18,6 +18,8 @@ type Sandbox struct {
 	NetNS string
 	// IP is the address for Options.AdvertiseIP.
 	IP net.IP
+
+	ns *netns.NS
 }
 
 // NewSandbox creates the network namespace called name with ip (default
@@ -26,26 +28,20 @@ func NewSandbox(name string, ip net.IP) (*Sandbox, error) {
 	if ip == nil {
 		ip = net.ParseIP(DefaultAdvertiseIP)
 	}
-	path, err := netns.Create(name)
+	ns, err := netns.Make(name)
 	if err != nil {
 		return nil, err
 	}
-	err = netns.Do(path, func() error {
-		lo, err := netlink.LinkByName("lo")
-		if err != nil {
-			return fmt.Errorf("finding lo: %w", err)
-		}
-		if err := netlink.AddrAdd(lo, &netlink.Addr{IPNet: &net.IPNet{IP: ip, Mask: net.CIDRMask(32, 32)}}); err != nil {
-			return fmt.Errorf("adding %s to lo: %w", ip, err)
-		}
-		return netlink.LinkSetUp(lo)
-	})
-	if err != nil {
-		_ = netns.Delete(name)
-		return nil, fmt.Errorf("setting up sandbox %s: %w", name, err)
+	lo, err := ns.Netlink.LinkByName("lo")
+	if err == nil {
+		err = ns.Netlink.AddrAdd(lo, &netlink.Addr{IPNet: &net.IPNet{IP: ip, Mask: net.CIDRMask(32, 32)}})
 	}
-	return &Sandbox{Name: name, NetNS: path, IP: ip}, nil
+	if err != nil {
+		_ = ns.Close()
+		return nil, fmt.Errorf("setting up sandbox %s: adding %s to lo: %w", name, ip, err)
+	}
+	return &Sandbox{Name: name, NetNS: ns.Path(), IP: ip, ns: ns}, nil
 }
 
 // Close removes the namespace; stop the control plane first.
-func (s *Sandbox) Close() error { return netns.Delete(s.Name) }
+func (s *Sandbox) Close() error { return s.ns.Close() }

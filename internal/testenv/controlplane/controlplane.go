@@ -23,10 +23,10 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/twill-net/twill/atomicfile"
-	"github.com/twill-net/twill/lab/k8sbin"
-	"github.com/twill-net/twill/lab/netns"
-	"github.com/twill-net/twill/lab/pki"
-	"github.com/twill-net/twill/lab/proc"
+	"github.com/twill-net/twill/internal/testenv/k8sbin"
+	"github.com/twill-net/twill/internal/testenv/netns"
+	"github.com/twill-net/twill/internal/testenv/pki"
+	"github.com/twill-net/twill/internal/testenv/proc"
 )
 
 // Defaults for Options.

@@ -1,6 +1,7 @@
-// Package netns creates, enters and removes the named network namespaces
-// the lab is made of. They live in /run/netns like those of `ip netns add`,
-// so `ip netns exec NAME …` works on them for debugging.
+// Package netns creates, enters and removes named network namespaces: the
+// ones the lab is made of, and throwaway ones for tests and benchmarks (NS).
+// They live in /run/netns like those of `ip netns add`, so `ip netns exec
+// NAME …` works on them, for tests and for debugging.
 package netns
 
 import (
@@ -9,8 +10,10 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -83,9 +86,10 @@ func Exists(name string) bool {
 }
 
 // Do runs fn with the calling goroutine's OS thread in the network
-// namespace at path, then moves the thread back. Sockets fn opens stay in
-// that namespace after Do returns.
-func Do(path string, fn func() error) error {
+// namespace at path, then moves the thread back, also when fn ends the
+// goroutine (t.Fatal in a test). Sockets fn opens stay in that namespace
+// after Do returns.
+func Do(path string, fn func() error) (err error) {
 	target, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("opening network namespace %s: %w", path, err)
@@ -102,14 +106,16 @@ func Do(path string, fn func() error) error {
 		runtime.UnlockOSThread()
 		return fmt.Errorf("entering network namespace %s: %w", path, err)
 	}
-	ferr := fn()
-	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-		// Keep the thread locked: the runtime discards it with the
-		// goroutine rather than reuse a thread in the wrong namespace.
-		return fmt.Errorf("returning from network namespace %s: %w", path, err)
-	}
-	runtime.UnlockOSThread()
-	return ferr
+	defer func() {
+		if rerr := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); rerr != nil {
+			// Keep the thread locked: the runtime discards it with the
+			// goroutine rather than reuse a thread in the wrong namespace.
+			err = fmt.Errorf("returning from network namespace %s: %w", path, rerr)
+			return
+		}
+		runtime.UnlockOSThread()
+	}()
+	return fn()
 }
 
 // DialContext returns a dial function whose connections start from inside
@@ -127,6 +133,17 @@ func DialContext(path string) func(ctx context.Context, network, addr string) (n
 		})
 		return conn, err
 	}
+}
+
+// Exec runs a command inside the network namespace called name (ip netns
+// exec, which also gives it the namespace's /sys) and returns its combined
+// output; the error carries the output too.
+func Exec(name string, args ...string) (string, error) {
+	out, err := exec.Command("ip", append([]string{"netns", "exec", name}, args...)...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s in %s: %w: %s", strings.Join(args, " "), name, err, out)
+	}
+	return string(out), nil
 }
 
 // SetSysctl writes value to /proc/sys/<key> (key with slashes, e.g.

@@ -1,4 +1,5 @@
-// Package pki makes the lab's certificate authority, the serving and client
+// Package pki makes a test cluster's certificate authority (the lab's, a
+// test's or a benchmark's control plane), the serving and client
 // certificates of its components, service-account keys and kubeconfigs.
 // Keys are ECDSA P-256: quick to make and accepted by every component.
 package pki

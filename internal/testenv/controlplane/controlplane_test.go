@@ -13,8 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/twill-net/twill/lab/k8sbin"
-	"github.com/twill-net/twill/lab/proc"
+	"github.com/twill-net/twill/internal/testenv/k8sbin"
+	"github.com/twill-net/twill/internal/testenv/proc"
 )
 
 func TestStartAllocatesNodeCIDRs(t *testing.T) {

@@ -1,9 +1,10 @@
-// Package cnitest runs the flannel CNI plugin the way a container runtime
+// Package cnihost runs the flannel CNI plugin the way a container runtime
 // does, through libcni with the real bridge, host-local and portmap plugins,
-// on a throwaway "host" network namespace with throwaway pod namespaces. The
-// integration tests and the CNI benchmark share it. Everything it makes
-// lives in namespaces and directories it removes in Close; it needs root.
-package cnitest
+// on a throwaway "host" network namespace with throwaway pod namespaces
+// (netns.NS). The integration tests and the CNI benchmark share it.
+// Everything it makes lives in namespaces and directories it removes in
+// Close; it needs root.
+package cnihost
 
 import (
 	"context"
@@ -20,10 +21,8 @@ import (
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
-	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/containernetworking/plugins/pkg/testutils"
-	"github.com/vishvananda/netlink"
 
+	"github.com/twill-net/twill/internal/testenv/netns"
 	"github.com/twill-net/twill/subnet/subnetenv"
 )
 
@@ -59,7 +58,7 @@ func BuildPlugins(dir string) error {
 // manifest configures it.
 type Host struct {
 	// NS is the host network namespace; cni0 is made in it.
-	NS ns.NetNS
+	NS *netns.NS
 	// Dir holds subnet.env, the plugin's data dir and host-local's store.
 	Dir        string
 	SubnetFile string
@@ -70,7 +69,7 @@ type Host struct {
 	CNI        *libcni.CNIConfig
 
 	mu   sync.Mutex
-	pods []ns.NetNS
+	pods []*netns.NS
 }
 
 // Options change the delegate part of the conflist.
@@ -85,7 +84,7 @@ type Options struct {
 // NewHost makes the host namespace and a work directory under dir, with the
 // plugins from binDir. subnet.env is not written: call WriteSubnetEnv.
 func NewHost(binDir, dir string, opt Options) (*Host, error) {
-	hostNS, err := testutils.NewNS()
+	hostNS, err := netns.Make("")
 	if err != nil {
 		return nil, fmt.Errorf("creating the host network namespace: %w", err)
 	}
@@ -96,17 +95,6 @@ func NewHost(binDir, dir string, opt Options) (*Host, error) {
 		DataDir:    filepath.Join(dir, "cni", "flannel"),
 		IPAMDir:    filepath.Join(dir, "cni", "networks"),
 		CacheDir:   filepath.Join(dir, "cni", "cache"),
-	}
-	// Bring lo up, as a real host has it.
-	if err := hostNS.Do(func(ns.NetNS) error {
-		lo, err := netlink.LinkByName("lo")
-		if err != nil {
-			return err
-		}
-		return netlink.LinkSetUp(lo)
-	}); err != nil {
-		h.Close()
-		return nil, fmt.Errorf("bringing lo up in the host namespace: %w", err)
 	}
 	delegate := opt.Delegate
 	if delegate == nil {
@@ -159,8 +147,8 @@ func (h *Host) WriteSubnetEnv(network, subnet string, mtu int, ipMasq bool) erro
 }
 
 // NewPod makes a pod network namespace, removed by Close.
-func (h *Host) NewPod() (ns.NetNS, error) {
-	pod, err := testutils.NewNS()
+func (h *Host) NewPod() (*netns.NS, error) {
+	pod, err := netns.Make("")
 	if err != nil {
 		return nil, fmt.Errorf("creating a pod network namespace: %w", err)
 	}
@@ -172,7 +160,7 @@ func (h *Host) NewPod() (ns.NetNS, error) {
 
 // RemovePod deletes a pod namespace early, as a runtime does before DEL
 // when a sandbox died.
-func (h *Host) RemovePod(pod ns.NetNS) error {
+func (h *Host) RemovePod(pod *netns.NS) error {
 	h.mu.Lock()
 	for i, p := range h.pods {
 		if p == pod {
@@ -181,11 +169,11 @@ func (h *Host) RemovePod(pod ns.NetNS) error {
 		}
 	}
 	h.mu.Unlock()
-	return closeNS(pod)
+	return pod.Close()
 }
 
 // Runtime is the runtime configuration for a pod's eth0.
-func Runtime(id string, pod ns.NetNS) *libcni.RuntimeConf {
+func Runtime(id string, pod *netns.NS) *libcni.RuntimeConf {
 	path := ""
 	if pod != nil {
 		path = pod.Path()
@@ -196,7 +184,7 @@ func Runtime(id string, pod ns.NetNS) *libcni.RuntimeConf {
 // in runs f with the calling thread in the host namespace, so the plugins
 // libcni starts run there too.
 func (h *Host) in(f func() error) error {
-	return h.NS.Do(func(ns.NetNS) error { return f() })
+	return h.NS.Do(f)
 }
 
 // Add runs ADD for the conflist.
@@ -242,19 +230,11 @@ func (h *Host) Close() error {
 	h.pods = nil
 	h.mu.Unlock()
 	for _, p := range pods {
-		errs = append(errs, closeNS(p))
+		errs = append(errs, p.Close())
 	}
 	if h.NS != nil {
-		errs = append(errs, closeNS(h.NS))
+		errs = append(errs, h.NS.Close())
 		h.NS = nil
 	}
 	return errors.Join(errs...)
-}
-
-func closeNS(n ns.NetNS) error {
-	err := n.Close()
-	if uerr := testutils.UnmountNS(n); uerr != nil {
-		err = errors.Join(err, uerr)
-	}
-	return err
 }

@@ -1,8 +1,9 @@
-// Package proc starts the lab's long-running daemons detached from the
-// caller (so `twill lab up` can exit and leave the cluster running), records
-// each one's PID together with its start time in a file, and stops exactly
-// those processes later, from the same process or another one. It also finds
-// the processes left in a lab's namespaces or cgroups after a crash.
+// Package proc starts a test environment's long-running daemons (the lab's,
+// a control plane's) detached from the caller (so `twill lab up` can exit
+// and leave the cluster running), records each one's PID together with its
+// start time in a file, and stops exactly those processes later, from the
+// same process or another one. It also finds the processes left in a lab's
+// namespaces or cgroups after a crash.
 package proc
 
 import (
