@@ -18,6 +18,7 @@ import (
 
 	"github.com/twill-net/twill/internal/testenv"
 	"github.com/twill-net/twill/internal/testenv/netns"
+	"github.com/twill-net/twill/internal/testenv/underlay"
 )
 
 const netConf = `{"Network": "10.244.0.0/16", "NoMasqueradeCIDRs": ["203.0.113.0/24"], "Backend": {"Type": "vxlan"}}`
@@ -95,14 +96,8 @@ func newCluster(t *testing.T) *cluster {
 		if c.nodes[i], err = env.AddNode(name, fmt.Sprintf("172.18.0.%d", 10+i)); err != nil {
 			t.Fatal(err)
 		}
-		for _, cmd := range [][]string{
-			{"ip", "link", "add", "cni0", "type", "bridge"},
-			{"ip", "addr", "add", fmt.Sprintf("10.244.%d.1/24", i), "dev", "cni0"},
-			{"ip", "link", "set", "cni0", "up"},
-		} {
-			if _, err := c.nodes[i].Exec(cmd...); err != nil {
-				t.Fatal(err)
-			}
+		if err := underlay.Bridge(c.nodes[i].NS, "cni0", fmt.Sprintf("10.244.%d.1/24", i)); err != nil {
+			t.Fatal(err)
 		}
 	}
 	return c
@@ -357,10 +352,8 @@ func TestDirectRoutingMixed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, cmd := range [][]string{{"ip", "link", "add", "cni0", "type", "bridge"}, {"ip", "addr", "add", "10.244.3.1/24", "dev", "cni0"}, {"ip", "link", "set", "cni0", "up"}} {
-		if _, err := n3.Exec(cmd...); err != nil {
-			t.Fatal(err)
-		}
+	if err := underlay.Bridge(n3.NS, "cni0", "10.244.3.1/24"); err != nil {
+		t.Fatal(err)
 	}
 	const conf = `{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan", "DirectRouting": true}}`
 	for _, n := range []*testenv.Node{n1, n2, n3} {

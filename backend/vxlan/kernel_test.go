@@ -1,13 +1,10 @@
 package vxlan
 
 import (
-	"net"
 	"net/netip"
 	"os/exec"
 	"strings"
 	"testing"
-
-	"github.com/vishvananda/netlink"
 
 	"github.com/twill-net/twill/backend"
 	"github.com/twill-net/twill/backend/kernel"
@@ -49,15 +46,7 @@ func newNode(t *testing.T, ns *netns.NS, name, ip, subnet string) *node {
 		t.Fatal(err)
 	}
 	// cni0 with the gateway address stands in for the pods.
-	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "cni0"}}
-	if err := ns.Netlink.LinkAdd(br); err != nil {
-		t.Fatal(err)
-	}
-	gw := &netlink.Addr{IPNet: &net.IPNet{IP: lease.GatewayIP(n.Subnet).AsSlice(), Mask: net.CIDRMask(n.Subnet.Bits(), 32)}}
-	if err := ns.Netlink.AddrAdd(br, gw); err != nil {
-		t.Fatal(err)
-	}
-	if err := ns.Netlink.LinkSetUp(br); err != nil {
+	if err := underlay.Bridge(ns.Path(), "cni0", netip.PrefixFrom(lease.GatewayIP(n.Subnet), n.Subnet.Bits()).String()); err != nil {
 		t.Fatal(err)
 	}
 	l := &lease.Lease{Node: name, BackendType: Type, Nets: []lease.Net{{Subnet: n.Subnet, PublicIP: n.Addr, BackendData: b.Data()}}}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"sync/atomic"
-	"testing"
 
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
@@ -22,6 +21,18 @@ type NS struct {
 	Handle vnetns.NsHandle
 	// Netlink is a netlink handle bound to the namespace.
 	Netlink *netlink.Handle
+}
+
+// T is the part of testing.TB the test helpers here use. It is declared
+// here, not taken from package testing, so the lab, which shares this
+// package, does not link the testing package into the twill binary.
+type T interface {
+	Helper()
+	Cleanup(func())
+	Skip(args ...any)
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Errorf(format string, args ...any)
 }
 
 // seq makes the names of throwaway namespaces unique within the process.
@@ -58,7 +69,7 @@ func Make(name string) (*NS, error) {
 }
 
 // RequireRoot skips the test unless it runs as root.
-func RequireRoot(t testing.TB) {
+func RequireRoot(t T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create network namespaces (CI runs as root)")
@@ -68,7 +79,7 @@ func RequireRoot(t testing.TB) {
 // New makes a throwaway namespace for the test (Make with a unique name)
 // and removes it when the test ends, pass or fail. It skips the test when
 // not run as root.
-func New(t testing.TB) *NS {
+func New(t T) *NS {
 	t.Helper()
 	RequireRoot(t)
 	n, err := Make("")
@@ -95,7 +106,7 @@ func (n *NS) Do(fn func() error) error { return Do(n.Path(), fn) }
 func (n *NS) Exec(args ...string) (string, error) { return Exec(n.Name, args...) }
 
 // Run is Exec for a test: a failure fails the test.
-func (n *NS) Run(t testing.TB, args ...string) string {
+func (n *NS) Run(t T, args ...string) string {
 	t.Helper()
 	out, err := n.Exec(args...)
 	if err != nil {

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"testing"
 
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
@@ -147,7 +146,7 @@ func (e End) configure(h *netlink.Handle) error {
 
 // Veth is Connect for a root test: ifA in a and ifB in b, addressed addrA
 // and addrB (CIDR notation, empty for none); a failure fails the test.
-func Veth(t testing.TB, a *netns.NS, ifA, addrA string, b *netns.NS, ifB, addrB string) {
+func Veth(t netns.T, a *netns.NS, ifA, addrA string, b *netns.NS, ifB, addrB string) {
 	t.Helper()
 	if err := Connect(End{NS: a.Path(), Name: ifA, Addr: addrA}, End{NS: b.Path(), Name: ifB, Addr: addrB}); err != nil {
 		t.Fatalf("connecting %s and %s: %v", a.Name, b.Name, err)
