@@ -133,6 +133,16 @@ func (h *harness) eventually(what string, cond func() bool) {
 	}
 }
 
+// node0Programmed reports whether the kernel holds exactly node-0's
+// entries (peerNode("node-0", "10.244.0.0/24", "172.18.0.3", "0a:00:00:00:00:10")).
+func (h *harness) node0Programmed() func() bool {
+	return h.stateIs(
+		"route 10.244.0.0/24 via 10.244.0.0 dev flannel.1 onlink",
+		"neigh 10.244.0.0 lladdr 0a:00:00:00:00:10 dev flannel.1",
+		"fdb 0a:00:00:00:00:10 dst 172.18.0.3 dev flannel.1",
+	)
+}
+
 func (h *harness) stateIs(want ...string) func() bool {
 	slices.Sort(want)
 	return func() bool { return slices.Equal(h.k.Dump(), want) }
@@ -144,11 +154,7 @@ func TestStartPublishesAndProgramsPeers(t *testing.T) {
 		// A node with no annotations at all (upstream flannel panics here).
 		&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "bare"}, Spec: v1.NodeSpec{PodCIDR: "10.244.5.0/24"}},
 	)
-	h.eventually("peer programmed", h.stateIs(
-		"route 10.244.0.0/24 via 10.244.0.0 dev flannel.1 onlink",
-		"neigh 10.244.0.0 lladdr 0a:00:00:00:00:10 dev flannel.1",
-		"fdb 0a:00:00:00:00:10 dst 172.18.0.3 dev flannel.1",
-	))
+	h.eventually("peer programmed", h.node0Programmed())
 	ctx := context.Background()
 	n, err := h.client.CoreV1().Nodes().Get(ctx, "node-1", metav1.GetOptions{})
 	if err != nil {
@@ -215,11 +221,7 @@ func TestPeersComeAndGo(t *testing.T) {
 
 func TestBrokenAnnotationsKeepEntriesAndRaiseEvent(t *testing.T) {
 	h := start(t, peerNode("node-0", "10.244.0.0/24", "172.18.0.3", "0a:00:00:00:00:10"))
-	programmed := h.stateIs(
-		"route 10.244.0.0/24 via 10.244.0.0 dev flannel.1 onlink",
-		"neigh 10.244.0.0 lladdr 0a:00:00:00:00:10 dev flannel.1",
-		"fdb 0a:00:00:00:00:10 dst 172.18.0.3 dev flannel.1",
-	)
+	programmed := h.node0Programmed()
 	h.eventually("peer programmed", programmed)
 	ctx := context.Background()
 	broken := peerNode("node-0", "10.244.0.0/24", "172.18.0.3", "0a:00:00:00:00:10")
@@ -268,11 +270,7 @@ func TestOwnAnnotationsRestored(t *testing.T) {
 
 func TestDeletedDeviceComesBack(t *testing.T) {
 	h := start(t, peerNode("node-0", "10.244.0.0/24", "172.18.0.3", "0a:00:00:00:00:10"))
-	all := h.stateIs(
-		"route 10.244.0.0/24 via 10.244.0.0 dev flannel.1 onlink",
-		"neigh 10.244.0.0 lladdr 0a:00:00:00:00:10 dev flannel.1",
-		"fdb 0a:00:00:00:00:10 dst 172.18.0.3 dev flannel.1",
-	)
+	all := h.node0Programmed()
 	h.eventually("programmed", all)
 	h.k.RemoveLink("flannel.1")
 	h.d.kernelLost(kernel.Loss{Device: "flannel.1"})
@@ -337,11 +335,7 @@ func TestRulesKeptPerFamily(t *testing.T) {
 // and of the reconciles.
 func TestLostRouteRepaired(t *testing.T) {
 	h := start(t, peerNode("node-0", "10.244.0.0/24", "172.18.0.3", "0a:00:00:00:00:10"))
-	all := h.stateIs(
-		"route 10.244.0.0/24 via 10.244.0.0 dev flannel.1 onlink",
-		"neigh 10.244.0.0 lladdr 0a:00:00:00:00:10 dev flannel.1",
-		"fdb 0a:00:00:00:00:10 dst 172.18.0.3 dev flannel.1",
-	)
+	all := h.node0Programmed()
 	h.eventually("programmed", all)
 	dev, err := h.k.LinkByName("flannel.1")
 	if err != nil {

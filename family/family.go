@@ -111,3 +111,27 @@ func example(f Family) string {
 	}
 	return "10.244.0.0/16"
 }
+
+// Valued is anything that belongs to one family: a lease's net, a
+// configured network, a subnet.env pair, an interface address.
+type Valued interface{ Family() Family }
+
+// Pick returns the element of xs of family f.
+func Pick[T Valued](xs []T, f Family) (T, bool) {
+	for _, x := range xs {
+		if x.Family() == f {
+			return x, true
+		}
+	}
+	var zero T
+	return zero, false
+}
+
+// List returns the families of xs, in order.
+func List[T Valued](xs []T) []Family {
+	out := make([]Family, len(xs))
+	for i, x := range xs {
+		out[i] = x.Family()
+	}
+	return out
+}

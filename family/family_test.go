@@ -59,3 +59,23 @@ func TestParsePrefix(t *testing.T) {
 		t.Error("ParseAddr accepted a v6 address as IPv4")
 	}
 }
+
+type valued struct {
+	f    Family
+	name string
+}
+
+func (v valued) Family() Family { return v.f }
+
+func TestPickAndList(t *testing.T) {
+	xs := []valued{{IPv4, "a"}, {IPv6, "b"}}
+	if v, ok := Pick(xs, IPv6); !ok || v.name != "b" {
+		t.Errorf("Pick(IPv6) = %v %v", v, ok)
+	}
+	if _, ok := Pick(xs[:1], IPv6); ok {
+		t.Error("Pick found a family that is not there")
+	}
+	if fs := List(xs); len(fs) != 2 || fs[0] != IPv4 || fs[1] != IPv6 {
+		t.Errorf("List = %v", fs)
+	}
+}

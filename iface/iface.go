@@ -52,14 +52,7 @@ type Addr struct {
 func (a Addr) Family() family.Family { return family.Of(a.Addr) }
 
 // For returns the choice's part for family f.
-func (c *Choice) For(f family.Family) (Addr, bool) {
-	for _, a := range c.Addrs {
-		if a.Family() == f {
-			return a, true
-		}
-	}
-	return Addr{}, false
-}
+func (c *Choice) For(f family.Family) (Addr, bool) { return family.Pick(c.Addrs, f) }
 
 // Choose picks the interface as the options say; it must have an address
 // of each of fams (at least one).

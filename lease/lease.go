@@ -41,23 +41,10 @@ type Net struct {
 func (n Net) Family() family.Family { return family.OfPrefix(n.Subnet) }
 
 // Net returns the lease's part for family f.
-func (l *Lease) Net(f family.Family) (Net, bool) {
-	for _, n := range l.Nets {
-		if n.Family() == f {
-			return n, true
-		}
-	}
-	return Net{}, false
-}
+func (l *Lease) Net(f family.Family) (Net, bool) { return family.Pick(l.Nets, f) }
 
 // Families lists the families the lease has, in order.
-func (l *Lease) Families() []family.Family {
-	out := make([]family.Family, len(l.Nets))
-	for i, n := range l.Nets {
-		out[i] = n.Family()
-	}
-	return out
-}
+func (l *Lease) Families() []family.Family { return family.List(l.Nets) }
 
 // GatewayIP is the first address of the subnet, the node's cni0 address and
 // the gateway pods use: 10.244.1.1 for 10.244.1.0/24, fd00:1::1 for

@@ -58,23 +58,10 @@ type Backend struct {
 func (n Network) Family() family.Family { return family.OfPrefix(n.Prefix) }
 
 // Network returns the pod network of family f, if that family is enabled.
-func (c *Config) Network(f family.Family) (Network, bool) {
-	for _, n := range c.Networks {
-		if n.Family() == f {
-			return n, true
-		}
-	}
-	return Network{}, false
-}
+func (c *Config) Network(f family.Family) (Network, bool) { return family.Pick(c.Networks, f) }
 
 // Families lists the enabled families, in order.
-func (c *Config) Families() []family.Family {
-	out := make([]family.Family, len(c.Networks))
-	for i, n := range c.Networks {
-		out[i] = n.Family()
-	}
-	return out
-}
+func (c *Config) Families() []family.Family { return family.List(c.Networks) }
 
 // NoMasquerade returns the no-masquerade destinations of family f.
 func (c *Config) NoMasquerade(f family.Family) []netip.Prefix {

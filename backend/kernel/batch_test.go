@@ -17,20 +17,7 @@ import (
 // than one batch holds all land, deleting what is missing succeeds, and a
 // failing op reports its own error without stopping the others.
 func TestApplyBatches(t *testing.T) {
-	a, b := netns.New(t), netns.New(t)
-	underlay.Veth(t, a, "eth0", "172.18.0.2/16", b, "eth0", "172.18.0.3/16")
-	k, err := kernel.NewNetlinkAt(a.Handle)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer k.Close()
-	dev, err := k.AddVXLAN(kernel.VXLAN{Name: "flannel.1", VNI: 1, Port: 8472, Local: netip.MustParseAddr("172.18.0.2"), ParentIndex: mustLink(t, k, "eth0"), MTU: 1450})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := k.SetLinkUp(dev.Index); err != nil {
-		t.Fatal(err)
-	}
+	a, k, dev := vxlanHost(t, "flannel.1", "172.18.0.2/16", "172.18.0.3/16")
 	const peers = 600 // more than two batches of ops
 	var ops []kernel.Op
 	for i := 0; i < peers; i++ {
@@ -100,20 +87,7 @@ func TestApplyBatches(t *testing.T) {
 // FDB entries to an IPv6 underlay; the batch encoder takes the family from
 // the addresses.
 func TestIPv6Entries(t *testing.T) {
-	a, b := netns.New(t), netns.New(t)
-	underlay.Veth(t, a, "eth0", "fc00::2/64", b, "eth0", "fc00::3/64")
-	k, err := kernel.NewNetlinkAt(a.Handle)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer k.Close()
-	dev, err := k.AddVXLAN(kernel.VXLAN{Name: "flannel-v6.1", VNI: 1, Port: 8472, Local: netip.MustParseAddr("fc00::2"), ParentIndex: mustLink(t, k, "eth0"), MTU: 1430})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := k.SetLinkUp(dev.Index); err != nil {
-		t.Fatal(err)
-	}
+	a, k, dev := vxlanHost(t, "flannel-v6.1", "fc00::2/64", "fc00::3/64")
 	mac := net.HardwareAddr{0x0a, 0, 0, 0, 0, 0x20}
 	vtep := netip.MustParseAddr("fd00:10:244:2::")
 	entries := []kernel.Entry{
@@ -147,11 +121,28 @@ func TestIPv6Entries(t *testing.T) {
 	}
 }
 
-func mustLink(t testing.TB, k kernel.Kernel, name string) int {
-	t.Helper()
-	l, err := k.LinkByName(name)
+// vxlanHost makes two namespaces joined by a veth pair (local and peer
+// addresses in CIDR notation) and, in the first, an up VXLAN device called
+// name on eth0; it returns that namespace, its kernel and the device.
+func vxlanHost(tb testing.TB, name, local, peer string) (*netns.NS, *kernel.Netlink, *kernel.Link) {
+	tb.Helper()
+	a, b := netns.New(tb), netns.New(tb)
+	underlay.Veth(tb, a, "eth0", local, b, "eth0", peer)
+	k, err := kernel.NewNetlinkAt(a.Handle)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	return l.Index
+	tb.Cleanup(k.Close)
+	eth0, err := k.LinkByName("eth0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	dev, err := k.AddVXLAN(kernel.VXLAN{Name: name, VNI: 1, Port: 8472, Local: netip.MustParsePrefix(local).Addr(), ParentIndex: eth0.Index, MTU: 1430})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := k.SetLinkUp(dev.Index); err != nil {
+		tb.Fatal(err)
+	}
+	return a, k, dev
 }

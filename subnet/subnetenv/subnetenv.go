@@ -76,14 +76,7 @@ type Net struct {
 func (n Net) Family() family.Family { return family.OfPrefix(n.Network) }
 
 // Net returns the file's part for family f.
-func (e *Env) Net(f family.Family) (Net, bool) {
-	for _, n := range e.Nets {
-		if n.Family() == f {
-			return n, true
-		}
-	}
-	return Net{}, false
-}
+func (e *Env) Net(f family.Family) (Net, bool) { return family.Pick(e.Nets, f) }
 
 // ErrNotExist is returned (wrapped) by Read when the file does not exist yet,
 // which usually means flanneld has not finished its first reconcile on this
