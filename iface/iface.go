@@ -25,6 +25,11 @@ type Options struct {
 	Regexes []string
 	// CanReach is an address: the interface of the route to it is chosen.
 	CanReach string
+	// PublicIPs are the addresses to publish (--public-ip, --public-ipv6,
+	// node-public-ip): with no other option, the interface holding one of
+	// them is chosen, as flannel does; none holds one behind NAT, and the
+	// default route's interface is chosen then.
+	PublicIPs []netip.Addr
 }
 
 // Choice is the chosen interface.
@@ -119,6 +124,12 @@ func Choose(o Options, fams []family.Family) (*Choice, error) {
 		}
 		c.Reason = fmt.Sprintf("it has the route to --iface-can-reach=%s", ip)
 		return c, nil
+	}
+	for _, ip := range o.PublicIPs {
+		if c, err := byNameOrIP(ip.String(), fams); err == nil {
+			c.Reason = fmt.Sprintf("it has the public IP %s", ip)
+			return c, nil
+		}
 	}
 	f := fams[0]
 	routes, err := netlink.RouteListFiltered(int(afOf(f)), &netlink.Route{Dst: nil, Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)

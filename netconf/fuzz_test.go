@@ -11,6 +11,8 @@ func FuzzParse(f *testing.F) {
 		`{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}`,
 		`{"Network": "10.244.0.0/16", "SubnetLen": 26, "SubnetMin": "10.244.1.0", "NoMasqueradeCIDRs": ["203.0.113.0/24"], "Backend": {"Type": "host-gw"}}`,
 		`{"Network": "10.0.0.0/30"}`, `{}`, `[]`, `null`, `{"Backend": null}`,
+		`{"Network": "10.244.0.0/16", "EnableIPv6": true, "IPv6Network": "fd00:10:244::/56", "IPv6SubnetLen": 80, "NoMasqueradeCIDRs": ["2001:db8::/32"]}`,
+		`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "fd00::/124", "IPv6SubnetMin": "fd00::10"}`,
 	} {
 		f.Add([]byte(seed))
 	}

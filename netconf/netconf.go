@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/twill-net/twill/family"
@@ -30,6 +31,8 @@ type Config struct {
 	NoMasqueradeCIDRs []netip.Prefix
 	// Backend says how packets reach other nodes.
 	Backend Backend
+	// Warnings name keys that were given but have no effect, for the log.
+	Warnings []string
 }
 
 // Network is the pod network of one IP family and how it is cut into node
@@ -83,21 +86,38 @@ type rawConfig struct {
 	SubnetMax         *string
 	EnableIPv4        *bool
 	EnableIPv6        *bool
+	IPv6Network       *string
+	IPv6SubnetLen     *int
+	IPv6SubnetMin     *string
+	IPv6SubnetMax     *string
 	NoMasqueradeCIDRs []string
 	Backend           json.RawMessage
 }
 
+// family returns the raw values of one family's keys.
+func (r *rawConfig) family(f family.Family) (enable *bool, network *string, subnetLen *int, min, max *string) {
+	if f == family.IPv6 {
+		return r.EnableIPv6, r.IPv6Network, r.IPv6SubnetLen, r.IPv6SubnetMin, r.IPv6SubnetMax
+	}
+	return r.EnableIPv4, r.Network, r.SubnetLen, r.SubnetMin, r.SubnetMax
+}
+
 // familyKeys are the keys and limits of one family's network.
 type familyKeys struct {
-	family                                   family.Family
-	network, subnetLen, subnetMin, subnetMax string
+	family                                           family.Family
+	enable, network, subnetLen, subnetMin, subnetMax string
+	// on is whether the family is enabled when its enable key is absent.
+	on bool
 	// defaultLen is the SubnetLen default; maxLen the longest allowed.
 	defaultLen, maxLen int
 }
 
-var ipv4Keys = familyKeys{
-	family: family.IPv4, network: "Network", subnetLen: "SubnetLen", subnetMin: "SubnetMin", subnetMax: "SubnetMax",
-	defaultLen: 24, maxLen: 30,
+// keys are flannel's keys of each family, in the order of family.All.
+var keys = []familyKeys{
+	{family: family.IPv4, enable: "EnableIPv4", network: "Network", subnetLen: "SubnetLen", subnetMin: "SubnetMin", subnetMax: "SubnetMax",
+		on: true, defaultLen: 24, maxLen: 30},
+	{family: family.IPv6, enable: "EnableIPv6", network: "IPv6Network", subnetLen: "IPv6SubnetLen", subnetMin: "IPv6SubnetMin", subnetMax: "IPv6SubnetMax",
+		on: false, defaultLen: 64, maxLen: 126},
 }
 
 // ReadFile reads and parses the file at path.
@@ -125,17 +145,32 @@ func Parse(data []byte) (*Config, error) {
 		return nil, err
 	}
 	cfg := &Config{}
-	if raw.EnableIPv4 != nil && !*raw.EnableIPv4 {
-		return nil, errors.New(`"EnableIPv4": only IPv4 networks are supported; set it to true or remove it`)
+	for _, k := range keys {
+		enable, network, subnetLen, min, max := raw.family(k.family)
+		on := k.on
+		if enable != nil {
+			on = *enable
+		}
+		if !on {
+			// flannel ignores a disabled family's keys; so do we, but say
+			// so, as they may be a mistake.
+			for key, set := range map[string]bool{k.network: network != nil, k.subnetLen: subnetLen != nil, k.subnetMin: min != nil, k.subnetMax: max != nil} {
+				if set {
+					cfg.Warnings = append(cfg.Warnings, fmt.Sprintf("%q is ignored: %s is not enabled (%q is false)", key, k.family, k.enable))
+				}
+			}
+			continue
+		}
+		n, err := parseNetwork(k, network, subnetLen, min, max)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Networks = append(cfg.Networks, n)
 	}
-	if raw.EnableIPv6 != nil && *raw.EnableIPv6 {
-		return nil, errors.New(`"EnableIPv6": IPv6 is not supported yet; set it to false or remove it`)
+	slices.Sort(cfg.Warnings)
+	if len(cfg.Networks) == 0 {
+		return nil, errors.New(`"EnableIPv4" and "EnableIPv6" are both false: enable at least one IP family`)
 	}
-	n, err := parseNetwork(ipv4Keys, raw.Network, raw.SubnetLen, raw.SubnetMin, raw.SubnetMax)
-	if err != nil {
-		return nil, err
-	}
-	cfg.Networks = append(cfg.Networks, n)
 	for i, s := range raw.NoMasqueradeCIDRs {
 		p, err := parseAnyPrefix(s)
 		if err != nil {
@@ -146,14 +181,19 @@ func Parse(data []byte) (*Config, error) {
 		}
 		cfg.NoMasqueradeCIDRs = append(cfg.NoMasqueradeCIDRs, p)
 	}
-	if cfg.Backend, err = parseBackend(raw.Backend); err != nil {
+	b, err := parseBackend(raw.Backend)
+	if err != nil {
 		return nil, err
 	}
+	cfg.Backend = b
 	return cfg, nil
 }
 
 func parseNetwork(k familyKeys, network *string, subnetLen *int, min, max *string) (Network, error) {
 	if network == nil || *network == "" {
+		if k.family != family.IPv4 {
+			return Network{}, fmt.Errorf(`%q is missing: %q is true, so set the cluster's %s pod network, e.g. "%s"`, k.network, k.enable, k.family, exampleNetwork(k.family))
+		}
 		return Network{}, fmt.Errorf(`%q is missing: set the cluster pod network, e.g. "%s"`, k.network, exampleNetwork(k.family))
 	}
 	p, err := family.ParsePrefix(k.family, *network)

@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -56,6 +57,7 @@ type flags struct {
 	ifaceRegexes   listFlag
 	ifaceCanReach  string
 	publicIP       string
+	publicIPv6     string
 	prefix         string
 	ipMasq         bool
 	healthzIP      string
@@ -82,7 +84,8 @@ func parseFlags(args []string) (*flags, error) {
 	fs.Var(&f.ifaces, "iface", "interface name or IP to use for inter-node traffic (repeatable; first that exists wins)")
 	fs.Var(&f.ifaceRegexes, "iface-regex", "regular expression matching the interface name or IP (repeatable)")
 	fs.StringVar(&f.ifaceCanReach, "iface-can-reach", "", "use the interface of the route to this IP")
-	fs.StringVar(&f.publicIP, "public-ip", "", "IP to publish to other nodes (default: the interface's)")
+	fs.StringVar(&f.publicIP, "public-ip", "", "IPv4 address to publish to other nodes (default: the interface's)")
+	fs.StringVar(&f.publicIPv6, "public-ipv6", "", "IPv6 address to publish to other nodes (default: the interface's)")
 	fs.StringVar(&f.prefix, "kube-annotation-prefix", kube.DefaultAnnotationPrefix, "prefix of the node annotations")
 	fs.BoolVar(&f.ipMasq, "ip-masq", false, "masquerade pod traffic leaving the cluster network")
 	fs.StringVar(&f.healthzIP, "healthz-ip", "0.0.0.0", "address of the /healthz and /readyz server")
@@ -183,20 +186,12 @@ func run(f *flags, log *logrus.Logger) error {
 	if err != nil {
 		return err
 	}
-	var pubs []netip.Addr
-	if f.publicIP != "" {
-		pub, err := family.ParseAddr(family.IPv4, f.publicIP)
-		if err != nil {
-			return fmt.Errorf("--public-ip: %w", err)
-		}
-		pubs = append(pubs, pub)
+	for _, w := range cfg.Warnings {
+		log.Warnf("%s: %s", f.netConfPath, w)
 	}
-	choice, err := iface.Choose(iface.Options{Ifaces: f.ifaces, Regexes: f.ifaceRegexes, CanReach: f.ifaceCanReach}, cfg.Families())
+	flagIPs, err := publicIPFlags(f)
 	if err != nil {
 		return err
-	}
-	for _, a := range choice.Addrs {
-		log.WithFields(logrus.Fields{"iface": choice.Name, "addr": a.Addr, "mtu": choice.MTU}).Infof("using interface %s because %s", choice.Name, choice.Reason)
 	}
 
 	restCfg, err := restConfig(f)
@@ -221,6 +216,16 @@ func run(f *flags, log *logrus.Logger) error {
 	nodeName, err := kube.NodeName(ctx, api, os.Getenv)
 	if err != nil {
 		return err
+	}
+	// The node's node-public-ip(v6) annotations, when set, stand for
+	// --public-ip(v6), as in flannel.
+	pubs := overrideByFamily(flagIPs, kube.StoredPublicIPs(ctx, api, nodeName, ann, log))
+	choice, err := iface.Choose(iface.Options{Ifaces: f.ifaces, Regexes: f.ifaceRegexes, CanReach: f.ifaceCanReach, PublicIPs: pubs}, cfg.Families())
+	if err != nil {
+		return err
+	}
+	for _, a := range choice.Addrs {
+		log.WithFields(logrus.Fields{"iface": choice.Name, "addr": a.Addr, "mtu": choice.MTU}).Infof("using interface %s because %s", choice.Name, choice.Reason)
 	}
 	k, err := kernel.NewNetlink()
 	if err != nil {
@@ -249,6 +254,36 @@ func run(f *flags, log *logrus.Logger) error {
 		}()
 	}
 	return d.Run(ctx)
+}
+
+// publicIPFlags returns the addresses of --public-ip and --public-ipv6.
+func publicIPFlags(f *flags) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for _, fl := range []struct {
+		name, value string
+		fam         family.Family
+	}{{"--public-ip", f.publicIP, family.IPv4}, {"--public-ipv6", f.publicIPv6, family.IPv6}} {
+		if fl.value == "" {
+			continue
+		}
+		a, err := family.ParseAddr(fl.fam, fl.value)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", fl.name, err)
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// overrideByFamily returns base with each address of over in place of
+// base's address of its family.
+func overrideByFamily(base, over []netip.Addr) []netip.Addr {
+	out := slices.Clone(base)
+	for _, o := range over {
+		out = slices.DeleteFunc(out, func(a netip.Addr) bool { return family.Of(a) == family.Of(o) })
+		out = append(out, o)
+	}
+	return out
 }
 
 func restConfig(f *flags) (*rest.Config, error) {

@@ -32,13 +32,19 @@ type Annotations struct {
 }
 
 // FamilyKeys are the keys of one IP family's part of a lease, flannel's:
-// backend-data, public-ip and public-ip-overwrite for IPv4;
-// backend-v6-data, public-ipv6 and public-ipv6-overwrite for IPv6.
+// backend-data, public-ip, public-ip-overwrite and node-public-ip for IPv4;
+// backend-v6-data, public-ipv6, public-ipv6-overwrite and node-public-ipv6
+// for IPv6.
 type FamilyKeys struct {
-	Family            family.Family
-	BackendData       string
+	Family      family.Family
+	BackendData string
+	// PublicIP is what the node publishes; PublicIPOverwrite, set by a
+	// person, replaces it (peers read it too).
 	PublicIP          string
 	PublicIPOverwrite string
+	// NodePublicIP, set by a person on the node, is read by flanneld at
+	// start in place of --public-ip(v6), as flannel does.
+	NodePublicIP string
 }
 
 // NewAnnotations returns the keys under prefix.
@@ -51,8 +57,8 @@ func NewAnnotations(prefix string) (Annotations, error) {
 		BackendType:       p + "backend-type",
 		KubeSubnetManager: p + "kube-subnet-manager",
 		families: []FamilyKeys{
-			{Family: family.IPv4, BackendData: p + "backend-data", PublicIP: p + "public-ip", PublicIPOverwrite: p + "public-ip-overwrite"},
-			{Family: family.IPv6, BackendData: p + "backend-v6-data", PublicIP: p + "public-ipv6", PublicIPOverwrite: p + "public-ipv6-overwrite"},
+			{Family: family.IPv4, BackendData: p + "backend-data", PublicIP: p + "public-ip", PublicIPOverwrite: p + "public-ip-overwrite", NodePublicIP: p + "node-public-ip"},
+			{Family: family.IPv6, BackendData: p + "backend-v6-data", PublicIP: p + "public-ipv6", PublicIPOverwrite: p + "public-ipv6-overwrite", NodePublicIP: p + "node-public-ipv6"},
 		},
 	}, nil
 }

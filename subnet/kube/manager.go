@@ -74,6 +74,37 @@ func NodeName(ctx context.Context, api API, getenv func(string) string) (string,
 	return p.Spec.NodeName, nil
 }
 
+// StoredPublicIPs returns the node's node-public-ip and node-public-ipv6
+// annotations, which stand for --public-ip and --public-ipv6 when set (as
+// in flannel). It is read once at start and is best effort: a node that
+// cannot be read, or an annotation that is not an address, is logged and
+// skipped.
+func StoredPublicIPs(ctx context.Context, api API, nodeName string, ann Annotations, log logrus.FieldLogger) []netip.Addr {
+	node, err := api.GetNode(ctx, nodeName)
+	if err != nil {
+		if !apierrors.IsNotFound(err) {
+			log.WithError(err).Warnf("reading node %s for its node-public-ip annotations", nodeName)
+		}
+		return nil
+	}
+	var out []netip.Addr
+	for _, f := range family.All {
+		key := ann.For(f).NodePublicIP
+		v := node.Annotations[key]
+		if v == "" {
+			continue
+		}
+		ip, err := family.ParseAddr(f, v)
+		if err != nil {
+			log.Warnf("annotation %s=%q on node %s is not an %s address; ignored", key, v, nodeName, f)
+			continue
+		}
+		log.Infof("publishing %s from the %s annotation", ip, key)
+		out = append(out, ip)
+	}
+	return out
+}
+
 // WaitForNode polls this node until it has a podCIDR of each family in
 // fams that check accepts, logging every few seconds what it waits for.
 // It returns them in the order of fams. API errors are retried with

@@ -181,7 +181,7 @@ func (a Annotations) internKey(key []byte) string {
 		return a.KubeSubnetManager
 	}
 	for _, f := range a.families {
-		for _, k := range [...]string{f.BackendData, f.PublicIP, f.PublicIPOverwrite} {
+		for _, k := range [...]string{f.BackendData, f.PublicIP, f.PublicIPOverwrite, f.NodePublicIP} {
 			if string(key) == k {
 				return k
 			}
