@@ -23,4 +23,8 @@ make --no-print-directory k8s >/dev/null
 args=(-tags e2e -count=1 -p 1 -timeout "${E2E_TIMEOUT:-40m}" -v)
 [ -n "${E2E_RUN:-}" ] && args+=(-run "$E2E_RUN")
 # -p 1: one package at a time, so no two labs compete for the two cores.
-exec go test "${args[@]}" ./test/e2e/... ./lab/...
+# The suites' labs have fixed names and each removes a leftover lab of its
+# name before it starts: a second run at the same time (another checkout's
+# `make test`) waits for this one instead of removing its labs.
+mkdir -p /var/lib/twill-lab
+exec flock /var/lib/twill-lab/.e2e.lock go test "${args[@]}" ./test/e2e/... ./lab/...
