@@ -18,7 +18,7 @@ CNI_PLUGINS := \
 export CGO_ENABLED := 0
 export GOFLAGS := -buildvcs=false
 
-.PHONY: all build plugins deps k8s image image-test lab lab-down test unit e2e bench lint dist compare clean
+.PHONY: all build plugins deps k8s image image-test lab lab-down test unit e2e bench fuzz-long lint dist compare clean
 
 all: build plugins
 
@@ -71,6 +71,10 @@ e2e: k8s
 ## bench: benchmarks; results go to bench/RESULTS.md
 bench: deps build plugins k8s
 	bash hack/bench.sh
+
+## fuzz-long: every fuzz target for 10^6 executions; results go to bench/RESULTS.md
+fuzz-long:
+	$(GO) run ./bench/fuzz -fuzztime $${FUZZTIME:-1000000x} -results bench/RESULTS.md
 
 ## lint: gofmt, go mod tidy, go vet and staticcheck
 lint:

@@ -49,3 +49,37 @@ func FuzzDelegateConfig(f *testing.F) {
 		}
 	})
 }
+
+// FuzzSavedConfig: the saved delegate configuration is read back from disk
+// by DEL, CHECK and GC, after upgrades and by hand edits. Whatever the file
+// holds, nothing panics: it is refused as not a JSON object, or gives a
+// delegate type and either pod ranges or a clear error.
+func FuzzSavedConfig(f *testing.F) {
+	for _, seed := range []string{
+		`{"type":"bridge","ipam":{"type":"host-local","ranges":[[{"subnet":"10.244.3.0/24","gateway":"10.244.3.1"}],[{"subnet":"fd00:10:244:3::/64"}]]}}`,
+		`{"ipam":{"subnet":"10.244.0.0/24"}}`, `{"type":5,"ipam":[]}`, `{"ipam":{"ranges":[[],[{"subnet":7}],null]}}`, `null`, `[]`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		d, err := parseSaved(data)
+		if err != nil {
+			return
+		}
+		if DelegateType(d) == "" {
+			t.Fatalf("no delegate type for %q", data)
+		}
+		sns, err := DelegateSubnets(d)
+		if err == nil && len(sns) == 0 {
+			t.Fatalf("no ranges and no error for %q", data)
+		}
+		for _, sn := range sns {
+			if !sn.IsValid() || sn.Masked() != sn {
+				t.Fatalf("range %v from %q", sn, data)
+			}
+		}
+		if _, err := marshalDelegate(d); err != nil {
+			t.Fatalf("a loaded configuration does not encode again: %v", err)
+		}
+	})
+}

@@ -413,9 +413,18 @@ func loadSaved(store savedconf.Store, id string) (map[string]any, error) {
 	if err != nil {
 		return nil, err
 	}
+	d, err := parseSaved(data)
+	if err != nil {
+		return nil, fmt.Errorf("the saved configuration of container %s in %s %w", id, store.Dir, err)
+	}
+	return d, nil
+}
+
+// parseSaved reads a saved delegate configuration.
+func parseSaved(data []byte) (map[string]any, error) {
 	var d map[string]any
 	if err := json.Unmarshal(data, &d); err != nil || d == nil {
-		return nil, fmt.Errorf("the saved configuration of container %s in %s is not a JSON object", id, store.Dir)
+		return nil, errors.New("is not a JSON object")
 	}
 	return d, nil
 }

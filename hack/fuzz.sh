@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs the fuzz targets of the configuration parsers (CNI plugin, subnet.env,
-# net-conf.json, and the node list skimmer) briefly
-# (make test) or longer by hand: FUZZTIME=10000000x hack/fuzz.sh
+# Runs every fuzz target listed in hack/fuzz-targets.txt (the parsers of
+# outside input) briefly (make test) or longer: FUZZTIME=10000000x
+# hack/fuzz.sh, or `make fuzz-long`, which also records the results.
 #
 # The default budget is a count of executions, not a duration: with a
 # duration, Go before 1.27 can fail a target with a bare "context deadline
@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FUZZTIME=${FUZZTIME:-100000x}
-go test -run='^$' -fuzz='^FuzzDelegateConfig$' -fuzztime="$FUZZTIME" ./cniplugin
-go test -run='^$' -fuzz='^FuzzParse$' -fuzztime="$FUZZTIME" ./subnet/subnetenv
-go test -run='^$' -fuzz='^FuzzParse$' -fuzztime="$FUZZTIME" ./netconf
-go test -run='^$' -fuzz='^FuzzSkimNodeList$' -fuzztime="$FUZZTIME" ./subnet/kube
+grep -v '^#' hack/fuzz-targets.txt | while read -r pkg target; do
+  [ -n "$pkg" ] || continue
+  go test -run='^$' -fuzz="^${target}\$" -fuzztime="$FUZZTIME" "$pkg"
+done

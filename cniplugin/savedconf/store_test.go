@@ -61,3 +61,21 @@ func TestStoreRejectsPathsOutside(t *testing.T) {
 		}
 	}
 }
+
+// FuzzContainerID: container IDs come from the runtime. An ID either names
+// a file directly inside the store's directory or is refused.
+func FuzzContainerID(f *testing.F) {
+	for _, seed := range []string{"abc123", "../etc/passwd", ".tmp-x", "a/b", "a\x00b", "", "..", "ctr\\x"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, id string) {
+		s := Store{Dir: "/var/lib/cni/flannel"}
+		p, err := s.path(id)
+		if err != nil {
+			return
+		}
+		if filepath.Dir(p) != s.Dir || filepath.Base(p) != id {
+			t.Fatalf("ID %q names %s, outside %s", id, p, s.Dir)
+		}
+	})
+}

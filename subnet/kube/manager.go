@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/time/rate"
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -46,12 +47,16 @@ type Manager struct {
 
 	mu     sync.Mutex
 	warned map[string]string // node → last warning sent as an event
+	// limits bound the Warning Events per node and reason (see Warn).
+	limits map[eventKey]*rate.Limiter
+	now    func() time.Time
 }
 
 // NewManager returns a manager for node nodeName, reporting to rec (nil:
 // nowhere).
 func NewManager(api API, nodeName string, ann Annotations, log logrus.FieldLogger, rec metrics.Recorder) *Manager {
-	return &Manager{api: api, ann: ann, nodeName: nodeName, log: log, rec: metrics.OrNop(rec), warned: map[string]string{}}
+	return &Manager{api: api, ann: ann, nodeName: nodeName, log: log, rec: metrics.OrNop(rec),
+		warned: map[string]string{}, limits: map[eventKey]*rate.Limiter{}, now: time.Now}
 }
 
 // NodeName finds the node this daemon runs on: NODE_NAME, else the node of
@@ -422,8 +427,11 @@ func sameLeaseFields(a, b *PeerNode) bool {
 	return slices.Equal(a.PodCIDRs, b.PodCIDRs) && maps.Equal(a.Annotations, b.Annotations)
 }
 
-// Node returns the cached node.
+// Node returns the cached node; none before Watch started the cache.
 func (m *Manager) Node(name string) (*PeerNode, bool) {
+	if m.informer == nil {
+		return nil, false
+	}
 	obj, ok, err := m.informer.GetStore().GetByKey(name)
 	if err != nil || !ok {
 		return nil, false
@@ -447,11 +455,31 @@ func (m *Manager) Lease(name string) (*lease.Lease, error) {
 	return l, err
 }
 
-// Names lists every cached node.
-func (m *Manager) Names() []string { return m.informer.GetStore().ListKeys() }
+// Names lists every cached node; none before Watch started the cache.
+func (m *Manager) Names() []string {
+	if m.informer == nil {
+		return nil
+	}
+	return m.informer.GetStore().ListKeys()
+}
+
+// eventKey names the Warning Events of one node and reason.
+type eventKey struct{ node, reason string }
+
+// Events are rate-limited per node and reason: a burst of eventBurst, then
+// one per eventInterval. A Node whose annotations flap cannot flood the API
+// server (nor etcd, which keeps every Event for an hour); the log still
+// says every change.
+const (
+	eventBurst    = 3
+	eventInterval = 2 * time.Minute
+	// maxLimits bounds the limiters kept; full ones are dropped past it.
+	maxLimits = 1024
+)
 
 // Warn logs a problem with node name and records it as a Warning event on
-// that Node, once per distinct message, so `kubectl describe node` shows it.
+// that Node, once per distinct message and within the rate limit, so
+// `kubectl describe node` shows it.
 func (m *Manager) Warn(ctx context.Context, name, reason string, problem error) {
 	msg := problem.Error()
 	m.mu.Lock()
@@ -460,7 +488,12 @@ func (m *Manager) Warn(ctx context.Context, name, reason string, problem error) 
 		return
 	}
 	m.warned[name] = msg
+	allowed := m.allowEvent(eventKey{name, reason})
 	m.mu.Unlock()
+	if !allowed {
+		m.log.WithFields(logrus.Fields{"peer": name, "reason": reason}).Warnf("%s (no Event: more than %d for this node and reason within %s)", msg, eventBurst, eventInterval*eventBurst)
+		return
+	}
 	m.log.WithFields(logrus.Fields{"peer": name, "reason": reason}).Warn(msg)
 	var uid types.UID
 	if n, ok := m.Node(name); ok {
@@ -483,6 +516,24 @@ func (m *Manager) Warn(ctx context.Context, name, reason string, problem error) 
 	if err != nil {
 		m.log.WithField("peer", name).Debugf("recording event: %v", err)
 	}
+}
+
+// allowEvent takes a token of k's limiter. m.mu is held.
+func (m *Manager) allowEvent(k eventKey) bool {
+	now := m.now()
+	l, ok := m.limits[k]
+	if !ok {
+		if len(m.limits) >= maxLimits {
+			for key, old := range m.limits {
+				if old.TokensAt(now) >= eventBurst {
+					delete(m.limits, key)
+				}
+			}
+		}
+		l = rate.NewLimiter(rate.Every(eventInterval), eventBurst)
+		m.limits[k] = l
+	}
+	return l.AllowN(now, 1)
 }
 
 // ClearWarning forgets the last warning for name, once it is fixed.

@@ -121,20 +121,59 @@ func TestSkimNodeListRefusesOtherObjects(t *testing.T) {
 	}
 }
 
+// FuzzSkimNodeList: the skimmer parses API-server bytes by hand, so it is
+// held to the real decoder: whatever the real protobuf decoder reads as a
+// NodeList in the encoding the API server writes (the bytes are what the
+// real encoder makes of the decoded list), the skimmer reads too, with the
+// same answer (what Strip keeps of each node); and it never panics or
+// keeps an annotation outside our prefix on anything at all. (The real
+// decoder also takes malformed encodings no server writes, such as groups
+// whose end markers do not match; the skimmer refuses those.)
 func FuzzSkimNodeList(f *testing.F) {
 	a, _ := NewAnnotations(DefaultAnnotationPrefix)
 	f.Add(encodeProto(f, &v1.NodeList{Items: []v1.Node{kubeletNode(0, map[string]string{a.For(family.IPv4).PublicIP: "1.2.3.4"}, v1.NodeSpec{PodCIDR: "10.244.0.0/24"})}}))
+	f.Add(encodeProto(f, &v1.NodeList{ListMeta: metav1.ListMeta{ResourceVersion: "7", Continue: "c"}, Items: []v1.Node{
+		kubeletNode(1, map[string]string{a.BackendType: "vxlan", a.For(family.IPv6).PublicIP: "fc00::1", "other/x": "y"}, v1.NodeSpec{PodCIDRs: []string{"10.244.1.0/24", "fd00::/64"}}),
+		kubeletNode(2, nil, v1.NodeSpec{}),
+	}}))
 	f.Add([]byte("k8s\x00"))
+	s := runtime.NewScheme()
+	if err := v1.AddToScheme(s); err != nil {
+		f.Fatal(err)
+	}
+	metav1.AddToGroupVersion(s, v1.SchemeGroupVersion)
+	real := protobuf.NewSerializer(s, s)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		out := &PeerNodeList{}
-		if err := a.skimNodeList(data, out); err != nil {
+		skimErr := a.skimNodeList(data, out)
+		if skimErr == nil {
+			for _, n := range out.Items {
+				for k := range n.Annotations {
+					if len(k) < len(a.prefix()) || k[:len(a.prefix())] != a.prefix() {
+						t.Fatalf("kept annotation %q outside the prefix", k)
+					}
+				}
+			}
+		}
+		obj, _, err := real.Decode(data, nil, nil)
+		list, ok := obj.(*v1.NodeList)
+		if err != nil || !ok {
 			return
 		}
-		for _, n := range out.Items {
-			for k := range n.Annotations {
-				if len(k) < len(a.prefix()) || k[:len(a.prefix())] != a.prefix() {
-					t.Fatalf("kept annotation %q outside the prefix", k)
-				}
+		list.TypeMeta = metav1.TypeMeta{Kind: "NodeList", APIVersion: "v1"}
+		var canonical bytes.Buffer
+		if err := real.Encode(list, &canonical); err != nil || !bytes.Equal(canonical.Bytes(), data) {
+			return // not what an API server would send
+		}
+		if skimErr != nil {
+			t.Fatalf("the real decoder reads a NodeList of %d nodes, the skimmer fails: %v", len(list.Items), skimErr)
+		}
+		if out.ResourceVersion != list.ResourceVersion || out.Continue != list.Continue || len(out.Items) != len(list.Items) {
+			t.Fatalf("list meta or length differ: skim %q %q %d, real %q %q %d", out.ResourceVersion, out.Continue, len(out.Items), list.ResourceVersion, list.Continue, len(list.Items))
+		}
+		for i := range list.Items {
+			if want := a.Strip(&list.Items[i]); !reflect.DeepEqual(&out.Items[i], want) {
+				t.Fatalf("node %d: skim %+v, real decoder then Strip %+v", i, out.Items[i], *want)
 			}
 		}
 	})
