@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -173,7 +174,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 	d.table = backend.NewTable(d.o.Kernel, d.rec)
 	if _, err := d.setup(); err != nil {
-		return fmt.Errorf("setting up the %s backend: %w", d.own.BackendType, err)
+		return fmt.Errorf("setting up the %s backend: %w%s", d.own.BackendType, err, capabilityHint(err))
 	}
 	if _, err := d.mgr.Publish(ctx, node.Annotations, d.own); err != nil {
 		return err
@@ -192,7 +193,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			}
 		}
 		if err := d.ensureRules(); err != nil {
-			return err
+			return fmt.Errorf("%w%s", err, capabilityHint(err))
 		}
 	}
 
@@ -265,6 +266,18 @@ func (d *Daemon) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// capabilityHint says which capability an operation refused for want of
+// privileges needs, for the error flanneld exits with.
+func capabilityHint(err error) string {
+	switch {
+	case errors.Is(err, syscall.EPERM):
+		return " (flanneld needs the NET_ADMIN capability: the DaemonSet adds it; a securityContext that drops it breaks networking)"
+	case strings.Contains(err.Error(), "Permission denied (you must be root)"):
+		return " (iptables' legacy back-end needs the NET_RAW capability: the DaemonSet adds it)"
+	}
+	return ""
 }
 
 // newPlane makes family f's plane for this node's subnet of f.

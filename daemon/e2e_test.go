@@ -430,3 +430,74 @@ func TestAPIServerOutage(t *testing.T) {
 		return nil
 	})
 }
+
+// TestCapabilitiesNeeded proves that each capability the DaemonSet adds
+// back after dropping all is needed, and that flanneld says clearly what
+// failed without it: NET_ADMIN for its device (and netlink, iptables over
+// nf_tables, /proc/sys/net), NET_RAW for iptables' legacy back-end, which
+// nodes whose kubelet uses legacy iptables make the image's wrapper pick.
+func TestCapabilitiesNeeded(t *testing.T) {
+	c := newCluster(t)
+	n := c.nodes[1]
+	legacy := t.TempDir()
+	for _, name := range []string{"iptables", "ip6tables"} {
+		target, err := exec.LookPath(name + "-legacy")
+		if err != nil {
+			t.Skipf("%s-legacy not installed: %v", name, err)
+		}
+		if err := os.Symlink(target, filepath.Join(legacy, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name, caps string
+		env        []string
+		want       []string
+	}{
+		{"without NET_ADMIN", "-all,+net_raw", nil, []string{"creating vxlan device flannel.1", "operation not permitted", "needs the NET_ADMIN capability"}},
+		{"without NET_RAW, legacy iptables", "-all,+net_admin", []string{"PATH=" + legacy + ":" + os.Getenv("PATH")}, []string{"keeping IPv4 rules", "ermission denied", "needs the NET_RAW capability"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := os.Truncate(n.LogFile(), 0); err != nil && !os.IsNotExist(err) {
+				t.Fatal(err)
+			}
+			cmd, err := n.StartFlanneldWith(tc.caps, tc.env, netConf, "--ip-masq")
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			select {
+			case err := <-done:
+				if err == nil {
+					t.Fatal("flanneld exited 0")
+				}
+			case <-time.After(time.Minute):
+				_ = cmd.Process.Kill()
+				<-done
+				log, _ := os.ReadFile(n.LogFile())
+				t.Fatalf("flanneld kept running with %s:\n%s", tc.caps, log)
+			}
+			log, _ := os.ReadFile(n.LogFile())
+			t.Logf("flanneld with %s:\n%s", tc.caps, lastLines(string(log), 2))
+			for _, w := range tc.want {
+				if !strings.Contains(string(log), w) {
+					t.Errorf("log does not say %q:\n%s", w, log)
+				}
+			}
+		})
+	}
+	// With both, it works (as every other test here shows at length).
+	if _, err := n.StartFlanneld(netConf, "--ip-masq", "--healthz-port=10268"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, "ready with NET_ADMIN and NET_RAW only", func() error { return readyz(n) })
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

@@ -147,15 +147,24 @@ func (n *Node) NetConfFile() string { return filepath.Join(n.Dir, "net-conf.json
 // LogFile receives the node's flanneld output.
 func (n *Node) LogFile() string { return filepath.Join(n.Dir, "flanneld.log") }
 
-// ContainerCaps are the capabilities flanneld has in the DaemonSet: the
-// container runtime's default set plus the manifest's NET_ADMIN and NET_RAW.
-// Notably absent: SYS_ADMIN (no setns, no mounts) and SYS_MODULE.
-const ContainerCaps = "-all,+chown,+dac_override,+fowner,+fsetid,+kill,+setgid,+setuid,+setpcap,+net_bind_service,+net_raw,+sys_chroot,+mknod,+audit_write,+setfcap,+net_admin"
+// ContainerCaps are the capabilities flanneld has in the DaemonSet, whose
+// container drops every capability and adds back NET_ADMIN (netlink,
+// iptables over nf_tables, /proc/sys/net) and NET_RAW (iptables' legacy
+// back-end). Notably absent: the runtime's default set (no DAC override,
+// no chown), SYS_ADMIN (no setns, no mounts) and SYS_MODULE.
+const ContainerCaps = "-all,+net_admin,+net_raw"
 
 // StartFlanneld writes netConf and starts flanneld in the node's namespace
-// with the admin kubeconfig and only the capabilities it has in the
-// DaemonSet (ContainerCaps); extra flags are appended.
+// with the admin kubeconfig, only the capabilities it has in the DaemonSet
+// (ContainerCaps) and no way to gain more (no_new_privs, as
+// allowPrivilegeEscalation: false); extra flags are appended.
 func (n *Node) StartFlanneld(netConf string, extra ...string) (*exec.Cmd, error) {
+	return n.StartFlanneldWith(ContainerCaps, nil, netConf, extra...)
+}
+
+// StartFlanneldWith is StartFlanneld with the capability bounding set caps
+// (setpriv's syntax) and env added to flanneld's environment.
+func (n *Node) StartFlanneldWith(caps string, env []string, netConf string, extra ...string) (*exec.Cmd, error) {
 	if err := os.WriteFile(n.NetConfFile(), []byte(netConf), 0o644); err != nil {
 		return nil, err
 	}
@@ -165,12 +174,12 @@ func (n *Node) StartFlanneld(netConf string, extra ...string) (*exec.Cmd, error)
 	}
 	defer log.Close()
 	args := append([]string{"--net=" + n.NS, "--",
-		"setpriv", "--inh-caps=-all", "--bounding-set=" + ContainerCaps, "--", n.env.Flanneld,
+		"setpriv", "--inh-caps=-all", "--bounding-set=" + caps, "--no-new-privs", "--", n.env.Flanneld,
 		"--kube-subnet-mgr", "--kubeconfig-file=" + n.env.CP.Kubeconfig,
 		"--net-config-path=" + n.NetConfFile(), "--subnet-file=" + n.SubnetFile()}, extra...)
 	// nsenter and setpriv exec in place: cmd's PID is flanneld's.
 	cmd := exec.Command("nsenter", args...)
-	cmd.Env = append(os.Environ(), "NODE_NAME="+n.Name)
+	cmd.Env = append(append(os.Environ(), "NODE_NAME="+n.Name), env...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

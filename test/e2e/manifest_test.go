@@ -334,6 +334,16 @@ func TestManifestShape(t *testing.T) {
 			t.Errorf("capabilities add %v, want exactly NET_ADMIN and NET_RAW", sc.Capabilities.Add)
 		}
 	}
+	// Both containers hardened: nothing but the capabilities added, no
+	// escalation, a read-only root, the runtime's seccomp profile.
+	for _, ctr := range append([]corev1.Container{c}, m.DaemonSet.Spec.Template.Spec.InitContainers...) {
+		sc := ctr.SecurityContext
+		if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
+			sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) ||
+			sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+			t.Errorf("container %s: securityContext %+v, want allowPrivilegeEscalation false, readOnlyRootFilesystem, capabilities drop ALL, seccomp RuntimeDefault", ctr.Name, sc)
+		}
+	}
 	if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero() || c.Resources.Limits.Memory().IsZero() {
 		t.Errorf("resources %+v: want CPU and memory requests and a memory limit", c.Resources)
 	}
@@ -624,7 +634,9 @@ func mfStartFlanneld(t *testing.T, ctx context.Context, m *mfObjects, nsPath, di
 	}
 	// The manifest's args, with the container's paths mapped into dir.
 	paths := strings.NewReplacer("/etc/kube-flannel/", cfgDir+"/", "/etc/cni/net.d/", filepath.Dir(f.conflist)+"/")
-	args := []string{"--net=" + nsPath, bin}
+	// With exactly the container's capabilities and no escalation, as the
+	// DaemonSet runs it (setpriv execs in place too).
+	args := []string{"--net=" + nsPath, "setpriv", "--inh-caps=-all", "--bounding-set=" + manifestCaps(t, m), "--no-new-privs", "--", bin}
 	for _, a := range m.DaemonSet.Spec.Template.Spec.Containers[0].Args {
 		args = append(args, paths.Replace(a))
 	}
@@ -653,6 +665,21 @@ func mfStartFlanneld(t *testing.T, ctx context.Context, m *mfObjects, nsPath, di
 		}
 	})
 	return f
+}
+
+// manifestCaps renders the flanneld container's capabilities (drop ALL,
+// add some) as setpriv's bounding set.
+func manifestCaps(t *testing.T, m *mfObjects) string {
+	t.Helper()
+	sc := m.DaemonSet.Spec.Template.Spec.Containers[0].SecurityContext
+	if sc == nil || sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+		t.Fatalf("the flanneld container does not drop ALL capabilities: %+v", sc)
+	}
+	caps := "-all"
+	for _, c := range sc.Capabilities.Add {
+		caps += ",+" + strings.ToLower(string(c))
+	}
+	return caps
 }
 
 // mfWaitFlanneld waits until flanneld's /readyz answers 200 and the
