@@ -103,6 +103,8 @@ type Daemon struct {
 
 	mu       sync.Mutex
 	fullRuns int
+	// envErr is the last failure to write subnet.env, nil once written.
+	envErr error
 	// noted holds peers whose missing families were logged.
 	noted map[string]string
 }
@@ -183,9 +185,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	for _, p := range d.planes {
 		d.env.Nets = append(d.env.Nets, subnetenv.Net{Network: p.policy.Network, Subnet: subnetenv.Gateway(p.own.Subnet)})
 	}
-	if err := d.writeSubnetEnv(); err != nil {
-		return err
-	}
+	d.writeSubnetEnv(ctx)
 	if d.o.Firewall != nil {
 		for _, p := range d.planes {
 			if p.fw, err = d.o.Firewall(p.fam); err != nil {
@@ -347,6 +347,13 @@ func (d *Daemon) becomeReady(ctx context.Context) {
 	if d.ready.Load() {
 		return
 	}
+	d.mu.Lock()
+	envErr := d.envErr
+	d.mu.Unlock()
+	if envErr != nil {
+		d.log.WithError(envErr).Warn("not ready: subnet.env is not written; retrying on the next full reconcile")
+		return
+	}
 	if err := d.installCNIConf(); err != nil {
 		d.log.WithError(err).Error("installing the CNI configuration")
 		return
@@ -370,6 +377,12 @@ func (d *Daemon) processNext(ctx context.Context) bool {
 		err = d.timedFull(ctx)
 		if err == nil {
 			d.becomeReady(ctx)
+			if !d.ready.Load() {
+				// Not networked yet (subnet.env or the node's condition
+				// could not be written): try again soon, with backoff.
+				d.queue.AddRateLimited(key)
+				return true
+			}
 		}
 	} else {
 		start := time.Now()
@@ -582,9 +595,7 @@ func (d *Daemon) fullReconcile(ctx context.Context) error {
 		}
 		d.table.Forget()
 	}
-	if err := d.writeSubnetEnv(); err != nil {
-		return err
-	}
+	d.writeSubnetEnv(ctx)
 	if node, ok := d.mgr.Node(d.o.NodeName); ok {
 		if _, err := d.mgr.Publish(ctx, node.Annotations, d.own); err != nil {
 			return err
@@ -639,15 +650,28 @@ func (d *Daemon) fullReconcile(ctx context.Context) error {
 	return nil
 }
 
-func (d *Daemon) writeSubnetEnv() error {
+// writeSubnetEnv writes subnet.env when it differs. A failure (a read-only
+// or full /run) stops nothing: the data plane is programmed all the same,
+// the old file stays as it was (the write goes to a temporary file that is
+// renamed), the problem is logged and raised as a Warning Event on this
+// Node, and the node is not made ready (no conflist) until a later try
+// succeeds, so no pod starts without a right subnet.env.
+func (d *Daemon) writeSubnetEnv(ctx context.Context) {
 	changed, err := subnetenv.Write(d.o.SubnetFile, d.env)
+	d.mu.Lock()
+	failed := d.envErr != nil
+	d.envErr = err
+	d.mu.Unlock()
+	if err == nil && failed {
+		d.mgr.ClearWarning(d.o.NodeName)
+	}
 	if err != nil {
-		return fmt.Errorf("writing %s: %w", d.o.SubnetFile, err)
+		d.mgr.Warn(ctx, d.o.NodeName, "SubnetEnvNotWritten", fmt.Errorf("cannot write %s, which the CNI plugin reads to add pods (is /run read-only or full?): %w; existing pods keep working, new ones wait", d.o.SubnetFile, err))
+		return
 	}
 	if changed {
 		d.log.WithField("file", d.o.SubnetFile).Info("wrote subnet.env")
 	}
-	return nil
 }
 
 // ensureRules brings every family's rules to its policy.

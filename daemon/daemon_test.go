@@ -424,3 +424,52 @@ func (r *recorder) Peers(_ string, fam family.Family, known, programmed int) {
 	r.n["peers/"+fam.String()] = programmed
 	r.n["known/"+fam.String()] = known
 }
+
+// TestSubnetEnvNotWritable: when subnet.env cannot be written (a read-only
+// or full /run), the data plane is programmed all the same, a Warning Event
+// says why, and the node is not made ready (no conflist) until the file can
+// be written, which a later full reconcile does by itself.
+func TestSubnetEnvNotWritable(t *testing.T) {
+	dir := t.TempDir()
+	blocker := filepath.Join(dir, "run")
+	if err := os.WriteFile(blocker, []byte("a file where the directory should be"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := startIn(t, dir, "", peerNode("node-0", "10.244.0.0/24", "172.18.0.3", "0a:00:00:00:00:10"))
+	ctx := context.Background()
+	n, err := h.client.CoreV1().Nodes().Get(ctx, "node-1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Spec.PodCIDR = "10.244.1.0/24"
+	if _, err := h.client.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually("peer programmed without subnet.env", h.node0Programmed())
+	h.eventually("a Warning Event", func() bool {
+		events, err := h.client.CoreV1().Events("default").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false
+		}
+		for _, ev := range events.Items {
+			if ev.Reason == "SubnetEnvNotWritten" && ev.InvolvedObject.Name == "node-1" && strings.Contains(ev.Message, "subnet.env") {
+				return true
+			}
+		}
+		return false
+	})
+	if h.d.Ready() {
+		t.Error("ready without subnet.env")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "net.d/10-flannel.conflist")); !os.IsNotExist(err) {
+		t.Errorf("conflist installed without subnet.env: %v", err)
+	}
+	// /run writable again: the retries get there without help.
+	if err := os.Remove(blocker); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually("ready once subnet.env is written", h.d.Ready)
+	if _, err := os.Stat(filepath.Join(dir, "run/flannel/subnet.env")); err != nil {
+		t.Errorf("subnet.env: %v", err)
+	}
+}
