@@ -3,6 +3,9 @@ package backend
 import (
 	"errors"
 	"fmt"
+	"hash/maphash"
+	"maps"
+	"slices"
 	"sync"
 
 	"github.com/twill-net/twill/backend/kernel"
@@ -12,6 +15,21 @@ import (
 // ErrFullSyncOpen is returned by Sync while a full sync is in progress: its
 // view of the kernel would not see the change.
 var ErrFullSyncOpen = errors.New("a full sync is in progress")
+
+// ConflictError says a peer wants a kernel entry's slot that another peer
+// holds: two Nodes with one podCIDR, or one VTEP MAC. The holder keeps its
+// entries untouched; the peer gets none of its own (what it had goes), so
+// the two never take the slot from each other in turn.
+type ConflictError struct {
+	// Peer is the peer refused, Holder the one that keeps the slot.
+	Peer, Holder string
+	// Entry is the peer's entry whose slot is taken.
+	Entry kernel.Entry
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("node %s wants the slot of node %s's %s", e.Peer, e.Holder, e.Entry)
+}
 
 // Table applies peers' entries to the kernel and remembers what it applied,
 // so a change of one peer costs work for that peer only. It knows no kind
@@ -23,10 +41,13 @@ type Table struct {
 
 	mu      sync.Mutex
 	applied map[string]Entries
-	// owner maps the key of every applied entry of a watched kind
-	// (kernel.Kind.Watched) to its peer, so an entry the kernel reports
-	// deleted behind our back is traced to one peer.
-	owner map[kernel.Key]string
+	// owner maps the hash of every applied entry's key to its peer, so an
+	// entry the kernel lost is traced to one peer and two peers never hold
+	// one slot. A hash of 8 bytes instead of the 48-byte key keeps it small
+	// at 15,000 entries; a hash that two keys share is told apart by
+	// looking at the owner's applied entries (see ownerOf).
+	seed  maphash.Seed
+	owner map[uint64]string
 	// lost holds keys of applied entries the kernel lost (see Lost): their
 	// return counts as a repair.
 	lost map[kernel.Key]bool
@@ -37,7 +58,7 @@ type Table struct {
 
 // NewTable returns an empty table over k, reporting to rec (nil: nowhere).
 func NewTable(k kernel.Kernel, rec metrics.Recorder) *Table {
-	return &Table{k: k, rec: metrics.OrNop(rec), applied: map[string]Entries{}, owner: map[kernel.Key]string{}, lost: map[kernel.Key]bool{}}
+	return &Table{k: k, rec: metrics.OrNop(rec), applied: map[string]Entries{}, seed: maphash.MakeSeed(), owner: map[uint64]string{}, lost: map[kernel.Key]bool{}}
 }
 
 // Count says how many entries of one kind a sync changed, by change.
@@ -45,9 +66,12 @@ type Count struct {
 	Added, Updated, Removed, Repaired int
 }
 
-// Stats says what a sync changed, by kind of entry.
+// Stats says what a sync changed, by kind of entry, and which peers it
+// refused for a conflict.
 type Stats struct {
 	kinds [kernel.NumKinds]Count
+	// Conflicts are the peers a full sync refused (see ConflictError).
+	Conflicts []*ConflictError
 }
 
 // Kind returns the changes to entries of kind k.
@@ -164,6 +188,14 @@ func (t *Table) Sync(name string, want Entries) (Stats, error) {
 	if t.full != nil {
 		return Stats{}, ErrFullSyncOpen
 	}
+	var conflict *ConflictError
+	for _, e := range want {
+		if holder, ok := t.ownerOf(e.Key()); ok && holder != name {
+			conflict = &ConflictError{Peer: name, Holder: holder, Entry: e}
+			want = nil // the peer gets none: what it had goes
+			break
+		}
+	}
 	old := t.applied[name]
 	var st Stats
 	var p plan
@@ -207,7 +239,79 @@ func (t *Table) Sync(name string, want Entries) (Stats, error) {
 		t.setApplied(name, old, want)
 	}
 	t.report(st)
+	if err == nil && conflict != nil {
+		return st, conflict
+	}
 	return st, err
+}
+
+// ownerOf returns the peer whose applied entry has key. t.mu is held.
+func (t *Table) ownerOf(key kernel.Key) (string, bool) {
+	name, ok := t.owner[maphash.Comparable(t.seed, key)]
+	if !ok {
+		return "", false
+	}
+	if _, ok := find(t.applied[name], key); !ok {
+		return "", false // another key with the same hash
+	}
+	return name, true
+}
+
+// resolve finds the peers of want that want a slot another peer wants too
+// or holds. The peer that holds the slot wins; between two newcomers, the
+// name first in order, so every node of a cluster makes the same choice.
+// It returns want without the losers (a copy, when there are any), the
+// slots the rest want, by peer, and the conflicts. t.mu is held.
+func (t *Table) resolve(want map[string]Entries) (map[string]Entries, map[kernel.Key]string, []*ConflictError) {
+	names := make([]string, 0, len(want))
+	n := 0
+	for name, es := range want {
+		names = append(names, name)
+		n += len(es)
+	}
+	slices.Sort(names)
+	claims := make(map[kernel.Key]string, n)
+	var out []*ConflictError
+	checkHolders := len(t.applied) > 0
+	for _, name := range names {
+		var lost *ConflictError
+		for _, e := range want[name] {
+			key := e.Key()
+			if checkHolders {
+				if holder, ok := t.ownerOf(key); ok && holder != name {
+					if _, stays := want[holder]; stays {
+						lost = &ConflictError{Peer: name, Holder: holder, Entry: e}
+						break
+					}
+				}
+			}
+			if c, ok := claims[key]; ok && c != name {
+				lost = &ConflictError{Peer: name, Holder: c, Entry: e}
+				break
+			}
+		}
+		if lost != nil {
+			out = append(out, lost)
+			continue
+		}
+		for _, e := range want[name] {
+			claims[e.Key()] = name
+		}
+	}
+	if len(out) > 0 {
+		want = maps.Clone(want)
+		for _, c := range out {
+			delete(want, c.Peer)
+		}
+		// A loser's claims made before it lost stay out of claims: its
+		// slots are nobody's this time round.
+		for key, name := range claims {
+			if _, ok := want[name]; !ok {
+				delete(claims, key)
+			}
+		}
+	}
+	return want, claims, out
 }
 
 // FullSync is a full sync of the table in progress. Begin reads the
@@ -282,6 +386,7 @@ func (f *FullSync) Add(want map[string]Entries) (Stats, error) {
 	}
 	var st Stats
 	var p plan
+	want, _, st.Conflicts = t.resolve(want)
 	f.addOrFix(want, &p, &st)
 	err := p.apply(t.k)
 	for name, e := range want {
@@ -307,20 +412,13 @@ func (f *FullSync) Finish(want map[string]Entries) (Stats, error) {
 	t.full = nil
 	var st Stats
 	var p plan
-	n := 0
-	for _, e := range want {
-		n += len(e)
-	}
-	wanted := make(map[kernel.Key]bool, n)
-	for _, es := range want {
-		for _, e := range es {
-			wanted[e.Key()] = true
-		}
-	}
+	want, wanted, conflicts := t.resolve(want)
+	st.Conflicts = conflicts
+	n := len(wanted)
 	for i := len(kernel.Kinds) - 1; i >= 0; i-- {
 		k := kernel.Kinds[i]
 		for key, e := range f.held {
-			if key.Kind == k && !wanted[key] {
+			if _, ok := wanted[key]; key.Kind == k && !ok {
 				p.add(kernel.Op{Delete: true, Entry: e}, st.counter(k, metrics.Removed))
 			}
 		}
@@ -328,7 +426,7 @@ func (f *FullSync) Finish(want map[string]Entries) (Stats, error) {
 	f.addOrFix(want, &p, &st)
 	err := p.apply(t.k)
 	t.applied = make(map[string]Entries, len(want))
-	t.owner = make(map[kernel.Key]string, len(want))
+	t.owner = make(map[uint64]string, n)
 	t.lost = map[kernel.Key]bool{}
 	t.held = [kernel.NumKinds]int{}
 	for name, e := range want {
@@ -380,7 +478,7 @@ func (t *Table) Forget() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.applied = map[string]Entries{}
-	t.owner = map[kernel.Key]string{}
+	t.owner = map[uint64]string{}
 	t.lost = map[kernel.Key]bool{}
 	t.held = [kernel.NumKinds]int{}
 }
@@ -388,12 +486,12 @@ func (t *Table) Forget() {
 // Lost records that the kernel lost applied entry e (someone deleted it),
 // so the next Sync of its peer puts it back and counts a repair. It returns
 // that peer; ok is false when no peer's applied entry has e's key (the
-// table itself removed it, or never had it), or e's kind is not watched.
+// table itself removed it, or never had it).
 func (t *Table) Lost(e kernel.Entry) (peer string, ok bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	key := e.Key()
-	name, ok := t.owner[key]
+	name, ok := t.ownerOf(key)
 	if !ok {
 		return "", false
 	}
@@ -409,12 +507,11 @@ func (t *Table) Lost(e kernel.Entry) (peer string, ok bool) {
 	return name, true
 }
 
-// Owner returns the peer whose applied entry of a watched kind has key.
+// Owner returns the peer whose applied entry has key.
 func (t *Table) Owner(key kernel.Key) (string, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	name, ok := t.owner[key]
-	return name, ok
+	return t.ownerOf(key)
 }
 
 // Invalidate forgets what was applied for peer name, so its next Sync
@@ -430,16 +527,14 @@ func (t *Table) setApplied(name string, old, want Entries) {
 	for _, e := range old {
 		key := e.Key()
 		t.held[key.Kind-1]--
-		if key.Kind.Watched() && t.owner[key] == name {
-			delete(t.owner, key)
+		if h := maphash.Comparable(t.seed, key); t.owner[h] == name {
+			delete(t.owner, h)
 		}
 	}
 	for _, e := range want {
 		key := e.Key()
 		t.held[key.Kind-1]++
-		if key.Kind.Watched() {
-			t.owner[key] = name
-		}
+		t.owner[maphash.Comparable(t.seed, key)] = name
 		if len(t.lost) > 0 {
 			delete(t.lost, key)
 		}

@@ -290,3 +290,62 @@ func (r *recorder) EntriesHeld(kind string, n int) {
 	}
 	r.held[kind] = n
 }
+
+// TestConflicts: two peers that want one slot (one podCIDR, or one VTEP
+// MAC) never take it from each other: the holder keeps its entries
+// untouched, the other gets none (what it had goes), and repeated syncs in
+// any order give the same answer.
+func TestConflicts(t *testing.T) {
+	k, link := newKernel(t)
+	table := backend.NewTable(k, nil)
+	scope := vxlanScope(link)
+	a := peer(link, 5, 5, "172.18.0.5")
+	if _, err := table.Sync("a", a); err != nil {
+		t.Fatal(err)
+	}
+	holder := freshDump(map[string]backend.Entries{"a": a}, scope)
+	// b claims a's podCIDR (its own MAC and address); it had 10.244.7.0
+	// before, which goes.
+	if _, err := table.Sync("b", peer(link, 7, 7, "172.18.0.7")); err != nil {
+		t.Fatal(err)
+	}
+	dup := peer(link, 5, 7, "172.18.0.7")
+	_, err := table.Sync("b", dup)
+	var c *backend.ConflictError
+	if !errors.As(err, &c) || c.Peer != "b" || c.Holder != "a" {
+		t.Fatalf("Sync of a duplicate podCIDR: %v, want a conflict of b with a", err)
+	}
+	if got := k.Dump(); !slices.Equal(got, holder) {
+		t.Errorf("after the conflict the kernel holds %q, want only a's entries %q", got, holder)
+	}
+	// Full syncs, whatever the order of the map: a keeps its slot, even
+	// though "a" < "b" would not matter; the holder wins over a newcomer
+	// whose name sorts first too.
+	for i := 0; i < 5; i++ {
+		st, err := table.SyncAll(map[string]backend.Entries{"a": a, "b": dup, "0first": peer(link, 5, 0x50, "172.18.0.50")}, scope)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(st.Conflicts) != 2 || st.Changed() {
+			t.Fatalf("full sync %d: %d conflicts, changes %+v; want 2 conflicts and no change", i, len(st.Conflicts), st.Total())
+		}
+		if got := k.Dump(); !slices.Equal(got, holder) {
+			t.Fatalf("full sync %d flapped: %q", i, got)
+		}
+	}
+	// The holder leaves: a newcomer takes the slot, the first by name.
+	st, err := table.SyncAll(map[string]backend.Entries{"b": dup, "0first": peer(link, 5, 0x50, "172.18.0.50")}, scope)
+	if err != nil || len(st.Conflicts) != 1 || st.Conflicts[0].Peer != "b" || st.Conflicts[0].Holder != "0first" {
+		t.Fatalf("after the holder left: %v %+v", err, st.Conflicts)
+	}
+	// One VTEP MAC on two peers (FDB entries keyed by MAC) is a conflict too.
+	table = backend.NewTable(k, nil)
+	sameMAC := peer(link, 9, 0x50, "172.18.0.9")
+	st, err = table.SyncAll(map[string]backend.Entries{"0first": peer(link, 5, 0x50, "172.18.0.50"), "z": sameMAC}, scope)
+	if err != nil || len(st.Conflicts) != 1 || st.Conflicts[0].Peer != "z" {
+		t.Fatalf("one MAC on two peers: %v %+v", err, st.Conflicts)
+	}
+	if _, ok := st.Conflicts[0].Entry.(kernel.FDB); !ok {
+		t.Errorf("the conflict names %s, want the FDB entry", st.Conflicts[0].Entry)
+	}
+}

@@ -81,6 +81,13 @@ type Options struct {
 // fullKey is the queue key of a full reconcile; node names cannot hold NUL.
 const fullKey = "\x00full"
 
+// readyRetry is how soon a full reconcile is tried again when it left the
+// node not ready, doubling up to readyRetryMax.
+const (
+	readyRetry    = 2 * time.Second
+	readyRetryMax = 30 * time.Second
+)
+
 // Daemon runs the loop.
 type Daemon struct {
 	o       Options
@@ -105,6 +112,8 @@ type Daemon struct {
 	fullRuns int
 	// envErr is the last failure to write subnet.env, nil once written.
 	envErr error
+	// readyTries counts full reconciles that left the node not ready.
+	readyTries int
 	// noted holds peers whose missing families were logged.
 	noted map[string]string
 }
@@ -379,8 +388,10 @@ func (d *Daemon) processNext(ctx context.Context) bool {
 			d.becomeReady(ctx)
 			if !d.ready.Load() {
 				// Not networked yet (subnet.env or the node's condition
-				// could not be written): try again soon, with backoff.
-				d.queue.AddRateLimited(key)
+				// could not be written): try again soon, not after an
+				// ever longer backoff.
+				d.queue.Forget(key)
+				d.queue.AddAfter(key, d.notReadyFor())
 				return true
 			}
 		}
@@ -396,6 +407,16 @@ func (d *Daemon) processNext(ctx context.Context) bool {
 	}
 	d.queue.Forget(key)
 	return true
+}
+
+// notReadyFor returns how long to wait before the next try at becoming
+// ready.
+func (d *Daemon) notReadyFor() time.Duration {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	wait := readyRetry << min(d.readyTries, 4)
+	d.readyTries++
+	return min(wait, readyRetryMax)
 }
 
 func printable(key string) string {
@@ -424,9 +445,14 @@ func (d *Daemon) syncNode(ctx context.Context, name string) error {
 		return nil
 	}
 	st, err := d.table.Sync(name, want.entries)
+	var conflict *backend.ConflictError
+	if errors.As(err, &conflict) {
+		err = nil
+	}
 	if err != nil {
 		return err
 	}
+	d.settled(ctx, want, name, conflict)
 	if st.Changed() {
 		t := st.Total()
 		d.log.WithFields(logrus.Fields{"peer": name, "added": t.Added, "updated": t.Updated, "deleted": t.Removed, "repaired": t.Repaired}).Info("peer reconciled")
@@ -436,7 +462,9 @@ func (d *Daemon) syncNode(ctx context.Context, name string) error {
 
 // peerEntries returns what the kernel must hold for peer name. keep is
 // true when the peer's annotations are broken: its existing entries are
-// left as they are rather than torn down, and a warning is raised.
+// left as they are rather than torn down, and a warning is raised. A peer
+// without a problem has want.clean set: its warning is cleared once the
+// table takes its entries (see settled).
 func (d *Daemon) peerEntries(ctx context.Context, name string) (want peerEntries, keep bool) {
 	l, err := d.mgr.Lease(name)
 	if err != nil {
@@ -455,10 +483,23 @@ func (d *Daemon) peerEntries(ctx context.Context, name string) (want peerEntries
 	case problem != nil:
 		d.mgr.Warn(ctx, name, reason, problem)
 	default:
-		d.mgr.ClearWarning(name)
+		want.clean = true
 	}
 	d.noteMissing(name, want.missing)
 	return want, false
+}
+
+// settled reports what the table did with a clean peer's entries: a
+// conflict with another peer's slot raises a warning naming both, anything
+// else clears the peer's warning.
+func (d *Daemon) settled(ctx context.Context, want peerEntries, name string, conflict *backend.ConflictError) {
+	if conflict != nil {
+		d.mgr.Warn(ctx, name, "PeerConflict", fmt.Errorf("node %s skipped: it wants what node %s has (%s): two Nodes with one podCIDR or one VTEP MAC; %s keeps it", name, conflict.Holder, conflict.Entry, conflict.Holder))
+		return
+	}
+	if want.clean {
+		d.mgr.ClearWarning(name)
+	}
 }
 
 // entriesFor computes the kernel entries that reach peer l, and, when
@@ -603,8 +644,9 @@ func (d *Daemon) fullReconcile(ctx context.Context) error {
 	}
 	names := d.mgr.Names()
 	want := make(map[string]backend.Entries, len(names))
+	clean := make(map[string]bool, len(names))
+	programmed := make(map[string][]family.Family, len(names))
 	known := map[family.Family]int{}
-	programmed := map[family.Family]int{}
 	for _, name := range names {
 		if name == d.o.NodeName {
 			continue
@@ -616,13 +658,12 @@ func (d *Daemon) fullReconcile(ctx context.Context) error {
 			}
 			continue
 		}
-		for _, f := range e.families {
-			programmed[f]++
-		}
+		programmed[name] = e.families
 		for _, f := range e.leased {
 			known[f]++
 		}
 		want[name] = e.entries
+		clean[name] = e.clean
 	}
 	var st backend.Stats
 	if d.initial != nil {
@@ -637,8 +678,22 @@ func (d *Daemon) fullReconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	for _, c := range st.Conflicts {
+		d.settled(ctx, peerEntries{}, c.Peer, c)
+		delete(clean, c.Peer)
+		delete(programmed, c.Peer)
+	}
+	for name, ok := range clean {
+		d.settled(ctx, peerEntries{clean: ok}, name, nil)
+	}
+	counts := map[family.Family]int{}
+	for _, fams := range programmed {
+		for _, f := range fams {
+			counts[f]++
+		}
+	}
 	for _, p := range d.planes {
-		d.rec.Peers(d.own.BackendType, p.fam, known[p.fam], programmed[p.fam])
+		d.rec.Peers(d.own.BackendType, p.fam, known[p.fam], counts[p.fam])
 	}
 	t := st.Total()
 	fields := logrus.Fields{"peers": len(want), "added": t.Added, "updated": t.Updated, "deleted": t.Removed, "repaired": t.Repaired, "took": time.Since(start).Round(time.Millisecond)}

@@ -473,3 +473,46 @@ func TestSubnetEnvNotWritable(t *testing.T) {
 		t.Errorf("subnet.env: %v", err)
 	}
 }
+
+// TestDuplicatePodCIDR: a second Node with a podCIDR another Node has gets
+// a Warning Event naming both and no entries; the first keeps its entries;
+// full reconciles after that change nothing and say nothing more.
+func TestDuplicatePodCIDR(t *testing.T) {
+	h := start(t, peerNode("node-0", "10.244.0.0/24", "172.18.0.3", "0a:00:00:00:00:10"))
+	h.eventually("node-0 programmed", h.node0Programmed())
+	ctx := context.Background()
+	if _, err := h.client.CoreV1().Nodes().Create(ctx, peerNode("node-9", "10.244.0.0/24", "172.18.0.9", "0a:00:00:00:00:90"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	conflicts := func() int {
+		events, err := h.client.CoreV1().Events("default").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return -1
+		}
+		n := 0
+		for _, ev := range events.Items {
+			if ev.Reason == "PeerConflict" && ev.InvolvedObject.Name == "node-9" && strings.Contains(ev.Message, "node-0") {
+				n++
+			}
+		}
+		return n
+	}
+	h.eventually("a PeerConflict event", func() bool { return conflicts() == 1 })
+	for i := 0; i < 3; i++ {
+		h.d.mu.Lock()
+		runs := h.d.fullRuns
+		h.d.mu.Unlock()
+		h.d.queue.Add(fullKey)
+		h.eventually("a full reconcile", func() bool {
+			h.d.mu.Lock()
+			defer h.d.mu.Unlock()
+			return h.d.fullRuns > runs
+		})
+		if !h.node0Programmed()() {
+			t.Fatalf("full reconcile %d changed node-0's entries: %q", i, h.k.Dump())
+		}
+	}
+	if n := conflicts(); n != 1 {
+		t.Errorf("%d PeerConflict events after three full reconciles, want still 1", n)
+	}
+}

@@ -81,6 +81,8 @@ type peerEntries struct {
 	failed   []error
 	// bad is set when the peer's published backend data is broken.
 	bad *backend.DataError
+	// clean is set when nothing is wrong with the peer, so far.
+	clean bool
 }
 
 // entries computes what the kernel must hold to reach peer l in every

@@ -83,11 +83,6 @@ func (k Kind) String() string {
 	return "unknown"
 }
 
-// Watched reports whether WatchLosses reports the deletion of single
-// entries of kind k (routes), so that the table traces each to its peer.
-// Losses of other kinds are found by the next full resync.
-func (k Kind) Watched() bool { return k == KindRoute }
-
 // Key identifies an entry's slot in the kernel: the kernel holds at most one
 // entry per key, and setting an entry replaces the one with its key. It is
 // kept small: the table indexes one per programmed entry.

@@ -16,8 +16,8 @@ type Watch struct {
 }
 
 // Loss is state the kernel lost: a whole device (Device) or one route
-// (Route, when Device is empty). Only routes are reported one by one: see
-// Kind.Watched.
+// (Route, when Device is empty). Lost neighbour and FDB entries are found
+// by the next full resync.
 type Loss struct {
 	Device string
 	Route  Route
