@@ -8,9 +8,29 @@
 # debootstrapped tarball is kept under ${TWILL_CACHE:-/var/cache/twill}/debian
 # so that a wiped image store is refilled in seconds.
 #
-# Environment: TWILL_CACHE, DEBIAN_MIRROR (default http://deb.debian.org/debian),
-# DEBIAN_ARCH (default: the host's dpkg architecture), FORCE=1 to rebuild.
+# Environment: TWILL_CACHE, DEBIAN_MIRROR (default: the Debian archive the
+# host's own apt uses, from /etc/apt/sources.list.d/*.sources or
+# /etc/apt/sources.list, else http://deb.debian.org/debian), DEBIAN_ARCH
+# (default: the host's dpkg architecture), FORCE=1 to rebuild.
 set -euo pipefail
+
+# host_mirror prints the first Debian archive (not its security archive)
+# the host's apt is configured with: a host that builds the lab reaches the
+# mirror it installs its own packages from. Nothing on an Ubuntu host,
+# whose archives hold no Debian suites.
+host_mirror() {
+  local f
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -r "$f" ] || continue
+    awk '/^URIs:/ { for (i = 2; i <= NF; i++) print $i }' "$f"
+  done
+  if [ -r /etc/apt/sources.list ]; then
+    awk '$1 == "deb" { line = $0; sub(/\[[^]]*\]/, "", line); split(line, f, " "); print f[2] }' /etc/apt/sources.list
+  fi
+}
+if [ -z "${DEBIAN_MIRROR:-}" ]; then
+  DEBIAN_MIRROR=$(host_mirror | grep -v -e security -e ubuntu | grep -E '/debian/?$' | head -n1 || true)
+fi
 
 suite=bookworm
 ref=docker.io/library/debian:bookworm-slim
