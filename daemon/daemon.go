@@ -61,6 +61,9 @@ type Options struct {
 	// forward rules, and the masquerade rules when IPMasq is true.
 	Firewall firewall.Maker
 	IPMasq   bool
+	// TunnelGuard has the firewall accept a backend's tunnel (VXLAN's
+	// port) only from the public addresses of peers (--vxlan-guard).
+	TunnelGuard bool
 	// SubnetFile is where subnet.env is written.
 	SubnetFile string
 	// CNIConfSrc is copied to CNIConfDest after the first full reconcile.
@@ -91,6 +94,7 @@ type Daemon struct {
 	queue   workqueue.TypedRateLimitingInterface[string]
 	own     *lease.Lease
 	env     *subnetenv.Env
+	guards  *guards
 	ready   atomic.Bool
 	started atomic.Bool
 
@@ -191,6 +195,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 				return err
 			}
 		}
+		d.guards = newGuards(d.planes)
 		if err := d.ensureRules(); err != nil {
 			return err
 		}
@@ -288,9 +293,13 @@ func (d *Daemon) newPlane(f family.Family, subnet netip.Prefix) (*plane, error) 
 			pub = ip
 		}
 	}
+	var guard uint16
+	if d.o.TunnelGuard {
+		guard = be.TunnelPort()
+	}
 	return &plane{
 		fam: f, be: be,
-		policy: firewall.Policy{Network: network.Prefix, Subnet: subnet, NoMasquerade: d.o.Config.NoMasquerade(f), Masquerade: d.o.IPMasq},
+		policy: firewall.Policy{Network: network.Prefix, Subnet: subnet, NoMasquerade: d.o.Config.NoMasquerade(f), Masquerade: d.o.IPMasq, GuardPort: guard},
 		own:    lease.Net{Subnet: subnet, PublicIP: pub, BackendData: be.Data()},
 	}, nil
 }
@@ -397,9 +406,17 @@ func (d *Daemon) syncNode(ctx context.Context, name string) error {
 	if keep {
 		return nil
 	}
+	// The guard accepts a peer before its tunnel entries exist, and
+	// refuses it only after they are gone.
+	if err := d.guards.admit(map[string][]netip.Addr{name: want.public}); err != nil {
+		return fmt.Errorf("accepting peer %s: %w", name, err)
+	}
 	st, err := d.table.Sync(name, want.entries)
 	if err != nil {
 		return err
+	}
+	if err := d.guards.settle(name, want.public); err != nil {
+		return fmt.Errorf("peer %s: %w", name, err)
 	}
 	if st.Changed() {
 		t := st.Total()
@@ -506,6 +523,7 @@ func (d *Daemon) startPager() *pager {
 		defer close(s.done)
 		for page := range s.in {
 			want := make(map[string]backend.Entries, len(page))
+			public := make(map[string][]netip.Addr, len(page))
 			for i := range page {
 				if page[i].Name == d.o.NodeName {
 					continue
@@ -516,13 +534,24 @@ func (d *Daemon) startPager() *pager {
 				}
 				if e, _, problem := d.entriesFor(l); problem == nil {
 					want[l.Node] = e.entries
+					public[l.Node] = e.public
 				}
 			}
 			if s.err != nil {
 				continue // drain: the full reconcile starts over
 			}
+			if err := d.guards.admit(public); err != nil {
+				s.err = err
+				continue
+			}
 			if _, err := d.initial.Add(want); err != nil {
 				s.err = err
+				continue
+			}
+			for name, addrs := range public {
+				if err := d.guards.settle(name, addrs); err != nil {
+					s.err = err
+				}
 			}
 			s.peers += len(want)
 		}
@@ -579,6 +608,7 @@ func (d *Daemon) fullReconcile(ctx context.Context) error {
 	}
 	names := d.mgr.Names()
 	want := make(map[string]backend.Entries, len(names))
+	public := make(map[string][]netip.Addr, len(names))
 	known := map[family.Family]int{}
 	programmed := map[family.Family]int{}
 	for _, name := range names {
@@ -589,6 +619,7 @@ func (d *Daemon) fullReconcile(ctx context.Context) error {
 		if keep {
 			if old, ok := d.table.Applied(name); ok {
 				want[name] = old
+				public[name] = d.guards.held(name)
 			}
 			continue
 		}
@@ -599,6 +630,10 @@ func (d *Daemon) fullReconcile(ctx context.Context) error {
 			known[f]++
 		}
 		want[name] = e.entries
+		public[name] = e.public
+	}
+	if err := d.guards.admit(public); err != nil {
+		return err
 	}
 	var st backend.Stats
 	if d.initial != nil {
@@ -612,6 +647,11 @@ func (d *Daemon) fullReconcile(ctx context.Context) error {
 	d.mu.Unlock()
 	if err != nil {
 		return err
+	}
+	if changed, err := d.guards.reset(public); err != nil {
+		return err
+	} else if changed {
+		d.log.WithField("peers", len(public)).Info("tunnel guard: set of peers installed or repaired")
 	}
 	for _, p := range d.planes {
 		d.rec.Peers(d.own.BackendType, p.fam, known[p.fam], programmed[p.fam])
@@ -652,6 +692,14 @@ func (d *Daemon) ensureRules() error {
 		}
 		if changed {
 			d.log.WithField("family", p.fam).Info("packet-filter rules installed or repaired")
+		}
+		if p.policy.GuardPort != 0 {
+			n, err := p.fw.Dropped()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("reading the %s tunnel guard's drops: %w", p.fam, err))
+				continue
+			}
+			d.rec.GuardDropped(p.fam, n)
 		}
 	}
 	return errors.Join(errs...)

@@ -30,6 +30,10 @@ type Config struct {
 	NoMasqueradeCIDRs []netip.Prefix
 	// Backend says how packets reach other nodes.
 	Backend Backend
+	// EnableNFTables keeps the node's rules in nftables (tables
+	// flannel-ipv4 and flannel-ipv6) instead of iptables, flannel's key of
+	// the same name.
+	EnableNFTables bool
 }
 
 // Network is the pod network of one IP family and how it is cut into node
@@ -84,6 +88,7 @@ type rawConfig struct {
 	EnableIPv4        *bool
 	EnableIPv6        *bool
 	NoMasqueradeCIDRs []string
+	EnableNFTables    *bool
 	Backend           json.RawMessage
 }
 
@@ -149,6 +154,7 @@ func Parse(data []byte) (*Config, error) {
 	if cfg.Backend, err = parseBackend(raw.Backend); err != nil {
 		return nil, err
 	}
+	cfg.EnableNFTables = raw.EnableNFTables != nil && *raw.EnableNFTables
 	return cfg, nil
 }
 
