@@ -30,6 +30,7 @@ func TestOverlay(t *testing.T) {
 	// From here on the tests change the cluster.
 	t.Run("RollingRestartLosesNoPackets", testRollingRestart)
 	t.Run("NoMasqueradeCIDRs", testNoMasqueradeCIDRs)
+	t.Run("NFTablesModeAndGuard", testNFTablesMode)
 	t.Run("SwitchToHostGWAndBack", testBackendSwitch)
 	t.Run("NodeDeletedCleansPeers", testNodeDeleted)
 	t.Run("NodeAddedReachable", testNodeAdded)
