@@ -28,17 +28,22 @@ const fwSection = "## Firewall modes and the VXLAN guard"
 // churn is how many peers join, then leave, in each run.
 const churn = 10
 
+// noGuard, after a mode's name, runs it with --vxlan-guard=false: the
+// baseline the guard's cost shows against.
+const noGuard = "-noguard"
+
 // fwRun is one start of flanneld in one firewall mode.
 type fwRun struct {
 	mode string
-	// start → all routes and the guard's set full; when the set was full.
+	// start → all routes, the full guard set and the first full reconcile
+	// done (ready); when the set was full.
 	converged, guardFull time.Duration
 	// CPU seconds (flanneld and the iptables/nft commands it ran) to
 	// converge, during 10 s of idling (two rule checks), and per join and
 	// per leave (the mean of churn).
 	cpuConverge, cpuIdle, cpuJoin, cpuLeave float64
-	// join: Node created → its address in the set; leave: deleted → gone
-	// (medians of churn).
+	// join: Node created → its address in the set and its route in;
+	// leave: deleted → both gone (medians of churn).
 	join, leave time.Duration
 	// ruleWrites counts rule rewrites logged after convergence: a join or
 	// a leave must change set elements only.
@@ -146,8 +151,11 @@ func measureFirewalls(bin string, peers, rounds int, modes []string, results str
 	for round := 0; round < rounds; round++ {
 		for _, mode := range modes {
 			var probe guardProbe = ipsetProbe{sets}
-			if mode == "nftables" {
+			if strings.HasPrefix(mode, "nftables") {
 				probe = nftProbe{node}
+			}
+			if strings.HasSuffix(mode, noGuard) {
+				probe = nil
 			}
 			r, err := measureFirewall(ctx, env, node, bin, mode, peers, probe)
 			if err != nil {
@@ -170,8 +178,12 @@ func measureFirewalls(bin string, peers, rounds int, modes []string, results str
 func measureFirewall(ctx context.Context, env *testenv.Env, node *testenv.Node, bin, mode string, peers int, probe guardProbe) (fwRun, error) {
 	r := fwRun{mode: mode}
 	conf := `{"Network": "10.128.0.0/9", "Backend": {"Type": "vxlan"}}`
-	if mode == "nftables" {
+	if strings.HasPrefix(mode, "nftables") {
 		conf = `{"Network": "10.128.0.0/9", "EnableNFTables": true, "Backend": {"Type": "vxlan"}}`
+	}
+	args := []string{"--ip-masq"}
+	if probe == nil {
+		args = append(args, "--vxlan-guard=false")
 	}
 	// From scratch: no device, no rules or sets of either mode.
 	_, _ = node.Exec("ip", "link", "del", "flannel.1")
@@ -181,24 +193,31 @@ func measureFirewall(ctx context.Context, env *testenv.Env, node *testenv.Node, 
 	if out, err := exec.CommandContext(ctx, "nsenter", "--net="+node.NS, "--", bin, "--remove-iptables", "--net-config-path="+node.NetConfFile()).CombinedOutput(); err != nil {
 		return r, fmt.Errorf("removing the rules of the last run: %w\n%s", err, out)
 	}
+	// The log is appended to run after run.
+	old, _ := os.ReadFile(node.LogFile())
+	readyBefore := strings.Count(string(old), "node networked: ready")
 	runtime.GC()
 	t0 := time.Now()
-	cmd, err := node.StartFlanneld(conf, "--ip-masq")
+	cmd, err := node.StartFlanneld(conf, args...)
 	if err != nil {
 		return r, err
 	}
 	pid := cmd.Process.Pid
 	defer func() { _ = testenv.Stop(cmd) }()
 	h := node.Net().Netlink
-	routes := false
-	if err := poll(ctx, "every route and the full guard set", func() bool {
+	routes, ready := false, false
+	if err := poll(ctx, "every route, the full guard set and readiness", func() bool {
 		if !routes {
 			_ = waitRoutes(ctx, h, func(n int) bool { routes = n >= peers; return true })
 		}
-		if r.guardFull == 0 && probe.count() >= peers {
+		if r.guardFull == 0 && (probe == nil || probe.count() >= peers) {
 			r.guardFull = time.Since(t0)
 		}
-		return routes && r.guardFull != 0
+		if !ready {
+			log, _ := os.ReadFile(node.LogFile())
+			ready = strings.Count(string(log), "node networked: ready") > readyBefore
+		}
+		return routes && r.guardFull != 0 && ready
 	}); err != nil {
 		return r, err
 	}
@@ -230,14 +249,16 @@ func measureFirewall(ctx context.Context, env *testenv.Env, node *testenv.Node, 
 		if _, err := env.Client.CoreV1().Nodes().Create(ctx, joiner, metav1.CreateOptions{}); err != nil {
 			return r, err
 		}
-		if err := poll(ctx, "the new peer in the guard set", func() bool { return probe.has(ip) }); err != nil {
-			return r, err
+		if probe != nil {
+			if err := poll(ctx, "the new peer in the guard set", func() bool { return probe.has(ip) }); err != nil {
+				return r, err
+			}
 		}
-		joins = append(joins, time.Since(t1))
 		// The join's work is done when its route is in too.
 		if err := waitRoutes(ctx, h, func(n int) bool { return n >= peers+i+1 }); err != nil {
 			return r, err
 		}
+		joins = append(joins, time.Since(t1))
 	}
 	cpu1, err := cpuWithChildren(pid)
 	if err != nil {
@@ -250,13 +271,15 @@ func measureFirewall(ctx context.Context, env *testenv.Env, node *testenv.Node, 
 		if err := env.Client.CoreV1().Nodes().Delete(ctx, leaver.Name, metav1.DeleteOptions{}); err != nil {
 			return r, err
 		}
-		if err := poll(ctx, "the peer gone from the guard set", func() bool { return !probe.has(ip) }); err != nil {
-			return r, err
-		}
-		leaves = append(leaves, time.Since(t2))
 		if err := waitRoutes(ctx, h, func(n int) bool { return n <= peers+churn-i-1 }); err != nil {
 			return r, err
 		}
+		if probe != nil {
+			if err := poll(ctx, "the peer gone from the guard set", func() bool { return !probe.has(ip) }); err != nil {
+				return r, err
+			}
+		}
+		leaves = append(leaves, time.Since(t2))
 	}
 	cpu2, err := cpuWithChildren(pid)
 	if err != nil {
@@ -287,43 +310,36 @@ func renderFirewalls(runs []fwRun, peers, rounds int, modes []string) string {
 	}
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 	cols := []col{
-		{"start → all routes and the full guard set", func(r fwRun) float64 { return ms(r.converged) }, "ms"},
-		{"guard set full at", func(r fwRun) float64 { return ms(r.guardFull) }, "ms"},
+		{"start → all routes (and the full guard set), ready", func(r fwRun) float64 { return ms(r.converged) }, "ms"},
 		{"CPU s to converge", func(r fwRun) float64 { return r.cpuConverge }, "s"},
 		{"CPU s idle, 10 s (2 rule checks)", func(r fwRun) float64 { return r.cpuIdle }, "s"},
-		{"join: address in the set", func(r fwRun) float64 { return ms(r.join) }, "ms"},
+		{"join: route (and address in the set)", func(r fwRun) float64 { return ms(r.join) }, "ms"},
 		{"CPU s per join (set element, FDB, neighbour, route)", func(r fwRun) float64 { return r.cpuJoin }, "s"},
-		{"leave: address gone", func(r fwRun) float64 { return ms(r.leave) }, "ms"},
+		{"leave: route (and address) gone", func(r fwRun) float64 { return ms(r.leave) }, "ms"},
 		{"CPU s per leave", func(r fwRun) float64 { return r.cpuLeave }, "s"},
 	}
 	var b strings.Builder
 	host, _ := os.Hostname()
 	load, _ := os.ReadFile("/proc/loadavg")
 	fmt.Fprintf(&b, "%s\n\n", fwSection)
-	fmt.Fprintf(&b, "`go run ./bench/flanneld -flanneld bin/flanneld -peers %d -firewalls %s -rounds %d -results bench/RESULTS.md` (as root, after `make build k8s`): the harness above (one real flanneld, vxlan, `--ip-masq`, the VXLAN guard on, against a real API server holding %d simulated peers), started from scratch (no device, no rules or sets) once per mode and round, the modes taking turns. CPU counts flanneld and the `iptables`/`nft` commands it ran. A join is a new Node until its address is in the guard's set (polled: an ipset test over netlink, `nft get element`); a leave is its deletion until the address is gone; each run has %d joins then %d leaves, one at a time (median time, mean CPU per event; CPU is counted in 10 ms ticks). Medians of %d rounds. Measured %s on %s, %d CPUs, load average %s (other work on the machine).\n\n",
-		peers, strings.Join(modes, ","), rounds, peers, churn, churn, rounds, time.Now().UTC().Format("2006-01-02"), host, runtime.NumCPU(), strings.Join(strings.Fields(string(load))[:3], " / "))
+	fmt.Fprintf(&b, "`go run ./bench/flanneld -flanneld bin/flanneld -peers %d -firewalls %s -rounds %d -results bench/RESULTS.md` (as root, after `make build k8s`): the harness above (one real flanneld, vxlan, `--ip-masq`, against a real API server holding %d simulated peers), the VXLAN guard on except in the `%s` modes (`--vxlan-guard=false`, the baseline the guard's cost shows against), started from scratch (no device, no rules or sets) once per mode and round, the modes taking turns. CPU counts flanneld and the `iptables`/`nft` commands it ran. A join is a new Node until its route is in the kernel and, with the guard, its address in the guard's set (polled: an ipset test over netlink, `nft get element`); a leave is its deletion until both are gone; each run has %d joins then %d leaves, one at a time (median time, mean CPU per event; CPU is counted in 10 ms ticks). Medians of %d rounds. Measured %s on %s, %d CPUs, load average %s (other work on the machine).\n\n",
+		peers, strings.Join(modes, ","), rounds, peers, noGuard, churn, churn, rounds, time.Now().UTC().Format("2006-01-02"), host, runtime.NumCPU(), strings.Join(strings.Fields(string(load))[:3], " / "))
+	pairs := ratios(modes)
 	b.WriteString("| |")
 	for _, m := range modes {
 		b.WriteString(" " + m + " |")
 	}
-	if len(modes) == 2 {
-		fmt.Fprintf(&b, " %s / %s |", modes[1], modes[0])
+	for _, p := range pairs {
+		fmt.Fprintf(&b, " %s / %s |", p[0], p[1])
 	}
-	b.WriteString("\n|---|")
-	for range modes {
-		b.WriteString("---:|")
-	}
-	if len(modes) == 2 {
-		b.WriteString("---:|")
-	}
-	b.WriteString("\n")
+	b.WriteString("\n|---|" + strings.Repeat("---:|", len(modes)+len(pairs)) + "\n")
 	writes := map[string]int{}
 	for _, r := range runs {
 		writes[r.mode] += r.ruleWrites
 	}
 	for _, c := range cols {
 		fmt.Fprintf(&b, "| %s |", c.name)
-		var meds []float64
+		med := map[string]float64{}
 		for _, m := range modes {
 			var xs []float64
 			for _, r := range runs {
@@ -331,18 +347,19 @@ func renderFirewalls(runs []fwRun, peers, rounds int, modes []string) string {
 					xs = append(xs, c.val(r))
 				}
 			}
-			med := median(xs)
-			meds = append(meds, med)
+			med[m] = median(xs)
 			if c.unit == "ms" {
-				fmt.Fprintf(&b, " %.0f ms |", med)
+				fmt.Fprintf(&b, " %.0f ms |", med[m])
 			} else {
-				fmt.Fprintf(&b, " %.3f |", med)
+				fmt.Fprintf(&b, " %.3f |", med[m])
 			}
 		}
-		if len(meds) == 2 && meds[0] > 0 {
-			fmt.Fprintf(&b, " %.2f |", meds[1]/meds[0])
-		} else if len(meds) == 2 {
-			b.WriteString(" – |")
+		for _, p := range pairs {
+			if med[p[1]] > 0 {
+				fmt.Fprintf(&b, " %.2f |", med[p[0]]/med[p[1]])
+			} else {
+				b.WriteString(" – |")
+			}
 		}
 		b.WriteString("\n")
 	}
@@ -353,4 +370,20 @@ func renderFirewalls(runs []fwRun, peers, rounds int, modes []string) string {
 	}
 	b.WriteString(strings.Join(ws, ", ") + ": a join or a leave changes one set element and no rule.\n")
 	return b.String()
+}
+
+// ratios are the pairs of modes whose ratio the table shows: nftables
+// against iptables, and each mode with the guard against without.
+func ratios(modes []string) [][2]string {
+	var out [][2]string
+	has := func(m string) bool { return slices.Contains(modes, m) }
+	if has("nftables") && has("iptables") {
+		out = append(out, [2]string{"nftables", "iptables"})
+	}
+	for _, m := range []string{"iptables", "nftables"} {
+		if has(m) && has(m+noGuard) {
+			out = append(out, [2]string{m, m + noGuard})
+		}
+	}
+	return out
 }

@@ -10,7 +10,7 @@
 // With -firewalls it compares the firewall modes instead, the VXLAN guard's
 // set at start and per join and leave among them:
 //
-//	go run ./bench/flanneld -flanneld bin/flanneld -peers 5000 -firewalls iptables,nftables -rounds 3 -results bench/RESULTS.md
+//	go run ./bench/flanneld -flanneld bin/flanneld -peers 5000 -firewalls iptables-noguard,iptables,nftables-noguard,nftables -rounds 3 -results bench/RESULTS.md
 //
 // It needs root and the Kubernetes binaries (make k8s).
 package main
@@ -48,7 +48,7 @@ func main() {
 	peers := flag.String("peers", "1000,5000", "comma-separated peer counts, one run each")
 	profile := flag.String("cpu-profile", "", "have flanneld write a CPU profile of the last run here")
 	results := flag.String("results", "", "markdown file whose \""+section+"\" section is replaced (or appended); empty prints to stdout")
-	firewalls := flag.String("firewalls", "", "instead: compare these firewall modes (iptables,nftables) at -peers, taking turns, in the \""+fwSection+"\" section")
+	firewalls := flag.String("firewalls", "", "instead: compare these firewall modes (iptables, nftables; with "+noGuard+" the VXLAN guard off) at -peers, taking turns, in the \""+fwSection+"\" section")
 	rounds := flag.Int("rounds", 3, "with -firewalls: starts per mode")
 	flag.Parse()
 	cpuProfile = *profile
@@ -56,8 +56,8 @@ func main() {
 		n, err := strconv.Atoi(*peers)
 		modes := strings.Split(*firewalls, ",")
 		for _, m := range modes {
-			if m != "iptables" && m != "nftables" {
-				err = fmt.Errorf("-firewalls: %q is not iptables or nftables", m)
+			if base := strings.TrimSuffix(m, noGuard); base != "iptables" && base != "nftables" {
+				err = fmt.Errorf("-firewalls: %q is not iptables or nftables (with %s: the guard off)", m, noGuard)
 			}
 		}
 		if err == nil && *rounds < 1 {

@@ -118,12 +118,12 @@ func (fw *Firewall) SyncAllowed(addrs []netip.Addr) (bool, error) {
 		return false, nil
 	}
 	if !fw.installed {
-		return fw.ensure()
+		return fw.installGuard()
 	}
 	name := SetName(fw.fam)
 	res, err := fw.sets.IpsetList(name)
 	if errors.Is(err, unix.ENOENT) {
-		return fw.ensure()
+		return fw.installGuard()
 	}
 	if err != nil {
 		return false, fmt.Errorf("reading ipset %s: %w", name, err)

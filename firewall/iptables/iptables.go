@@ -299,6 +299,28 @@ func (fw *Firewall) Ensure(p firewall.Policy) (bool, error) {
 	return fw.ensure()
 }
 
+// installGuard puts in the guard of fw.policy that was waiting for its
+// set, the set filled before the rule that names it; the other chains are
+// Ensure's. fw.mu is held.
+func (fw *Firewall) installGuard() (bool, error) {
+	name := SetName(fw.fam)
+	set, err := fw.setExists(name)
+	if err != nil {
+		return false, err
+	}
+	if !set {
+		if err := fw.fillSet(name); err != nil {
+			return false, err
+		}
+	}
+	fw.installed = true
+	c := guardChain(fw.policy)
+	if _, err := fw.ensureChain(c); err != nil {
+		return true, fmt.Errorf("%s chain %s: %w", c.Table, c.Name, err)
+	}
+	return true, nil
+}
+
 // ensure brings the rules to fw.policy. fw.mu is held.
 func (fw *Firewall) ensure() (bool, error) {
 	p := fw.policy

@@ -190,6 +190,28 @@ type state struct {
 	comments map[string][]string
 }
 
+// readRules reads every rule's comment, by chain; nil when the table is
+// missing.
+func (fw *Firewall) readRules(ctx context.Context) (map[string][]string, error) {
+	rules, err := fw.nft.ListRules(ctx, "")
+	if knftables.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the rules of table %s: %w", TableName(fw.fam), err)
+	}
+	comments := map[string][]string{}
+	for _, r := range rules {
+		c := ""
+		if r.Comment != nil {
+			c = *r.Comment
+		}
+		comments[r.Chain] = append(comments[r.Chain], c)
+	}
+	return comments, nil
+}
+
+// read reads the table's objects and rules.
 func (fw *Firewall) read(ctx context.Context) (state, error) {
 	st := state{chains: map[string]bool{}, sets: map[string]bool{}, counters: map[string]bool{}, comments: map[string][]string{}}
 	all, err := fw.nft.ListAll(ctx)
@@ -205,21 +227,44 @@ func (fw *Firewall) read(ctx context.Context) (state, error) {
 			m[name] = true
 		}
 	}
-	rules, err := fw.nft.ListRules(ctx, "")
-	if knftables.IsNotFound(err) {
-		return st, nil
-	}
+	comments, err := fw.readRules(ctx)
 	if err != nil {
-		return st, fmt.Errorf("reading the rules of table %s: %w", TableName(fw.fam), err)
+		return st, err
 	}
-	for _, r := range rules {
-		c := ""
-		if r.Comment != nil {
-			c = *r.Comment
-		}
-		st.comments[r.Chain] = append(st.comments[r.Chain], c)
+	if comments != nil {
+		st.comments = comments
 	}
 	return st, nil
+}
+
+// rulesRight is the check of every --iptables-resync, one nft command:
+// it reports whether the rules alone show the table right. Once the
+// guard's set is known (or there is no guard), rules with the right
+// digests imply their chains, and the guard's set and counter, which
+// they name; an unwanted chain of ours shows by its rules. Anything else
+// takes the full read.
+func (fw *Firewall) rulesRight(ctx context.Context) (bool, error) {
+	p := fw.policy
+	if p.GuardPort != 0 && !fw.allowed.Synced() {
+		return false, nil
+	}
+	comments, err := fw.readRules(ctx)
+	if err != nil || comments == nil {
+		return false, err
+	}
+	want := map[string]bool{}
+	for _, c := range Chains(p, true) {
+		want[c.Name] = true
+		if !slices.Equal(comments[c.Name], c.Comments) {
+			return false, nil
+		}
+	}
+	for _, name := range ours {
+		if !want[name] && len(comments[name]) > 0 {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // guarded says whether the guard is to be in the kernel under p: it is
@@ -350,6 +395,12 @@ func (fw *Firewall) Ensure(p firewall.Policy) (bool, error) {
 func (fw *Firewall) ensure() (bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	if ok, err := fw.rulesRight(ctx); err != nil {
+		return false, err
+	} else if ok {
+		fw.installed = fw.policy.GuardPort != 0
+		return false, nil
+	}
 	st, err := fw.read(ctx)
 	if err != nil {
 		return false, err
