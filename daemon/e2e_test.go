@@ -107,6 +107,18 @@ func newCluster(t *testing.T) *cluster {
 	return c
 }
 
+// vxlanPeer is a Node with a vxlan lease and no flanneld behind it.
+func vxlanPeer(name, cidr, ip, mac string) *v1.Node {
+	return &v1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{
+			"flannel.alpha.coreos.com/backend-type": "vxlan",
+			"flannel.alpha.coreos.com/backend-data": `{"VNI":1,"VtepMAC":"` + mac + `"}`,
+			"flannel.alpha.coreos.com/public-ip":    ip,
+		}},
+		Spec: v1.NodeSpec{PodCIDR: cidr},
+	}
+}
+
 // startAll starts flanneld with conf and args on nodes and waits until
 // each is ready.
 func startAll(t *testing.T, conf string, args []string, nodes ...*testenv.Node) []*exec.Cmd {
@@ -420,14 +432,7 @@ func TestAPIServerOutage(t *testing.T) {
 	if err := readyz(n1); err != nil {
 		t.Errorf("n1 not ready during the outage: %v", err)
 	}
-	n3 := &v1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: "n3", Annotations: map[string]string{
-			"flannel.alpha.coreos.com/backend-type": "vxlan",
-			"flannel.alpha.coreos.com/backend-data": `{"VNI":1,"VtepMAC":"0a:00:00:00:00:33"}`,
-			"flannel.alpha.coreos.com/public-ip":    "172.18.0.13",
-		}},
-		Spec: v1.NodeSpec{PodCIDR: "10.244.3.0/24"},
-	}
+	n3 := vxlanPeer("n3", "10.244.3.0/24", "172.18.0.13", "0a:00:00:00:00:33")
 	if _, err := c.env.Client.CoreV1().Nodes().Create(c.ctx, n3, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -543,15 +548,7 @@ func TestNFTablesGuardAndSwitch(t *testing.T) {
 	}
 
 	// x becomes a Node: accepted without a restart.
-	xNode := &v1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: "x", Annotations: map[string]string{
-			"flannel.alpha.coreos.com/backend-type": "vxlan",
-			"flannel.alpha.coreos.com/backend-data": `{"VNI":1,"VtepMAC":"` + xMAC + `"}`,
-			"flannel.alpha.coreos.com/public-ip":    "172.18.0.50",
-		}},
-		Spec: v1.NodeSpec{PodCIDR: "10.244.3.0/24"},
-	}
-	if _, err := nodes.Create(c.ctx, xNode, metav1.CreateOptions{}); err != nil {
+	if _, err := nodes.Create(c.ctx, vxlanPeer("x", "10.244.3.0/24", "172.18.0.50", xMAC), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 30*time.Second, "x accepted once it is a Node", func() error {

@@ -81,3 +81,46 @@ func (a *Allowed) Diff(have []netip.Addr) (add, del []netip.Addr) {
 	slices.SortFunc(del, netip.Addr.Compare)
 	return add, del
 }
+
+// GuardState is what an implementation remembers of its guard, under its
+// lock: the set as the daemon gave it, the last policy Ensure was given,
+// and whether the kernel holds the guard (as of the last look).
+type GuardState struct {
+	Allowed   Allowed
+	Policy    Policy
+	Ensured   bool
+	Installed bool
+}
+
+// SyncStep is what SyncAllowed has to do.
+type SyncStep int
+
+// The steps.
+const (
+	// SyncNothing: no guard to keep (none ensured yet, or none wanted).
+	SyncNothing SyncStep = iota
+	// SyncInstall: the guard waits for its set; install it, filled.
+	SyncInstall
+	// SyncCompare: compare the kernel's set with Allowed and fix it.
+	SyncCompare
+)
+
+// Sync records addrs as the whole set and says what SyncAllowed must do.
+func (g *GuardState) Sync(addrs []netip.Addr) SyncStep {
+	g.Allowed.Set(addrs)
+	switch {
+	case !g.Ensured || g.Policy.GuardPort == 0:
+		return SyncNothing
+	case !g.Installed:
+		return SyncInstall
+	default:
+		return SyncCompare
+	}
+}
+
+// Guarded says whether the guard is to be in the kernel under p: it is
+// asked for, and either its set is known in full or the kernel holds it
+// (setExists).
+func (g *GuardState) Guarded(p Policy, setExists bool) bool {
+	return p.GuardPort != 0 && (g.Allowed.Synced() || setExists)
+}

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -86,22 +85,9 @@ func (p nftProbe) has(ip string) bool {
 	return err == nil
 }
 
-// cpuWithChildren is user+system time of pid and of its reaped children
-// (the iptables and nft commands flanneld ran) so far.
-func cpuWithChildren(pid int) (float64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	s := string(data)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	var sum float64
-	for _, f := range fields[11:15] { // utime, stime, cutime, cstime
-		v, _ := strconv.ParseFloat(f, 64)
-		sum += v
-	}
-	return sum / 100, nil
-}
+// cpuWithChildren is cpuTime with the children: flanneld and the
+// commands it ran.
+func cpuWithChildren(pid int) (float64, error) { return cpuTime(pid, true) }
 
 // poll calls ok every 20 ms until it holds.
 func poll(ctx context.Context, what string, ok func() bool) error {

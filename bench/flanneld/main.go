@@ -330,16 +330,27 @@ func waitRoutes(ctx context.Context, h *netlink.Handle, ok func(int) bool) error
 }
 
 // cpuSeconds is user+system time of pid so far.
-func cpuSeconds(pid int) (float64, error) {
+func cpuSeconds(pid int) (float64, error) { return cpuTime(pid, false) }
+
+// cpuTime is user+system time of pid so far, with children that of its
+// reaped children too (the iptables and nft commands flanneld ran).
+func cpuTime(pid int, children bool) (float64, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, err
 	}
 	s := string(data)
 	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	utime, _ := strconv.ParseFloat(fields[11], 64)
-	stime, _ := strconv.ParseFloat(fields[12], 64)
-	return (utime + stime) / 100, nil // USER_HZ is 100 on Linux
+	n := 2 // utime, stime
+	if children {
+		n = 4 // and cutime, cstime
+	}
+	var sum float64
+	for _, f := range fields[11 : 11+n] {
+		v, _ := strconv.ParseFloat(f, 64)
+		sum += v
+	}
+	return sum / 100, nil // USER_HZ is 100 on Linux
 }
 
 // peakRSS is VmHWM of pid in MiB.

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/twill-net/twill/family"
+	"github.com/twill-net/twill/firewall"
 )
 
 // errNoElement is the kernel's answer to deleting an element the set does
@@ -54,7 +55,7 @@ func (fw *Firewall) fillSet(name string) error {
 	if err := fw.createSet(name); err != nil {
 		return err
 	}
-	return fw.add(name, fw.allowed.Sorted())
+	return fw.add(name, fw.g.Allowed.Sorted())
 }
 
 func (fw *Firewall) add(name string, addrs []netip.Addr) error {
@@ -83,8 +84,8 @@ func (fw *Firewall) destroySets() error {
 func (fw *Firewall) Allow(addrs ...netip.Addr) error {
 	fw.mu.Lock()
 	defer fw.mu.Unlock()
-	fw.allowed.Add(addrs...)
-	if !fw.installed {
+	fw.g.Allowed.Add(addrs...)
+	if !fw.g.Installed {
 		return nil
 	}
 	return fw.add(SetName(fw.fam), addrs)
@@ -94,8 +95,8 @@ func (fw *Firewall) Allow(addrs ...netip.Addr) error {
 func (fw *Firewall) Disallow(addrs ...netip.Addr) error {
 	fw.mu.Lock()
 	defer fw.mu.Unlock()
-	fw.allowed.Delete(addrs...)
-	if !fw.installed {
+	fw.g.Allowed.Delete(addrs...)
+	if !fw.g.Installed {
 		return nil
 	}
 	name := SetName(fw.fam)
@@ -113,11 +114,10 @@ func (fw *Firewall) Disallow(addrs ...netip.Addr) error {
 func (fw *Firewall) SyncAllowed(addrs []netip.Addr) (bool, error) {
 	fw.mu.Lock()
 	defer fw.mu.Unlock()
-	fw.allowed.Set(addrs)
-	if !fw.ensured || fw.policy.GuardPort == 0 {
+	switch fw.g.Sync(addrs) {
+	case firewall.SyncNothing:
 		return false, nil
-	}
-	if !fw.installed {
+	case firewall.SyncInstall:
 		return fw.installGuard()
 	}
 	name := SetName(fw.fam)
@@ -134,7 +134,7 @@ func (fw *Firewall) SyncAllowed(addrs []netip.Addr) (bool, error) {
 			have = append(have, a.Unmap())
 		}
 	}
-	if add, del := fw.allowed.Diff(have); len(add)+len(del) == 0 {
+	if add, del := fw.g.Allowed.Diff(have); len(add)+len(del) == 0 {
 		return false, nil
 	}
 	tmp := name + "-NEW"
@@ -158,7 +158,7 @@ func (fw *Firewall) SyncAllowed(addrs []netip.Addr) (bool, error) {
 func (fw *Firewall) Dropped() (uint64, error) {
 	fw.mu.Lock()
 	defer fw.mu.Unlock()
-	if !fw.installed {
+	if !fw.g.Installed {
 		return 0, nil
 	}
 	lines, err := fw.ipt.ListWithCounters("filter", GuardChain)

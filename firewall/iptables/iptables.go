@@ -177,14 +177,7 @@ type Firewall struct {
 	fam  family.Family
 
 	mu sync.Mutex
-	// allowed is the guard's set as the daemon gave it.
-	allowed firewall.Allowed
-	// policy is the last policy Ensure was given, if ensured.
-	policy  firewall.Policy
-	ensured bool
-	// installed is set while the kernel holds the guard's set (as of our
-	// last look).
-	installed bool
+	g  firewall.GuardState
 }
 
 var _ firewall.Firewall = (*Firewall)(nil)
@@ -244,7 +237,7 @@ func (fw *Firewall) Check(p firewall.Policy) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	guard := fw.guarded(p, set)
+	guard := fw.g.Guarded(p, set)
 	for _, c := range Chains(p, fw.ipt.HasRandomFully(), guard) {
 		st, err := fw.inspect(c)
 		if err != nil {
@@ -283,23 +276,17 @@ func (fw *Firewall) Check(p firewall.Policy) ([]string, error) {
 	return diffs, nil
 }
 
-// guarded says whether the guard is to be in the kernel under p: it is
-// asked for and either its set is known in full or the kernel holds it.
-func (fw *Firewall) guarded(p firewall.Policy, setExists bool) bool {
-	return p.GuardPort != 0 && (fw.allowed.Synced() || setExists)
-}
-
 // Ensure implements firewall.Firewall. A chain whose rules are right is not
 // touched. A chain with wrong rules is rebuilt under a temporary name and
 // swapped in, so there is no moment without masquerading or forwarding.
 func (fw *Firewall) Ensure(p firewall.Policy) (bool, error) {
 	fw.mu.Lock()
 	defer fw.mu.Unlock()
-	fw.policy, fw.ensured = p, true
+	fw.g.Policy, fw.g.Ensured = p, true
 	return fw.ensure()
 }
 
-// installGuard puts in the guard of fw.policy that was waiting for its
+// installGuard puts in the guard of fw.g.Policy that was waiting for its
 // set, the set filled before the rule that names it; the other chains are
 // Ensure's. fw.mu is held.
 func (fw *Firewall) installGuard() (bool, error) {
@@ -313,24 +300,24 @@ func (fw *Firewall) installGuard() (bool, error) {
 			return false, err
 		}
 	}
-	fw.installed = true
-	c := guardChain(fw.policy)
+	fw.g.Installed = true
+	c := guardChain(fw.g.Policy)
 	if _, err := fw.ensureChain(c); err != nil {
 		return true, fmt.Errorf("%s chain %s: %w", c.Table, c.Name, err)
 	}
 	return true, nil
 }
 
-// ensure brings the rules to fw.policy. fw.mu is held.
+// ensure brings the rules to fw.g.Policy. fw.mu is held.
 func (fw *Firewall) ensure() (bool, error) {
-	p := fw.policy
+	p := fw.g.Policy
 	changed := false
 	name := SetName(fw.fam)
 	set, err := fw.setExists(name)
 	if err != nil {
 		return false, err
 	}
-	guard := fw.guarded(p, set)
+	guard := fw.g.Guarded(p, set)
 	if guard && !set {
 		// The set goes in, filled, before the rule that names it.
 		if err := fw.fillSet(name); err != nil {
@@ -338,7 +325,7 @@ func (fw *Firewall) ensure() (bool, error) {
 		}
 		changed = true
 	}
-	fw.installed = guard
+	fw.g.Installed = guard
 	for _, c := range Chains(p, fw.ipt.HasRandomFully(), guard) {
 		ch, err := fw.ensureChain(c)
 		if err != nil {
@@ -522,7 +509,7 @@ func jumpTo(jump []string, chain string) []string {
 func (fw *Firewall) Remove() error {
 	fw.mu.Lock()
 	defer fw.mu.Unlock()
-	fw.installed = false
+	fw.g.Installed = false
 	return errors.Join(fw.remove(all), fw.destroySets())
 }
 

@@ -152,14 +152,7 @@ type Firewall struct {
 	fam family.Family
 
 	mu sync.Mutex
-	// allowed is the guard's set as the daemon gave it.
-	allowed firewall.Allowed
-	// policy is the last policy Ensure was given, if ensured.
-	policy  firewall.Policy
-	ensured bool
-	// installed is set while the kernel holds the guard (as of our last
-	// read or write of it).
-	installed bool
+	g  firewall.GuardState
 }
 
 var _ firewall.Firewall = (*Firewall)(nil)
@@ -244,8 +237,8 @@ func (fw *Firewall) read(ctx context.Context) (state, error) {
 // they name; an unwanted chain of ours shows by its rules. Anything else
 // takes the full read.
 func (fw *Firewall) rulesRight(ctx context.Context) (bool, error) {
-	p := fw.policy
-	if p.GuardPort != 0 && !fw.allowed.Synced() {
+	p := fw.g.Policy
+	if p.GuardPort != 0 && !fw.g.Allowed.Synced() {
 		return false, nil
 	}
 	comments, err := fw.readRules(ctx)
@@ -265,12 +258,6 @@ func (fw *Firewall) rulesRight(ctx context.Context) (bool, error) {
 		}
 	}
 	return true, nil
-}
-
-// guarded says whether the guard is to be in the kernel under p: it is
-// asked for and either its set is known in full or the kernel holds it.
-func (fw *Firewall) guarded(p firewall.Policy, st state) bool {
-	return p.GuardPort != 0 && (fw.allowed.Synced() || st.sets[PeersSet])
 }
 
 // diff is what differs between the kernel and the chains.
@@ -339,7 +326,7 @@ func (fw *Firewall) transaction(d diff) *knftables.Transaction {
 		tx.Add(&knftables.Set{Name: PeersSet, Type: addrType(fw.fam), Comment: knftables.PtrTo("nodes whose VXLAN packets are accepted")})
 		tx.Add(&knftables.Counter{Name: DropCounter, Comment: knftables.PtrTo("VXLAN packets dropped: not from a node")})
 		if d.fillSet {
-			for _, a := range fw.allowed.Sorted() {
+			for _, a := range fw.g.Allowed.Sorted() {
 				tx.Add(element(a))
 			}
 		}
@@ -378,7 +365,7 @@ func (fw *Firewall) Check(p firewall.Policy) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	guard := fw.guarded(p, st)
+	guard := fw.g.Guarded(p, st.sets[PeersSet])
 	return fw.compare(st, Chains(p, guard), guard).text, nil
 }
 
@@ -387,34 +374,34 @@ func (fw *Firewall) Check(p firewall.Policy) ([]string, error) {
 func (fw *Firewall) Ensure(p firewall.Policy) (bool, error) {
 	fw.mu.Lock()
 	defer fw.mu.Unlock()
-	fw.policy, fw.ensured = p, true
+	fw.g.Policy, fw.g.Ensured = p, true
 	return fw.ensure()
 }
 
-// ensure brings the table to fw.policy. fw.mu is held.
+// ensure brings the table to fw.g.Policy. fw.mu is held.
 func (fw *Firewall) ensure() (bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	if ok, err := fw.rulesRight(ctx); err != nil {
 		return false, err
 	} else if ok {
-		fw.installed = fw.policy.GuardPort != 0
+		fw.g.Installed = fw.g.Policy.GuardPort != 0
 		return false, nil
 	}
 	st, err := fw.read(ctx)
 	if err != nil {
 		return false, err
 	}
-	guard := fw.guarded(fw.policy, st)
-	d := fw.compare(st, Chains(fw.policy, guard), guard)
+	guard := fw.g.Guarded(fw.g.Policy, st.sets[PeersSet])
+	d := fw.compare(st, Chains(fw.g.Policy, guard), guard)
 	if d.empty() {
-		fw.installed = guard
+		fw.g.Installed = guard
 		return false, nil
 	}
 	if err := fw.nft.Run(ctx, fw.transaction(d)); err != nil {
 		return false, fmt.Errorf("writing table %s: %w", TableName(fw.fam), err)
 	}
-	fw.installed = guard
+	fw.g.Installed = guard
 	return true, nil
 }
 
@@ -433,50 +420,45 @@ func (fw *Firewall) Remove() error {
 	if err := fw.nft.Run(ctx, tx); err != nil {
 		return fmt.Errorf("removing table %s: %w", TableName(fw.fam), err)
 	}
-	fw.installed = false
+	fw.g.Installed = false
 	return nil
 }
 
 // Allow implements firewall.Guard: one transaction adds the elements.
 func (fw *Firewall) Allow(addrs ...netip.Addr) error {
-	fw.mu.Lock()
-	defer fw.mu.Unlock()
-	fw.allowed.Add(addrs...)
-	if !fw.installed || len(addrs) == 0 {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	tx := fw.nft.NewTransaction()
-	for _, a := range addrs {
+	return fw.elements(addrs, "adding %v to set %s: %w", fw.g.Allowed.Add, func(tx *knftables.Transaction, a netip.Addr) {
 		tx.Add(element(a))
-	}
-	if err := fw.nft.Run(ctx, tx); err != nil {
-		return fmt.Errorf("adding %v to set %s: %w", addrs, PeersSet, err)
-	}
-	return nil
+	})
 }
 
 // Disallow implements firewall.Guard: one transaction removes the
 // elements.
 func (fw *Firewall) Disallow(addrs ...netip.Addr) error {
+	return fw.elements(addrs, "removing %v from set %s: %w", fw.g.Allowed.Delete, func(tx *knftables.Transaction, a netip.Addr) {
+		// Adding first makes the delete succeed whether the element was
+		// there or not.
+		tx.Add(element(a))
+		tx.Delete(element(a))
+	})
+}
+
+// elements records addrs with record and, when the kernel holds the
+// guard, sends one transaction that op fills for each address.
+func (fw *Firewall) elements(addrs []netip.Addr, errFormat string, record func(...netip.Addr), op func(*knftables.Transaction, netip.Addr)) error {
 	fw.mu.Lock()
 	defer fw.mu.Unlock()
-	fw.allowed.Delete(addrs...)
-	if !fw.installed || len(addrs) == 0 {
+	record(addrs...)
+	if !fw.g.Installed || len(addrs) == 0 {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	tx := fw.nft.NewTransaction()
 	for _, a := range addrs {
-		// Adding first makes the delete succeed whether the element was
-		// there or not.
-		tx.Add(element(a))
-		tx.Delete(element(a))
+		op(tx, a)
 	}
 	if err := fw.nft.Run(ctx, tx); err != nil {
-		return fmt.Errorf("removing %v from set %s: %w", addrs, PeersSet, err)
+		return fmt.Errorf(errFormat, addrs, PeersSet, err)
 	}
 	return nil
 }
@@ -486,11 +468,10 @@ func (fw *Firewall) Disallow(addrs ...netip.Addr) error {
 func (fw *Firewall) SyncAllowed(addrs []netip.Addr) (bool, error) {
 	fw.mu.Lock()
 	defer fw.mu.Unlock()
-	fw.allowed.Set(addrs)
-	if !fw.ensured || fw.policy.GuardPort == 0 {
+	switch fw.g.Sync(addrs) {
+	case firewall.SyncNothing:
 		return false, nil
-	}
-	if !fw.installed {
+	case firewall.SyncInstall:
 		return fw.ensure()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -513,7 +494,7 @@ func (fw *Firewall) SyncAllowed(addrs []netip.Addr) (bool, error) {
 		}
 		junk = append(junk, e)
 	}
-	add, del := fw.allowed.Diff(have)
+	add, del := fw.g.Allowed.Diff(have)
 	if len(add)+len(del)+len(junk) == 0 {
 		return false, nil
 	}
@@ -536,7 +517,7 @@ func (fw *Firewall) SyncAllowed(addrs []netip.Addr) (bool, error) {
 // Dropped implements firewall.Guard: the drop counter's packets.
 func (fw *Firewall) Dropped() (uint64, error) {
 	fw.mu.Lock()
-	installed := fw.installed
+	installed := fw.g.Installed
 	fw.mu.Unlock()
 	if !installed {
 		return 0, nil

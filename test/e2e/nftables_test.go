@@ -3,12 +3,10 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -28,15 +26,7 @@ const (
 )
 
 // onUnderlay runs commands in the lab's underlay namespace.
-func onUnderlay() runner {
-	return runner{where: "the underlay namespace", run: func(cmd ...string) (string, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-		defer cancel()
-		argv := append([]string{"--net=" + suite.cluster.UnderlayNetNS(), "--"}, cmd...)
-		out, err := exec.CommandContext(ctx, "nsenter", argv...).CombinedOutput()
-		return string(out), err
-	}}
-}
+func onUnderlay() runner { return inNetNS("the underlay namespace", suite.cluster.UnderlayNetNS()) }
 
 // inPod runs commands in a test pod.
 func inPod(p pod) runner {
@@ -65,27 +55,10 @@ func guardDrops(t *testing.T, node string) int {
 func testNFTablesMode(t *testing.T) {
 	w1, w2 := workers(t)
 	a, b := podOn(t, w1), podOn(t, w2)
-	orig := netConf(t)
-	var conf map[string]any
-	if err := json.Unmarshal([]byte(orig), &conf); err != nil {
-		t.Fatalf("net-conf.json in %s is not JSON: %v\n%s", flannelConfigMap, err, orig)
-	}
-	conf["EnableNFTables"] = true
-	conf["NoMasqueradeCIDRs"] = []string{underlayGateway + "/32"}
-	nft, err := json.MarshalIndent(conf, "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	restored := false
-	t.Cleanup(func() {
-		if !restored {
-			setNetConf(t, orig)
-			restartFlannel(t)
-		}
+	restore := switchNetConf(t, func(conf map[string]any) {
+		conf["EnableNFTables"] = true
+		conf["NoMasqueradeCIDRs"] = []string{underlayGateway + "/32"}
 	})
-	setNetConf(t, string(nft))
-	took := restartFlannel(t)
-	t.Logf("moved to nftables in %v", took.Round(time.Millisecond))
 
 	all := nodes(t)
 	for _, n := range all {
@@ -153,9 +126,7 @@ func testNFTablesMode(t *testing.T) {
 
 	testGuard(t, a, b)
 
-	setNetConf(t, orig)
-	restartFlannel(t)
-	restored = true
+	restore()
 	eventually(t, 60*time.Second, time.Second, "back on iptables, nothing of nftables left", func() error {
 		for _, n := range all {
 			if out, _ := nodeExecErr(n.Name, "nft", "list", "tables"); strings.Contains(out, "flannel") {
@@ -222,7 +193,9 @@ func testGuard(t *testing.T, a, b pod) {
 		out := capture(t, inPod(a), "eth0", "icmp[icmptype] == icmp-echo and src host "+src, 3, 4*time.Second, nil, send)
 		return strings.Count(out, "ICMP echo request")
 	}
-	forge := func() { _, _ = stranger.Exec("ping", "-c", "15", "-i", "0.2", "-W", "1", "-I", forged.String(), a.IP.String()) }
+	forge := func() {
+		_, _ = stranger.Exec("ping", "-c", "15", "-i", "0.2", "-W", "1", "-I", forged.String(), a.IP.String())
+	}
 
 	before := guardDrops(t, self.Name)
 	if n := arrived(forged.String(), forge); n > 0 {
