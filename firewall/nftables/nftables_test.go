@@ -311,3 +311,37 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(m.Run())
 }
+
+// TestTakesOverFlannelsTable: a node that ran upstream flannel in
+// nftables mode has a flannel-ipv4 table with flannel's chains and rules;
+// one Ensure makes them Twill's, and nothing of flannel's rules is left.
+func TestTakesOverFlannelsTable(t *testing.T) {
+	n := firewalltest.NewNode(t, func() (firewall.Firewall, error) { return New(family.IPv4) })
+	flannels := `add table ip flannel-ipv4 { comment "rules for flannel-ipv4"; }
+add chain ip flannel-ipv4 forward { type filter hook forward priority filter; comment "chain to accept flannel traffic"; }
+add rule ip flannel-ipv4 forward ip saddr 10.244.0.0/16 accept
+add rule ip flannel-ipv4 forward ip daddr 10.244.0.0/16 accept
+add chain ip flannel-ipv4 postrtg { type nat hook postrouting priority srcnat; comment "chain to manage traffic masquerading by flannel"; }
+add rule ip flannel-ipv4 postrtg meta mark 0x4000 return
+add rule ip flannel-ipv4 postrtg ip saddr 10.244.1.0/24 ip daddr 10.244.0.0/16 return
+add rule ip flannel-ipv4 postrtg ip saddr 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade
+`
+	cmd := exec.Command("ip", "netns", "exec", n.NS.Name, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(flannels)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("flannel's table: %v\n%s", err, out)
+	}
+	n.Ensure(testPolicy, true)
+	n.Sync([]netip.Addr{netip.MustParseAddr("172.18.0.3")}, true)
+	n.Ensure(testPolicy, false)
+	got := nftIn(t, n.NS, "list", "table", "ip", TableIPv4)
+	for _, l := range strings.Split(got, "\n") {
+		rule := strings.HasPrefix(l, "\t\tip ") || strings.HasPrefix(l, "\t\tmeta ") || strings.HasPrefix(l, "\t\tudp ")
+		if rule && !strings.Contains(l, `comment "flanneld `) {
+			t.Errorf("a rule of flannel's is left: %s\n%s", l, got)
+		}
+	}
+	if !strings.Contains(got, "chain vxlan-guard") || !strings.Contains(got, "masquerade fully-random") {
+		t.Errorf("Twill's rules are not in:\n%s", got)
+	}
+}
