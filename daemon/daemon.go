@@ -653,6 +653,7 @@ func (d *Daemon) fullReconcile(ctx context.Context) error {
 	} else if changed {
 		d.log.WithField("peers", len(public)).Info("tunnel guard: set of peers installed or repaired")
 	}
+	d.reportDrops()
 	for _, p := range d.planes {
 		d.rec.Peers(d.own.BackendType, p.fam, known[p.fam], programmed[p.fam])
 	}
@@ -693,16 +694,24 @@ func (d *Daemon) ensureRules() error {
 		if changed {
 			d.log.WithField("family", p.fam).Info("packet-filter rules installed or repaired")
 		}
-		if p.policy.GuardPort != 0 {
-			n, err := p.fw.Dropped()
-			if err != nil {
-				errs = append(errs, fmt.Errorf("reading the %s tunnel guard's drops: %w", p.fam, err))
-				continue
-			}
-			d.rec.GuardDropped(p.fam, n)
-		}
 	}
 	return errors.Join(errs...)
+}
+
+// reportDrops reads the tunnel guards' drop counters, once a full
+// reconcile: reading one costs an nft command that loads the guard's set.
+func (d *Daemon) reportDrops() {
+	for _, p := range d.planes {
+		if p.fw == nil || p.policy.GuardPort == 0 {
+			continue
+		}
+		n, err := p.fw.Dropped()
+		if err != nil {
+			d.log.WithError(err).WithField("family", p.fam).Warn("reading the tunnel guard's drop counter")
+			continue
+		}
+		d.rec.GuardDropped(p.fam, n)
+	}
 }
 
 // installCNIConf copies the CNI conflist into place once the overlay works,

@@ -411,7 +411,7 @@ func (f *fakeFirewall) SyncAllowed(addrs []netip.Addr) (bool, error) {
 	return changed, nil
 }
 
-func (f *fakeFirewall) Dropped() (uint64, error) { return 0, nil }
+func (f *fakeFirewall) Dropped() (uint64, error) { return 7, nil }
 
 // guardState returns the allowed addresses, sorted, and the events so far.
 func (f *fakeFirewall) guardState() (string, []string) {
@@ -471,6 +471,15 @@ func (r *recorder) snapshot() map[string]int {
 
 func (r *recorder) Reconciled(kind metrics.Reconcile, _ time.Duration, _ error) {
 	r.add("reconcile/"+string(kind), 1)
+}
+
+func (r *recorder) GuardDropped(fam family.Family, n uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.n == nil {
+		r.n = map[string]int{}
+	}
+	r.n["guard-dropped/"+fam.String()] = int(n)
 }
 
 func (r *recorder) EntriesChanged(kind string, ch metrics.Change, n int) {
@@ -533,4 +542,7 @@ func TestGuardFollowsPeers(t *testing.T) {
 	synced := h.fw.synced
 	h.d.queue.Add(fullKey)
 	h.eventually("set repaired", func() bool { a, _ := h.fw.guardState(); return a == "172.18.0.9" && h.fw.synced > synced })
+	if n := h.rec.count("guard-dropped/IPv4"); n != 7 {
+		t.Errorf("drops reported: %d, want the firewall's 7", n)
+	}
 }

@@ -66,7 +66,8 @@ type Recorder interface {
 	RulesChecked(fam family.Family, repaired bool, err error)
 	// GuardDropped says how many tunnelled packets from addresses that
 	// are not peers the tunnel guard of fam has dropped in all, as the
-	// kernel counts them (since the guard's rules were made).
+	// kernel counts them (since the guard's rules were made); read at
+	// every full reconcile.
 	GuardDropped(fam family.Family, packets uint64)
 }
 
