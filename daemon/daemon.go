@@ -632,8 +632,10 @@ func (d *Daemon) fullReconcile(ctx context.Context) error {
 		want[name] = e.entries
 		public[name] = e.public
 	}
+	// A guard that fails keeps the node unguarded, not unnetworked: its
+	// errors are logged, and the next full reconcile tries again.
 	if err := d.guards.admit(public); err != nil {
-		return err
+		d.log.WithError(err).Error("tunnel guard: accepting peers")
 	}
 	var st backend.Stats
 	if d.initial != nil {
@@ -649,7 +651,7 @@ func (d *Daemon) fullReconcile(ctx context.Context) error {
 		return err
 	}
 	if changed, err := d.guards.reset(public); err != nil {
-		return err
+		d.log.WithError(err).Error("tunnel guard: making the set of peers exact")
 	} else if changed {
 		d.log.WithField("peers", len(public)).Info("tunnel guard: set of peers installed or repaired")
 	}
