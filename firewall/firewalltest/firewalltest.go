@@ -220,7 +220,7 @@ func Run(t *testing.T, mk Make, leftovers func() (string, error)) {
 	n.Ensure(Policy, false)
 	n.Do(func(fw firewall.Firewall) error {
 		if diffs, err := fw.Check(Policy); err != nil || len(diffs) > 0 {
-			return fmt.Errorf("Check of right rules: %q %v", diffs, err)
+			return fmt.Errorf("checking right rules: %q %v", diffs, err)
 		}
 		return nil
 	})
