@@ -91,6 +91,10 @@ type Backend interface {
 	// Devices names the backend's devices, whose loss means every peer of
 	// the family must be programmed again.
 	Devices() []string
+	// TunnelPort is the UDP port peers' tunnelled packets arrive on, which
+	// the firewall's guard opens to peers only; 0 for a backend without a
+	// tunnel.
+	TunnelPort() uint16
 }
 
 // Entries is what the kernel holds for one peer: entries of any kind, in

@@ -62,6 +62,9 @@ type Options struct {
 	// forward rules, and the masquerade rules when IPMasq is true.
 	Firewall firewall.Maker
 	IPMasq   bool
+	// TunnelGuard has the firewall accept a backend's tunnel (VXLAN's
+	// port) only from the public addresses of peers (--vxlan-guard).
+	TunnelGuard bool
 	// SubnetFile is where subnet.env is written.
 	SubnetFile string
 	// CNIConfSrc is copied to CNIConfDest after the first full reconcile.
@@ -99,6 +102,7 @@ type Daemon struct {
 	queue   workqueue.TypedRateLimitingInterface[string]
 	own     *lease.Lease
 	env     *subnetenv.Env
+	guards  *guards
 	ready   atomic.Bool
 	started atomic.Bool
 
@@ -201,6 +205,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 				return err
 			}
 		}
+		d.guards = newGuards(d.planes)
 		if err := d.ensureRules(); err != nil {
 			return fmt.Errorf("%w%s", err, capabilityHint(err))
 		}
@@ -310,9 +315,13 @@ func (d *Daemon) newPlane(f family.Family, subnet netip.Prefix) (*plane, error) 
 			pub = ip
 		}
 	}
+	var guard uint16
+	if d.o.TunnelGuard {
+		guard = be.TunnelPort()
+	}
 	return &plane{
 		fam: f, be: be,
-		policy: firewall.Policy{Network: network.Prefix, Subnet: subnet, NoMasquerade: d.o.Config.NoMasquerade(f), Masquerade: d.o.IPMasq},
+		policy: firewall.Policy{Network: network.Prefix, Subnet: subnet, NoMasquerade: d.o.Config.NoMasquerade(f), Masquerade: d.o.IPMasq, GuardPort: guard},
 		own:    lease.Net{Subnet: subnet, PublicIP: pub, BackendData: be.Data()},
 	}, nil
 }
@@ -444,6 +453,11 @@ func (d *Daemon) syncNode(ctx context.Context, name string) error {
 	if keep {
 		return nil
 	}
+	// The guard accepts a peer before its tunnel entries exist, and
+	// refuses it only after they are gone.
+	if err := d.guards.admit(map[string][]netip.Addr{name: want.public}); err != nil {
+		return fmt.Errorf("accepting peer %s: %w", name, err)
+	}
 	st, err := d.table.Sync(name, want.entries)
 	var conflict *backend.ConflictError
 	if errors.As(err, &conflict) {
@@ -453,6 +467,13 @@ func (d *Daemon) syncNode(ctx context.Context, name string) error {
 		return err
 	}
 	d.settled(ctx, want, name, conflict)
+	public := want.public
+	if conflict != nil {
+		public = nil // refused: no tunnel entries, so no place in the guard
+	}
+	if err := d.guards.settle(name, public); err != nil {
+		return fmt.Errorf("peer %s: %w", name, err)
+	}
 	if st.Changed() {
 		t := st.Total()
 		d.log.WithFields(logrus.Fields{"peer": name, "added": t.Added, "updated": t.Updated, "deleted": t.Removed, "repaired": t.Repaired}).Info("peer reconciled")
@@ -573,6 +594,7 @@ func (d *Daemon) startPager() *pager {
 		defer close(s.done)
 		for page := range s.in {
 			want := make(map[string]backend.Entries, len(page))
+			public := make(map[string][]netip.Addr, len(page))
 			for i := range page {
 				if page[i].Name == d.o.NodeName {
 					continue
@@ -583,13 +605,24 @@ func (d *Daemon) startPager() *pager {
 				}
 				if e, _, problem := d.entriesFor(l); problem == nil {
 					want[l.Node] = e.entries
+					public[l.Node] = e.public
 				}
 			}
 			if s.err != nil {
 				continue // drain: the full reconcile starts over
 			}
+			if err := d.guards.admit(public); err != nil {
+				s.err = err
+				continue
+			}
 			if _, err := d.initial.Add(want); err != nil {
 				s.err = err
+				continue
+			}
+			for name, addrs := range public {
+				if err := d.guards.settle(name, addrs); err != nil {
+					s.err = err
+				}
 			}
 			s.peers += len(want)
 		}
@@ -646,6 +679,7 @@ func (d *Daemon) fullReconcile(ctx context.Context) error {
 	want := make(map[string]backend.Entries, len(names))
 	clean := make(map[string]bool, len(names))
 	programmed := make(map[string][]family.Family, len(names))
+	public := make(map[string][]netip.Addr, len(names))
 	known := map[family.Family]int{}
 	for _, name := range names {
 		if name == d.o.NodeName {
@@ -655,6 +689,7 @@ func (d *Daemon) fullReconcile(ctx context.Context) error {
 		if keep {
 			if old, ok := d.table.Applied(name); ok {
 				want[name] = old
+				public[name] = d.guards.held(name)
 			}
 			continue
 		}
@@ -664,6 +699,12 @@ func (d *Daemon) fullReconcile(ctx context.Context) error {
 		}
 		want[name] = e.entries
 		clean[name] = e.clean
+		public[name] = e.public
+	}
+	// A guard that fails keeps the node unguarded, not unnetworked: its
+	// errors are logged, and the next full reconcile tries again.
+	if err := d.guards.admit(public); err != nil {
+		d.log.WithError(err).Error("tunnel guard: accepting peers")
 	}
 	var st backend.Stats
 	if d.initial != nil {
@@ -682,6 +723,7 @@ func (d *Daemon) fullReconcile(ctx context.Context) error {
 		d.settled(ctx, peerEntries{}, c.Peer, c)
 		delete(clean, c.Peer)
 		delete(programmed, c.Peer)
+		delete(public, c.Peer)
 	}
 	for name, ok := range clean {
 		d.settled(ctx, peerEntries{clean: ok}, name, nil)
@@ -692,6 +734,12 @@ func (d *Daemon) fullReconcile(ctx context.Context) error {
 			counts[f]++
 		}
 	}
+	if changed, err := d.guards.reset(public); err != nil {
+		d.log.WithError(err).Error("tunnel guard: making the set of peers exact")
+	} else if changed {
+		d.log.WithField("peers", len(public)).Info("tunnel guard: set of peers installed or repaired")
+	}
+	d.reportDrops()
 	for _, p := range d.planes {
 		d.rec.Peers(d.own.BackendType, p.fam, known[p.fam], counts[p.fam])
 	}
@@ -747,6 +795,22 @@ func (d *Daemon) ensureRules() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// reportDrops reads the tunnel guards' drop counters, once a full
+// reconcile: reading one costs an nft command that loads the guard's set.
+func (d *Daemon) reportDrops() {
+	for _, p := range d.planes {
+		if p.fw == nil || p.policy.GuardPort == 0 {
+			continue
+		}
+		n, err := p.fw.Dropped()
+		if err != nil {
+			d.log.WithError(err).WithField("family", p.fam).Warn("reading the tunnel guard's drop counter")
+			continue
+		}
+		d.rec.GuardDropped(p.fam, n)
+	}
 }
 
 // installCNIConf copies the CNI conflist into place once the overlay works,

@@ -2,7 +2,9 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -84,7 +86,7 @@ func startIn(t *testing.T, dir, ownCIDR string, objs ...*v1.Node) *harness {
 		t.Fatal(err)
 	}
 	k := fakekernel.New()
-	fw := &fakeFirewall{}
+	fw := &fakeFirewall{k: k, allowed: map[netip.Addr]bool{}}
 	rec := &recorder{}
 	ann, _ := kube.NewAnnotations(kube.DefaultAnnotationPrefix)
 	log := logrus.New()
@@ -95,7 +97,7 @@ func startIn(t *testing.T, dir, ownCIDR string, objs ...*v1.Node) *harness {
 			Addr: netip.MustParseAddr("172.18.0.2"), Nets: []netip.Prefix{netip.MustParsePrefix("172.18.0.2/16")},
 		}}},
 		Firewall: func(f family.Family) (firewall.Firewall, error) { fw.families = append(fw.families, f); return fw, nil },
-		IPMasq:   true, SubnetFile: filepath.Join(dir, "run/flannel/subnet.env"),
+		IPMasq:   true, TunnelGuard: true, SubnetFile: filepath.Join(dir, "run/flannel/subnet.env"),
 		CNIConfSrc: filepath.Join(dir, "cni-conf.json"), CNIConfDest: filepath.Join(dir, "net.d/10-flannel.conflist"),
 		Resync: time.Hour, RulesResync: time.Hour, Metrics: rec, Log: log,
 	})
@@ -355,12 +357,72 @@ func TestLostRouteRepaired(t *testing.T) {
 	}
 }
 
-// fakeFirewall records what the daemon asks of it.
+// fakeFirewall records what the daemon asks of it. Its guard notes, for
+// each address it is told to allow or refuse, whether the kernel held an
+// FDB entry towards that address at that moment.
 type fakeFirewall struct {
 	mu       sync.Mutex
+	k        *fakekernel.Fake
 	families []family.Family
 	last     firewall.Policy
 	ensured  int
+	allowed  map[netip.Addr]bool
+	synced   int
+	events   []string
+}
+
+func (f *fakeFirewall) note(verb string, addrs []netip.Addr) {
+	dump := strings.Join(f.k.Dump(), "\n")
+	for _, a := range addrs {
+		f.events = append(f.events, fmt.Sprintf("%s %s fdb=%v", verb, a, strings.Contains(dump, " dst "+a.String()+" ")))
+	}
+}
+
+func (f *fakeFirewall) Allow(addrs ...netip.Addr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.note("allow", addrs)
+	for _, a := range addrs {
+		f.allowed[a] = true
+	}
+	return nil
+}
+
+func (f *fakeFirewall) Disallow(addrs ...netip.Addr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.note("disallow", addrs)
+	for _, a := range addrs {
+		delete(f.allowed, a)
+	}
+	return nil
+}
+
+func (f *fakeFirewall) SyncAllowed(addrs []netip.Addr) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.synced++
+	want := map[netip.Addr]bool{}
+	for _, a := range addrs {
+		want[a] = true
+	}
+	changed := !maps.Equal(want, f.allowed)
+	f.allowed = want
+	return changed, nil
+}
+
+func (f *fakeFirewall) Dropped() (uint64, error) { return 7, nil }
+
+// guardState returns the allowed addresses, sorted, and the events so far.
+func (f *fakeFirewall) guardState() (string, []string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var as []string
+	for a := range f.allowed {
+		as = append(as, a.String())
+	}
+	slices.Sort(as)
+	return strings.Join(as, " "), slices.Clone(f.events)
 }
 
 func (f *fakeFirewall) Ensure(p firewall.Policy) (bool, error) {
@@ -409,6 +471,15 @@ func (r *recorder) snapshot() map[string]int {
 
 func (r *recorder) Reconciled(kind metrics.Reconcile, _ time.Duration, _ error) {
 	r.add("reconcile/"+string(kind), 1)
+}
+
+func (r *recorder) GuardDropped(fam family.Family, n uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.n == nil {
+		r.n = map[string]int{}
+	}
+	r.n["guard-dropped/"+fam.String()] = int(n)
 }
 
 func (r *recorder) EntriesChanged(kind string, ch metrics.Change, n int) {
@@ -514,5 +585,56 @@ func TestDuplicatePodCIDR(t *testing.T) {
 	}
 	if n := conflicts(); n != 1 {
 		t.Errorf("%d PeerConflict events after three full reconciles, want still 1", n)
+	}
+}
+
+// TestGuardFollowsPeers: the tunnel guard accepts a peer's public address
+// before its FDB entry exists and refuses it only after the entry is gone,
+// one address at a time, and the full reconcile makes the set exact.
+func TestGuardFollowsPeers(t *testing.T) {
+	h := start(t, peerNode("node-0", "10.244.0.0/24", "172.18.0.3", "0a:00:00:00:00:10"))
+	h.eventually("peer programmed", h.node0Programmed())
+	if p := h.fw.last; p.GuardPort != vxlan.DefaultPort {
+		t.Fatalf("policy guard port %d, want vxlan's %d", p.GuardPort, vxlan.DefaultPort)
+	}
+	allowed, events := h.fw.guardState()
+	if allowed != "172.18.0.3" || !slices.Equal(events, []string{"allow 172.18.0.3 fdb=false"}) || h.fw.synced < 1 {
+		t.Fatalf("after start: allowed %q, events %q, synced %d", allowed, events, h.fw.synced)
+	}
+	ctx := context.Background()
+	nodes := h.client.CoreV1().Nodes()
+	if _, err := nodes.Create(ctx, peerNode("node-2", "10.244.2.0/24", "172.18.0.4", "0a:00:00:00:00:20"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually("node-2 allowed", func() bool { a, _ := h.fw.guardState(); return a == "172.18.0.3 172.18.0.4" })
+	// node-0 moves to another address: the new one first, the old one
+	// after its FDB entry went.
+	moved := peerNode("node-0", "10.244.0.0/24", "172.18.0.9", "0a:00:00:00:00:10")
+	if _, err := nodes.Update(ctx, moved, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually("node-0 moved", func() bool { a, _ := h.fw.guardState(); return a == "172.18.0.4 172.18.0.9" })
+	if err := nodes.Delete(ctx, "node-2", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually("node-2 refused", func() bool { a, _ := h.fw.guardState(); return a == "172.18.0.9" })
+	_, events = h.fw.guardState()
+	want := []string{
+		"allow 172.18.0.3 fdb=false",
+		"allow 172.18.0.4 fdb=false",
+		"allow 172.18.0.9 fdb=false",
+		"disallow 172.18.0.3 fdb=false",
+		"disallow 172.18.0.4 fdb=false",
+	}
+	if !slices.Equal(events, want) {
+		t.Errorf("guard events:\n%s\nwant:\n%s", strings.Join(events, "\n"), strings.Join(want, "\n"))
+	}
+	// Drift in the set is the full reconcile's to repair.
+	_ = h.fw.Allow(netip.MustParseAddr("192.0.2.66"))
+	synced := h.fw.synced
+	h.d.queue.Add(fullKey)
+	h.eventually("set repaired", func() bool { a, _ := h.fw.guardState(); return a == "172.18.0.9" && h.fw.synced > synced })
+	if n := h.rec.count("guard-dropped/IPv4"); n != 7 {
+		t.Errorf("drops reported: %d, want the firewall's 7", n)
 	}
 }

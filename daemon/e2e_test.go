@@ -4,11 +4,15 @@ package daemon_test
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -101,6 +105,43 @@ func newCluster(t *testing.T) *cluster {
 		}
 	}
 	return c
+}
+
+// vxlanPeer is a Node with a vxlan lease and no flanneld behind it.
+func vxlanPeer(name, cidr, ip, mac string) *v1.Node {
+	return &v1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{
+			"flannel.alpha.coreos.com/backend-type": "vxlan",
+			"flannel.alpha.coreos.com/backend-data": `{"VNI":1,"VtepMAC":"` + mac + `"}`,
+			"flannel.alpha.coreos.com/public-ip":    ip,
+		}},
+		Spec: v1.NodeSpec{PodCIDR: cidr},
+	}
+}
+
+// startAll starts flanneld with conf and args on nodes and waits until
+// each is ready.
+func startAll(t *testing.T, conf string, args []string, nodes ...*testenv.Node) []*exec.Cmd {
+	t.Helper()
+	var p []*exec.Cmd
+	for _, n := range nodes {
+		cmd, err := n.StartFlanneld(conf, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p = append(p, cmd)
+	}
+	for _, n := range nodes {
+		eventually(t, time.Minute, n.Name+" ready", func() error { return readyz(n) })
+	}
+	return p
+}
+
+// stop stops the flanneld processes p.
+func stop(p []*exec.Cmd) {
+	for _, cmd := range p {
+		_ = testenv.Stop(cmd)
+	}
 }
 
 // routeIs waits until node's route to dst reads want.
@@ -281,24 +322,7 @@ func TestTwoNodesAgainstARealAPIServer(t *testing.T) {
 func TestHostGWAndBackendSwitch(t *testing.T) {
 	c := newCluster(t)
 	n1, n2 := c.nodes[1], c.nodes[2]
-	start := func(conf string) [3]*exec.Cmd {
-		var p [3]*exec.Cmd
-		for i, n := range []*testenv.Node{n1, n2} {
-			var err error
-			if p[i+1], err = n.StartFlanneld(conf, "--healthz-port=10268"); err != nil {
-				t.Fatal(err)
-			}
-		}
-		for _, n := range []*testenv.Node{n1, n2} {
-			eventually(t, time.Minute, n.Name+" ready", func() error { return readyz(n) })
-		}
-		return p
-	}
-	stop := func(p [3]*exec.Cmd) {
-		for _, cmd := range p[1:] {
-			_ = testenv.Stop(cmd)
-		}
-	}
+	start := func(conf string) []*exec.Cmd { return startAll(t, conf, []string{"--healthz-port=10268"}, n1, n2) }
 	const vxlanConf = `{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}`
 	const hostGWConf = `{"Network": "10.244.0.0/16", "Backend": {"Type": "host-gw"}}`
 
@@ -408,14 +432,7 @@ func TestAPIServerOutage(t *testing.T) {
 	if err := readyz(n1); err != nil {
 		t.Errorf("n1 not ready during the outage: %v", err)
 	}
-	n3 := &v1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: "n3", Annotations: map[string]string{
-			"flannel.alpha.coreos.com/backend-type": "vxlan",
-			"flannel.alpha.coreos.com/backend-data": `{"VNI":1,"VtepMAC":"0a:00:00:00:00:33"}`,
-			"flannel.alpha.coreos.com/public-ip":    "172.18.0.13",
-		}},
-		Spec: v1.NodeSpec{PodCIDR: "10.244.3.0/24"},
-	}
+	n3 := vxlanPeer("n3", "10.244.3.0/24", "172.18.0.13", "0a:00:00:00:00:33")
 	if _, err := c.env.Client.CoreV1().Nodes().Create(c.ctx, n3, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -500,4 +517,154 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// guardDrops reads n's tunnel guard counter in nftables mode.
+func guardDrops(t *testing.T, n *testenv.Node) int {
+	t.Helper()
+	out, err := n.Exec("nft", "list", "counter", "ip", "flannel-ipv4", "vxlan-guard-drops")
+	if err != nil {
+		t.Fatalf("reading the guard counter on %s: %v\n%s", n.Name, err, out)
+	}
+	m := regexp.MustCompile(`packets (\d+) bytes`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("counter on %s: %q", n.Name, out)
+	}
+	v, err := strconv.Atoi(m[1])
+	if err != nil {
+		t.Fatalf("counter on %s: %q", n.Name, out)
+	}
+	return v
+}
+
+// forgedPing pings 10.244.1.1 (n1's cni0) from x's own VXLAN device with
+// the source 10.244.3.1, while tcpdump on n1's flannel.1 watches for what
+// arrives; it returns how many echo requests n1's tunnel delivered and
+// whether x got answers.
+func forgedPing(t *testing.T, n1, x *testenv.Node) (arrived int, answered bool) {
+	t.Helper()
+	done := make(chan string, 1)
+	go func() {
+		out, _ := n1.Exec("timeout", "4", "tcpdump", "-i", "flannel.1", "-nn", "-l", "-c", "3", "icmp[icmptype] == icmp-echo and src host 10.244.3.1")
+		done <- out
+	}()
+	// tcpdump needs a moment to open its socket; the pings outlast it.
+	out, _ := x.Exec("ping", "-c", "15", "-i", "0.2", "-W", "1", "-I", "10.244.3.1", "10.244.1.1")
+	cap := <-done
+	return strings.Count(cap, "ICMP echo request"), !strings.Contains(out, " 100% packet loss")
+}
+
+// TestNFTablesGuardAndSwitch runs two nodes in nftables mode: their pod
+// subnets reach each other; the tunnel guard drops forged VXLAN from a host
+// on the underlay that is not a node (nothing reaches flannel.1, the
+// counter rises), accepts it once that host is a Node, without a restart,
+// and refuses it again once the Node is deleted. Then the nodes move to
+// iptables and back, and no rule of the mode left behind survives.
+func TestNFTablesGuardAndSwitch(t *testing.T) {
+	c := newCluster(t)
+	n1, n2 := c.nodes[1], c.nodes[2]
+	args := []string{"--ip-masq", "--healthz-port=10268", "--iptables-resync=1s"}
+	const nftConf = `{"Network": "10.244.0.0/16", "EnableNFTables": true, "Backend": {"Type": "vxlan"}}`
+	const iptConf = `{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}`
+	p := startAll(t, nftConf, args, n1, n2)
+	routeIs(t, n1, "10.244.2.0/24", "10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink")
+	pings(t, n1, "10.244.1.1", "10.244.2.1")
+	eventually(t, 30*time.Second, "n1's nftables table", func() error {
+		out, _ := n1.Exec("nft", "list", "table", "ip", "flannel-ipv4")
+		for _, want := range []string{"chain postrtg", "chain forward", "elements = { 172.18.0.12 }", `udp dport 8472 ip saddr != @vxlan-peers counter name "vxlan-guard-drops" drop`} {
+			if !strings.Contains(out, want) {
+				return fmt.Errorf("no %q in:\n%s", want, out)
+			}
+		}
+		if ipt, _ := n1.Exec("iptables-save"); strings.Contains(ipt, "FLANNEL") {
+			return fmt.Errorf("iptables rules next to nftables:\n%s", ipt)
+		}
+		return nil
+	})
+
+	// x is on the underlay, not a node: its VXLAN device aims at n1 with
+	// n1's VNI, port and VTEP MAC.
+	x, err := c.env.AddNode("x", "172.18.0.50")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := c.env.Client.CoreV1().Nodes()
+	self, err := nodes.Get(c.ctx, "n1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vtep struct{ VtepMAC string }
+	if err := json.Unmarshal([]byte(self.Annotations["flannel.alpha.coreos.com/backend-data"]), &vtep); err != nil {
+		t.Fatal(err)
+	}
+	const xMAC = "0a:00:00:00:00:50"
+	for _, cmd := range [][]string{
+		{"ip", "link", "add", "vx0", "address", xMAC, "type", "vxlan", "id", "1", "dstport", "8472", "local", "172.18.0.50", "dev", "eth0", "nolearning"},
+		{"ip", "addr", "add", "10.244.3.1/24", "dev", "vx0"},
+		{"ip", "link", "set", "vx0", "up"},
+		{"ip", "neigh", "add", "10.244.1.0", "lladdr", vtep.VtepMAC, "dev", "vx0", "nud", "permanent"},
+		{"bridge", "fdb", "add", vtep.VtepMAC, "dev", "vx0", "dst", "172.18.0.11"},
+		{"ip", "route", "add", "10.244.1.0/24", "via", "10.244.1.0", "dev", "vx0", "onlink"},
+	} {
+		if out, err := x.Exec(cmd...); err != nil {
+			t.Fatalf("on x: %s: %v\n%s", strings.Join(cmd, " "), err, out)
+		}
+	}
+	before := guardDrops(t, n1)
+	if arrived, answered := forgedPing(t, n1, x); arrived > 0 || answered {
+		t.Fatalf("forged VXLAN from a host that is not a node: %d echo requests reached n1's flannel.1, answered %v", arrived, answered)
+	}
+	if after := guardDrops(t, n1); after < before+5 {
+		t.Errorf("guard counter %d → %d after 15 forged packets", before, after)
+	}
+
+	// x becomes a Node: accepted without a restart.
+	if _, err := nodes.Create(c.ctx, vxlanPeer("x", "10.244.3.0/24", "172.18.0.50", xMAC), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "x accepted once it is a Node", func() error {
+		if out, _ := x.Exec("ping", "-c", "1", "-W", "1", "-I", "10.244.3.1", "10.244.1.1"); !strings.Contains(out, " 0% packet loss") {
+			return fmt.Errorf("%s", out)
+		}
+		return nil
+	})
+	if arrived, answered := forgedPing(t, n1, x); arrived == 0 || !answered {
+		t.Fatalf("from a Node: %d echo requests reached n1's flannel.1, answered %v", arrived, answered)
+	}
+
+	// Deleted, refused again.
+	if err := nodes.Delete(c.ctx, "x", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "x refused once its Node is gone", func() error {
+		before := guardDrops(t, n1)
+		_, _ = x.Exec("ping", "-c", "1", "-W", "1", "-I", "10.244.3.1", "10.244.1.1")
+		if guardDrops(t, n1) == before {
+			return errors.New("the guard does not drop x's packets")
+		}
+		return nil
+	})
+
+	// To iptables, then back: nothing of the other mode is left.
+	for _, step := range []struct{ conf, mode string }{{iptConf, "iptables"}, {nftConf, "nftables"}} {
+		stop(p)
+		p = startAll(t, step.conf, args, n1, n2)
+		pings(t, n1, "10.244.1.1", "10.244.2.1")
+		eventually(t, 30*time.Second, "only "+step.mode+" rules on the nodes", func() error {
+			for _, n := range []*testenv.Node{n1, n2} {
+				nft, _ := n.Exec("nft", "list", "ruleset")
+				ipt, _ := n.Exec("iptables-save")
+				sets, _ := n.Exec("ipset", "list", "-n")
+				inNFT, inIPT := strings.Contains(nft, "flannel-ipv4"), strings.Contains(ipt, "FLANNEL-VXLAN-GUARD") && strings.Contains(ipt, "FLANNEL-POSTRTG")
+				if step.mode == "iptables" && (inNFT || !inIPT || !strings.Contains(sets, "FLANNEL-VXLAN-PEERS")) {
+					return fmt.Errorf("%s after moving to iptables:\n%s\n%s\n%s", n.Name, nft, ipt, sets)
+				}
+				if step.mode == "nftables" && (!inNFT || strings.Contains(ipt, "FLANNEL") || strings.TrimSpace(sets) != "") {
+					return fmt.Errorf("%s after moving to nftables:\n%s\n%s\n%s", n.Name, nft, ipt, sets)
+				}
+			}
+			return nil
+		})
+	}
+	stop(p)
 }

@@ -3,6 +3,7 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/twill-net/twill/backend"
 	"github.com/twill-net/twill/family"
@@ -79,6 +80,9 @@ type peerEntries struct {
 	families []family.Family
 	missing  []family.Family
 	failed   []error
+	// public are the peer's public addresses of the families programmed:
+	// what the tunnel guards accept.
+	public []netip.Addr
 	// bad is set when the peer's published backend data is broken.
 	bad *backend.DataError
 	// clean is set when nothing is wrong with the peer, so far.
@@ -107,6 +111,7 @@ func (ps planes) entries(l *lease.Lease) peerEntries {
 		default:
 			out.entries = append(out.entries, e...)
 			out.families = append(out.families, p.fam)
+			out.public = append(out.public, n.PublicIP)
 		}
 	}
 	return out

@@ -97,6 +97,13 @@ iptables_case nft-rules 'iptables-nft -A INPUT -s 192.0.2.1 -j ACCEPT' nf_tables
 iptables_case legacy-hint 'iptables-nft -A INPUT -s 192.0.2.1 -j ACCEPT; iptables-nft -A INPUT -s 192.0.2.2 -j ACCEPT; iptables-legacy -t mangle -N KUBE-IPTABLES-HINT' legacy ""
 iptables_case forced : legacy TWILL_IPTABLES_MODE=legacy
 
+# 3b. nft is there and works in a node's namespace (flanneld's nftables
+#     mode runs it; people debug with it).
+container
+netns nft
+out=$(run "$c" "ns:/run/netns/$n" sh -c 'nft add table ip imgtest && nft list tables' 2>&1) || true
+if grep -q "table ip imgtest" <<<"$out"; then pass "nft runs in the image"; else fail "nft in the image: $out"; fi
+
 # 4. install-cni-plugins: flannel always, the others only where missing.
 node=$tmp/opt-cni-bin
 mkdir -p "$node"

@@ -81,7 +81,8 @@ case $tool in
       podman build --pull=never --network host --arch "$arch" "${build_args[@]}" "$ctx"
       podman save --format docker-archive -o "$tmp_archive" "$ref"
     else
-      # --network host: the RUN step fetches iptables from the Debian mirror.
+      # --network host: the RUN step fetches iptables and nftables from the
+      # Debian mirror.
       buildah bud --quiet --pull=never --network host --layers --format docker --arch "$arch" "${build_args[@]}" "$ctx"
       buildah push --quiet "$ref" "docker-archive:$tmp_archive:$ref"
     fi

@@ -216,7 +216,7 @@ func TestHostToolsFile(t *testing.T) {
 			have[f[0]] = true
 		}
 	}
-	for _, cmd := range []string{"etcd", "containerd", "ctr", "runc", "buildah", "debootstrap", "iptables", "ip", "tcpdump", "iperf3", "nsenter", "unshare", "ping"} {
+	for _, cmd := range []string{"etcd", "containerd", "ctr", "runc", "buildah", "debootstrap", "iptables", "nft", "ip", "tcpdump", "iperf3", "nsenter", "unshare", "ping"} {
 		if !have[cmd] {
 			t.Errorf("hack/deps.txt does not list %s, which the lab runs", cmd)
 		}

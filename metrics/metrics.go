@@ -64,6 +64,11 @@ type Recorder interface {
 	// RulesChecked says the packet-filter rules of fam were checked;
 	// repaired is true when they were wrong and have been rewritten.
 	RulesChecked(fam family.Family, repaired bool, err error)
+	// GuardDropped says how many tunnelled packets from addresses that
+	// are not peers the tunnel guard of fam has dropped in all, as the
+	// kernel counts them (since the guard's rules were made); read at
+	// every full reconcile.
+	GuardDropped(fam family.Family, packets uint64)
 }
 
 // Nop is a Recorder that records nothing.
@@ -94,6 +99,9 @@ func (Nop) APIWrite(string, error) {}
 
 // RulesChecked implements Recorder.
 func (Nop) RulesChecked(family.Family, bool, error) {}
+
+// GuardDropped implements Recorder.
+func (Nop) GuardDropped(family.Family, uint64) {}
 
 // OrNop returns r, or Nop when r is nil.
 func OrNop(r Recorder) Recorder {

@@ -31,6 +31,10 @@ type Config struct {
 	NoMasqueradeCIDRs []netip.Prefix
 	// Backend says how packets reach other nodes.
 	Backend Backend
+	// EnableNFTables keeps the node's rules in nftables (tables
+	// flannel-ipv4 and flannel-ipv6) instead of iptables, flannel's key of
+	// the same name.
+	EnableNFTables bool
 	// Warnings name keys that were given but have no effect, for the log.
 	Warnings []string
 }
@@ -91,6 +95,7 @@ type rawConfig struct {
 	IPv6SubnetMin     *string
 	IPv6SubnetMax     *string
 	NoMasqueradeCIDRs []string
+	EnableNFTables    *bool
 	Backend           json.RawMessage
 }
 
@@ -186,6 +191,7 @@ func Parse(data []byte) (*Config, error) {
 		return nil, err
 	}
 	cfg.Backend = b
+	cfg.EnableNFTables = raw.EnableNFTables != nil && *raw.EnableNFTables
 	return cfg, nil
 }
 

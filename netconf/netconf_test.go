@@ -23,6 +23,9 @@ func TestParseDefaults(t *testing.T) {
 	if cfg.Backend.Type != "vxlan" || string(cfg.Backend.Raw) != `{"Type": "vxlan"}` {
 		t.Errorf("backend section: %+v", cfg.Backend)
 	}
+	if cfg.EnableNFTables {
+		t.Error("nftables on by default")
+	}
 	bare, err := Parse([]byte(`{"Network": "10.244.0.0/16"}`))
 	if err != nil || bare.Backend.Type != "" || bare.Backend.Raw != nil {
 		t.Errorf("no Backend section: %+v %v", bare, err)
@@ -32,10 +35,13 @@ func TestParseDefaults(t *testing.T) {
 func TestParseFull(t *testing.T) {
 	cfg, err := Parse([]byte(`{
 	  "Network": "10.10.0.0/16", "SubnetLen": 26, "SubnetMin": "10.10.1.0", "SubnetMax": "10.10.200.0",
-	  "EnableIPv4": true, "NoMasqueradeCIDRs": ["192.168.0.0/16", "203.0.113.0/24"],
+	  "EnableIPv4": true, "NoMasqueradeCIDRs": ["192.168.0.0/16", "203.0.113.0/24"], "EnableNFTables": true,
 	  "Backend": {"Type": "VXLAN", "VNI": 4096, "Port": 4789, "MTU": 1400, "DirectRouting": true}}`))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !cfg.EnableNFTables {
+		t.Error(`"EnableNFTables": true not read`)
 	}
 	if n := cfg.Networks[0]; n.SubnetLen != 26 || n.SubnetMin.String() != "10.10.1.0" || n.SubnetMax.String() != "10.10.200.0" {
 		t.Errorf("subnet bounds: %+v", n)
@@ -84,6 +90,7 @@ func TestParseErrors(t *testing.T) {
 		{"ipv6-only without IPv6Network", `{"EnableIPv4": false, "EnableIPv6": true}`, `"IPv6Network" is missing`},
 		{"bad nomasq", `{"Network": "10.244.0.0/16", "NoMasqueradeCIDRs": ["10.0.0.0/8", "nope"]}`, `"NoMasqueradeCIDRs"[1]: "nope"`},
 		{"nomasq of a family not enabled", `{"Network": "10.244.0.0/16", "NoMasqueradeCIDRs": ["fd00::/8"]}`, `"NoMasqueradeCIDRs"[0]: fd00::/8 is an IPv6 CIDR, but IPv6 is not enabled`},
+		{"nftables not a bool", `{"Network": "10.244.0.0/16", "EnableNFTables": "yes"}`, `"EnableNFTables": expected bool`},
 		{"backend not an object", `{"Network": "10.244.0.0/16", "Backend": 5}`, `"Backend": expected an object`},
 		{"backend type not a string", `{"Network": "10.244.0.0/16", "Backend": {"Type": 5}}`, `"Backend.Type": expected a string`},
 	} {

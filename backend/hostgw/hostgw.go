@@ -103,6 +103,9 @@ func (b *Backend) Scope() backend.Scope {
 // Devices implements backend.Backend: none.
 func (b *Backend) Devices() []string { return nil }
 
+// TunnelPort implements backend.Backend: host-gw has no tunnel to guard.
+func (b *Backend) TunnelPort() uint16 { return 0 }
+
 // Entries implements backend.Backend. A peer that is not on our L2 segment
 // gets no route: a route via an address we cannot reach directly would
 // blackhole its pods' traffic.

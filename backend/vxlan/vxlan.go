@@ -218,6 +218,9 @@ func (b *Backend) Scope() backend.Scope {
 // Devices implements backend.Backend.
 func (b *Backend) Devices() []string { return []string{DeviceName(b.fam, b.cfg.VNI)} }
 
+// TunnelPort implements backend.Backend: the VXLAN port.
+func (b *Backend) TunnelPort() uint16 { return uint16(b.cfg.Port) }
+
 // Device returns the VXLAN link after Setup.
 func (b *Backend) Device() *kernel.Link { return b.dev }
 

@@ -7,6 +7,11 @@
 //
 //	go run ./bench/flanneld -flanneld bin/flanneld -peers 1000,5000 -results bench/RESULTS.md
 //
+// With -firewalls it compares the firewall modes instead, the VXLAN guard's
+// set at start and per join and leave among them:
+//
+//	go run ./bench/flanneld -flanneld bin/flanneld -peers 5000 -firewalls iptables-noguard,iptables,nftables-noguard,nftables -rounds 3 -results bench/RESULTS.md
+//
 // It needs root and the Kubernetes binaries (make k8s).
 package main
 
@@ -43,8 +48,30 @@ func main() {
 	peers := flag.String("peers", "1000,5000", "comma-separated peer counts, one run each")
 	profile := flag.String("cpu-profile", "", "have flanneld write a CPU profile of the last run here")
 	results := flag.String("results", "", "markdown file whose \""+section+"\" section is replaced (or appended); empty prints to stdout")
+	firewalls := flag.String("firewalls", "", "instead: compare these firewall modes (iptables, nftables; with "+noGuard+" the VXLAN guard off) at -peers, taking turns, in the \""+fwSection+"\" section")
+	rounds := flag.Int("rounds", 3, "with -firewalls: starts per mode")
 	flag.Parse()
 	cpuProfile = *profile
+	if *firewalls != "" {
+		n, err := strconv.Atoi(*peers)
+		modes := strings.Split(*firewalls, ",")
+		for _, m := range modes {
+			if base := strings.TrimSuffix(m, noGuard); base != "iptables" && base != "nftables" {
+				err = fmt.Errorf("-firewalls: %q is not iptables or nftables (with %s: the guard off)", m, noGuard)
+			}
+		}
+		if err == nil && *rounds < 1 {
+			err = fmt.Errorf("-rounds %d: at least 1", *rounds)
+		}
+		if err == nil {
+			err = measureFirewalls(*bin, n, *rounds, modes, *results)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench/flanneld:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(*bin, *peers, *results); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/flanneld:", err)
 		os.Exit(1)
@@ -303,16 +330,27 @@ func waitRoutes(ctx context.Context, h *netlink.Handle, ok func(int) bool) error
 }
 
 // cpuSeconds is user+system time of pid so far.
-func cpuSeconds(pid int) (float64, error) {
+func cpuSeconds(pid int) (float64, error) { return cpuTime(pid, false) }
+
+// cpuTime is user+system time of pid so far, with children that of its
+// reaped children too (the iptables and nft commands flanneld ran).
+func cpuTime(pid int, children bool) (float64, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, err
 	}
 	s := string(data)
 	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	utime, _ := strconv.ParseFloat(fields[11], 64)
-	stime, _ := strconv.ParseFloat(fields[12], 64)
-	return (utime + stime) / 100, nil // USER_HZ is 100 on Linux
+	n := 2 // utime, stime
+	if children {
+		n = 4 // and cutime, cstime
+	}
+	var sum float64
+	for _, f := range fields[11 : 11+n] {
+		v, _ := strconv.ParseFloat(f, 64)
+		sum += v
+	}
+	return sum / 100, nil // USER_HZ is 100 on Linux
 }
 
 // peakRSS is VmHWM of pid in MiB.

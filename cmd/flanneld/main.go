@@ -1,7 +1,8 @@
 // Command flanneld is Twill's node daemon: it leases the node's pod subnet
 // from the Kubernetes API, connects it to every other node's over VXLAN (or
 // host-gw), writes /run/flannel/subnet.env for the CNI plugin and keeps the
-// iptables rules pod traffic needs. Flags and files are flannel's.
+// iptables (or nftables) rules pod traffic needs. Flags and files are
+// flannel's.
 package main
 
 import (
@@ -29,7 +30,9 @@ import (
 	"github.com/twill-net/twill/backend/kernel"
 	"github.com/twill-net/twill/daemon"
 	"github.com/twill-net/twill/family"
+	"github.com/twill-net/twill/firewall"
 	"github.com/twill-net/twill/firewall/iptables"
+	"github.com/twill-net/twill/firewall/nftables"
 	"github.com/twill-net/twill/health"
 	"github.com/twill-net/twill/iface"
 	"github.com/twill-net/twill/netconf"
@@ -70,6 +73,7 @@ type flags struct {
 	iptablesResync time.Duration
 	resync         time.Duration
 	removeIPTables bool
+	vxlanGuard     bool
 	cpuProfile     string
 }
 
@@ -97,7 +101,8 @@ func parseFlags(args []string) (*flags, error) {
 	fs.StringVar(&f.cniConfDest, "cni-conf-dest", "", "where to install it (e.g. /etc/cni/net.d/10-flannel.conflist)")
 	fs.DurationVar(&f.iptablesResync, "iptables-resync", 5*time.Second, "how often iptables rules are checked and restored")
 	fs.DurationVar(&f.resync, "resync-period", time.Minute, "how often the whole data plane is compared with the desired state")
-	fs.BoolVar(&f.removeIPTables, "remove-iptables", false, "remove flanneld's iptables rules and chains, then exit")
+	fs.BoolVar(&f.removeIPTables, "remove-iptables", false, "remove flanneld's rules, chains and sets (iptables and nftables), then exit")
+	fs.BoolVar(&f.vxlanGuard, "vxlan-guard", true, "accept VXLAN packets only from the public IPs of the cluster's nodes (turn off for VTEPs outside Kubernetes)")
 	fs.StringVar(&f.cpuProfile, "cpu-profile", "", "write a CPU profile to this file until exit (for benchmarks)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -193,6 +198,11 @@ func run(f *flags, log *logrus.Logger) error {
 	if err != nil {
 		return err
 	}
+	mode := "iptables"
+	if cfg.EnableNFTables {
+		mode = "nftables"
+	}
+	log.WithFields(logrus.Fields{"firewall": mode, "vxlanGuard": f.vxlanGuard}).Info("packet filter")
 
 	restCfg, err := restConfig(f)
 	if err != nil {
@@ -234,7 +244,7 @@ func run(f *flags, log *logrus.Logger) error {
 	defer k.Close()
 	d, err := daemon.New(daemon.Options{
 		Config: cfg, Backends: backends, Backend: chosen, API: api, NodeName: nodeName, Annotations: ann, Kernel: k,
-		Iface: choice, PublicIPs: pubs, Firewall: iptables.New, IPMasq: f.ipMasq, SubnetFile: f.subnetFile,
+		Iface: choice, PublicIPs: pubs, Firewall: firewallMaker(cfg), IPMasq: f.ipMasq, TunnelGuard: f.vxlanGuard, SubnetFile: f.subnetFile,
 		CNIConfSrc: f.cniConfSrc, CNIConfDest: f.cniConfDest, ProcSys: "/proc/sys",
 		Resync: f.resync, RulesResync: f.iptablesResync,
 		WatchKernel: kernel.WatchLosses,
@@ -301,10 +311,20 @@ func restConfig(f *flags) (*rest.Config, error) {
 	return c, nil
 }
 
-// removeRules removes every family's rules of ours.
+// firewallMaker is the firewall net-conf.json selects: nftables with
+// EnableNFTables, else iptables. Either removes what the other left, so a
+// node moved between them keeps no rule of the old one.
+func firewallMaker(cfg *netconf.Config) firewall.Maker {
+	if cfg.EnableNFTables {
+		return firewall.Replacing(nftables.New, iptables.New)
+	}
+	return firewall.Replacing(iptables.New, nftables.New)
+}
+
+// removeRules removes every family's rules of ours, of both firewalls.
 func removeRules(cfg *netconf.Config, log *logrus.Logger) error {
 	for _, fam := range cfg.Families() {
-		fw, err := iptables.New(fam)
+		fw, err := firewallMaker(cfg)(fam)
 		if err != nil {
 			return err
 		}
@@ -312,6 +332,6 @@ func removeRules(cfg *netconf.Config, log *logrus.Logger) error {
 			return fmt.Errorf("removing %s rules: %w", fam, err)
 		}
 	}
-	log.Info("removed flanneld's iptables rules")
+	log.Info("removed flanneld's iptables and nftables rules")
 	return nil
 }

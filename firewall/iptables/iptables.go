@@ -1,18 +1,27 @@
 // Package iptables keeps the firewall.Policy of one IP family in iptables
 // (or ip6tables): masquerading of pod traffic that leaves the cluster
-// network (FLANNEL-POSTRTG in nat) and acceptance of pod traffic in FORWARD
+// network (FLANNEL-POSTRTG in nat), acceptance of pod traffic in FORWARD
 // (FLANNEL-FWD in filter), so pods work on hosts whose FORWARD policy is
-// DROP. Chain names and comments are flannel's, so existing tooling
-// recognises them.
+// DROP, and the tunnel guard (FLANNEL-VXLAN-GUARD in filter, from INPUT),
+// which drops packets to the tunnel's port from addresses not in the ipset
+// FLANNEL-VXLAN-PEERS. Chain names and comments are flannel's where
+// flannel has them, so existing tooling recognises them.
+//
+// The rules go through go-iptables, which runs the iptables commands; the
+// ipset is kept over netlink, one element a message.
 package iptables
 
 import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 
 	goipt "github.com/coreos/go-iptables/iptables"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/twill-net/twill/family"
 	"github.com/twill-net/twill/firewall"
@@ -24,7 +33,21 @@ const (
 	ForwardChain   = "FLANNEL-FWD"
 	MasqComment    = "flanneld masq"
 	ForwardComment = "flanneld forward"
+	GuardChain     = "FLANNEL-VXLAN-GUARD"
+	GuardComment   = "flanneld vxlan guard"
+	// PeersSet and PeersSetIPv6 are the guard's ipsets (hash:ip), one per
+	// family: ipset names are shared by the families.
+	PeersSet     = "FLANNEL-VXLAN-PEERS"
+	PeersSetIPv6 = "FLANNEL-VXLAN-PEERS-V6"
 )
+
+// SetName is the guard's ipset of family f.
+func SetName(f family.Family) string {
+	if f == family.IPv6 {
+		return PeersSetIPv6
+	}
+	return PeersSet
+}
 
 // IPTables is the part of go-iptables the rules use; *goipt.IPTables
 // implements it, and tests use a fake.
@@ -38,7 +61,20 @@ type IPTables interface {
 	NewChain(table, chain string) error
 	ClearAndDeleteChain(table, chain string) error
 	RenameChain(table, oldChain, newChain string) error
+	ListWithCounters(table, chain string) ([]string, error)
 	HasRandomFully() bool
+}
+
+// IPSet is the part of the netlink handle the guard's set uses;
+// *netlink.Handle implements it.
+type IPSet interface {
+	IpsetCreate(name, typ string, o netlink.IpsetCreateOptions) error
+	IpsetDestroy(name string) error
+	IpsetSwap(name, other string) error
+	IpsetList(name string) (*netlink.IPSetResult, error)
+	IpsetAdd(name string, e *netlink.IPSetEntry) error
+	IpsetDel(name string, e *netlink.IPSetEntry) error
+	IpsetTest(name string, e *netlink.IPSetEntry) (bool, error)
 }
 
 // Chain is one chain Twill owns, the jump into it, and its rules in order.
@@ -60,6 +96,7 @@ const kubeProxyMasqMark = "0x4000/0x4000"
 var (
 	masqJump    = []string{"-m", "comment", "--comment", MasqComment, "-j", MasqChain}
 	forwardJump = []string{"-m", "comment", "--comment", ForwardComment, "-j", ForwardChain}
+	guardJump   = []string{"-m", "comment", "--comment", GuardComment, "-j", GuardChain}
 )
 
 // masqChain computes the masquerade chain of p.
@@ -102,13 +139,27 @@ func forwardChain(p firewall.Policy) Chain {
 	return Chain{Table: "filter", Name: ForwardChain, Hook: "FORWARD", Jump: forwardJump, Rules: [][]string{fc("-s", nw), fc("-d", nw)}}
 }
 
-// Chains computes the chains p wants, the masquerade chain (when on) first.
-func Chains(p firewall.Policy, randomFully bool) []Chain {
+// guardChain computes the guard chain of p: packets to the guarded port
+// from an address outside the set are dropped (and counted by the rule).
+func guardChain(p firewall.Policy) Chain {
+	rule := []string{"-p", "udp", "-m", "udp", "--dport", strconv.Itoa(int(p.GuardPort)),
+		"-m", "set", "!", "--match-set", SetName(p.Family()), "src",
+		"-m", "comment", "--comment", GuardComment, "-j", "DROP"}
+	return Chain{Table: "filter", Name: GuardChain, Hook: "INPUT", Jump: guardJump, Rules: [][]string{rule}}
+}
+
+// Chains computes the chains p wants, the masquerade chain (when on)
+// first; the guard chain only when guard is true.
+func Chains(p firewall.Policy, randomFully, guard bool) []Chain {
 	var chains []Chain
 	if p.Masquerade {
 		chains = append(chains, masqChain(p, randomFully))
 	}
-	return append(chains, forwardChain(p))
+	chains = append(chains, forwardChain(p))
+	if guard && p.GuardPort != 0 {
+		chains = append(chains, guardChain(p))
+	}
+	return chains
 }
 
 // all are every chain of ours, by name and jump: what Remove removes,
@@ -116,12 +167,17 @@ func Chains(p firewall.Policy, randomFully bool) []Chain {
 var all = []Chain{
 	{Table: "nat", Name: MasqChain, Hook: "POSTROUTING", Jump: masqJump},
 	{Table: "filter", Name: ForwardChain, Hook: "FORWARD", Jump: forwardJump},
+	{Table: "filter", Name: GuardChain, Hook: "INPUT", Jump: guardJump},
 }
 
 // Firewall keeps one family's policy in iptables.
 type Firewall struct {
-	ipt IPTables
-	fam family.Family
+	ipt  IPTables
+	sets IPSet
+	fam  family.Family
+
+	mu sync.Mutex
+	g  firewall.GuardState
 }
 
 var _ firewall.Firewall = (*Firewall)(nil)
@@ -137,11 +193,17 @@ func New(f family.Family) (firewall.Firewall, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s iptables: %w (is the iptables package installed?)", f, err)
 	}
-	return NewWith(ipt, f), nil
+	h, err := netlink.NewHandle(unix.NETLINK_NETFILTER)
+	if err != nil {
+		return nil, fmt.Errorf("netlink socket for ipsets: %w", err)
+	}
+	return NewWith(ipt, h, f), nil
 }
 
-// NewWith returns the firewall of family f over ipt.
-func NewWith(ipt IPTables, f family.Family) *Firewall { return &Firewall{ipt: ipt, fam: f} }
+// NewWith returns the firewall of family f over ipt and sets.
+func NewWith(ipt IPTables, sets IPSet, f family.Family) *Firewall {
+	return &Firewall{ipt: ipt, sets: sets, fam: f}
+}
 
 // chainState is what the kernel holds of one chain.
 type chainState struct {
@@ -168,8 +230,15 @@ func (fw *Firewall) inspect(c Chain) (chainState, error) {
 
 // Check implements firewall.Firewall.
 func (fw *Firewall) Check(p firewall.Policy) ([]string, error) {
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
 	var diffs []string
-	for _, c := range Chains(p, fw.ipt.HasRandomFully()) {
+	set, err := fw.setExists(SetName(fw.fam))
+	if err != nil {
+		return nil, err
+	}
+	guard := fw.g.Guarded(p, set)
+	for _, c := range Chains(p, fw.ipt.HasRandomFully(), guard) {
 		st, err := fw.inspect(c)
 		if err != nil {
 			return nil, fmt.Errorf("%s chain %s: %w", c.Table, c.Name, err)
@@ -191,6 +260,19 @@ func (fw *Firewall) Check(p firewall.Policy) ([]string, error) {
 			diffs = append(diffs, fmt.Sprintf("nat chain %s exists though masquerading is off", MasqChain))
 		}
 	}
+	if guard && !set {
+		diffs = append(diffs, fmt.Sprintf("ipset %s is missing", SetName(fw.fam)))
+	}
+	if p.GuardPort == 0 {
+		if ok, err := fw.ipt.ChainExists("filter", GuardChain); err != nil {
+			return nil, err
+		} else if ok {
+			diffs = append(diffs, fmt.Sprintf("filter chain %s exists though there is no guard", GuardChain))
+		}
+		if set {
+			diffs = append(diffs, fmt.Sprintf("ipset %s exists though there is no guard", SetName(fw.fam)))
+		}
+	}
 	return diffs, nil
 }
 
@@ -198,8 +280,53 @@ func (fw *Firewall) Check(p firewall.Policy) ([]string, error) {
 // touched. A chain with wrong rules is rebuilt under a temporary name and
 // swapped in, so there is no moment without masquerading or forwarding.
 func (fw *Firewall) Ensure(p firewall.Policy) (bool, error) {
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	fw.g.Policy, fw.g.Ensured = p, true
+	return fw.ensure()
+}
+
+// installGuard puts in the guard of fw.g.Policy that was waiting for its
+// set, the set filled before the rule that names it; the other chains are
+// Ensure's. fw.mu is held.
+func (fw *Firewall) installGuard() (bool, error) {
+	name := SetName(fw.fam)
+	set, err := fw.setExists(name)
+	if err != nil {
+		return false, err
+	}
+	if !set {
+		if err := fw.fillSet(name); err != nil {
+			return false, err
+		}
+	}
+	fw.g.Installed = true
+	c := guardChain(fw.g.Policy)
+	if _, err := fw.ensureChain(c); err != nil {
+		return true, fmt.Errorf("%s chain %s: %w", c.Table, c.Name, err)
+	}
+	return true, nil
+}
+
+// ensure brings the rules to fw.g.Policy. fw.mu is held.
+func (fw *Firewall) ensure() (bool, error) {
+	p := fw.g.Policy
 	changed := false
-	for _, c := range Chains(p, fw.ipt.HasRandomFully()) {
+	name := SetName(fw.fam)
+	set, err := fw.setExists(name)
+	if err != nil {
+		return false, err
+	}
+	guard := fw.g.Guarded(p, set)
+	if guard && !set {
+		// The set goes in, filled, before the rule that names it.
+		if err := fw.fillSet(name); err != nil {
+			return false, err
+		}
+		changed = true
+	}
+	fw.g.Installed = guard
+	for _, c := range Chains(p, fw.ipt.HasRandomFully(), guard) {
 		ch, err := fw.ensureChain(c)
 		if err != nil {
 			return changed, fmt.Errorf("%s chain %s: %w", c.Table, c.Name, err)
@@ -214,6 +341,25 @@ func (fw *Firewall) Ensure(p firewall.Policy) (bool, error) {
 		}
 		if ok {
 			if err := fw.remove(all[:1]); err != nil {
+				return changed, err
+			}
+			changed = true
+		}
+	}
+	if p.GuardPort == 0 {
+		// No guard: one of an earlier run must go, rule before set.
+		ok, err := fw.ipt.ChainExists("filter", GuardChain)
+		if err != nil {
+			return changed, err
+		}
+		if ok {
+			if err := fw.remove(all[2:]); err != nil {
+				return changed, err
+			}
+			changed = true
+		}
+		if set {
+			if err := fw.destroySets(); err != nil {
 				return changed, err
 			}
 			changed = true
@@ -358,8 +504,14 @@ func jumpTo(jump []string, chain string) []string {
 	return out
 }
 
-// Remove implements firewall.Firewall: the jumps and the chains go.
-func (fw *Firewall) Remove() error { return fw.remove(all) }
+// Remove implements firewall.Firewall: the jumps, the chains and the
+// guard's sets go.
+func (fw *Firewall) Remove() error {
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	fw.g.Installed = false
+	return errors.Join(fw.remove(all), fw.destroySets())
+}
 
 func (fw *Firewall) remove(chains []Chain) error {
 	var errs []error

@@ -1,15 +1,20 @@
 package iptables
 
 import (
+	"fmt"
 	"net/netip"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
 
 	goipt "github.com/coreos/go-iptables/iptables"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/twill-net/twill/family"
 	"github.com/twill-net/twill/firewall"
+	"github.com/twill-net/twill/firewall/firewalltest"
 	"github.com/twill-net/twill/internal/testenv/netns"
 )
 
@@ -19,7 +24,7 @@ var testPolicy = firewall.Policy{
 }
 
 func TestChains(t *testing.T) {
-	chains := Chains(testPolicy, true)
+	chains := Chains(testPolicy, true, false)
 	if len(chains) != 2 || chains[0].Name != MasqChain || chains[1].Name != ForwardChain {
 		t.Fatalf("chains %+v", chains)
 	}
@@ -38,16 +43,28 @@ func TestChains(t *testing.T) {
 	if !slices.Equal(rules, want) {
 		t.Errorf("masq rules:\n%s\nwant:\n%s", strings.Join(rules, "\n"), strings.Join(want, "\n"))
 	}
-	if noMasq := Chains(firewall.Policy{Network: testPolicy.Network, Subnet: testPolicy.Subnet}, false); len(noMasq) != 1 || noMasq[0].Name != ForwardChain {
+	if noMasq := Chains(firewall.Policy{Network: testPolicy.Network, Subnet: testPolicy.Subnet}, false, false); len(noMasq) != 1 || noMasq[0].Name != ForwardChain {
 		t.Errorf("without --ip-masq: %+v", noMasq)
 	}
-	if plain := Chains(testPolicy, false); strings.Contains(strings.Join(plain[0].Rules[3], " "), "random-fully") {
+	if plain := Chains(testPolicy, false, false); strings.Contains(strings.Join(plain[0].Rules[3], " "), "random-fully") {
 		t.Error("--random-fully used where unsupported")
 	}
-	v6 := Chains(firewall.Policy{Network: netip.MustParsePrefix("fd00:10:244::/56"), Subnet: netip.MustParsePrefix("fd00:10:244:1::/64"), Masquerade: true}, false)
+	v6 := Chains(firewall.Policy{Network: netip.MustParsePrefix("fd00:10:244::/56"), Subnet: netip.MustParsePrefix("fd00:10:244:1::/64"), Masquerade: true}, false, false)
 	if got := strings.Join(v6[0].Rules[2], " "); got != `-s fd00:10:244::/56 ! -d ff00::/8 -m comment --comment flanneld masq -j MASQUERADE` {
 		t.Errorf("IPv6 masquerade rule: %s", got)
 	}
+}
+
+// sets returns a netlink handle for ipsets in the calling thread's
+// network namespace.
+func sets(t *testing.T) *netlink.Handle {
+	t.Helper()
+	h, err := netlink.NewHandle(unix.NETLINK_NETFILTER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	return h
 }
 
 func TestSameRule(t *testing.T) {
@@ -66,14 +83,14 @@ func TestSameRule(t *testing.T) {
 // masquerading off removes its chain, and Remove leaves nothing.
 func TestIPTablesInNamespace(t *testing.T) {
 	ns := netns.New(t)
-	chains := Chains(testPolicy, true)
+	chains := Chains(testPolicy, true, false)
 	err := ns.Do(func() error {
 		ipt, err := goipt.New(goipt.Timeout(10))
 		if err != nil {
 			t.Skipf("iptables: %v", err)
 		}
-		fw := NewWith(ipt, family.IPv4)
-		chains = Chains(testPolicy, ipt.HasRandomFully())
+		fw := NewWith(ipt, sets(t), family.IPv4)
+		chains = Chains(testPolicy, ipt.HasRandomFully(), false)
 		changed, err := fw.Ensure(testPolicy)
 		if err != nil || !changed {
 			t.Fatalf("first Ensure: changed=%v err=%v", changed, err)
@@ -124,7 +141,7 @@ func TestIPTablesInNamespace(t *testing.T) {
 		}
 		off := testPolicy
 		off.Masquerade = false
-		if changed, err := NewWith(ipt, family.IPv4).Ensure(off); err != nil || !changed {
+		if changed, err := NewWith(ipt, sets(t), family.IPv4).Ensure(off); err != nil || !changed {
 			t.Errorf("Ensure with masquerading off: changed=%v err=%v", changed, err)
 		}
 		return nil
@@ -140,7 +157,7 @@ func TestIPTablesInNamespace(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		return NewWith(ipt, family.IPv4).Remove()
+		return NewWith(ipt, sets(t), family.IPv4).Remove()
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -190,4 +207,34 @@ func TestIP6TablesInNamespace(t *testing.T) {
 	if all := ns.Run(t, "ip6tables-save"); strings.Contains(all, "FLANNEL") {
 		t.Errorf("rules left after Remove:\n%s", all)
 	}
+}
+
+// TestGuardInNamespace runs the behaviour every firewall shares
+// (firewalltest.Run) against iptables and an ipset.
+func TestGuardInNamespace(t *testing.T) {
+	firewalltest.Run(t, func() (firewall.Firewall, error) { return New(family.IPv4) }, func() (string, error) {
+		out, err := exec.Command("iptables-save").CombinedOutput()
+		if err != nil {
+			return "", fmt.Errorf("iptables-save: %w\n%s", err, out)
+		}
+		var left []string
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.Contains(l, "FLANNEL") {
+				left = append(left, l)
+			}
+		}
+		h, err := netlink.NewHandle(unix.NETLINK_NETFILTER)
+		if err != nil {
+			return "", err
+		}
+		defer h.Close()
+		sets, err := h.IpsetListAll()
+		if err != nil {
+			return "", err
+		}
+		for _, s := range sets {
+			left = append(left, "ipset "+s.SetName)
+		}
+		return strings.Join(left, "\n"), nil
+	})
 }

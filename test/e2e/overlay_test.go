@@ -30,6 +30,7 @@ func TestOverlay(t *testing.T) {
 	// From here on the tests change the cluster.
 	t.Run("RollingRestartLosesNoPackets", testRollingRestart)
 	t.Run("NoMasqueradeCIDRs", testNoMasqueradeCIDRs)
+	t.Run("NFTablesModeAndGuard", testNFTablesMode)
 	t.Run("SwitchToHostGWAndBack", testBackendSwitch)
 	t.Run("NodeDeletedCleansPeers", testNodeDeleted)
 	t.Run("NodeAddedReachable", testNodeAdded)
@@ -185,11 +186,14 @@ func onNode(node string) runner {
 
 // onInternet runs commands in the lab's "internet" namespace, the far end
 // of pod-to-internet traffic.
-func onInternet() runner {
-	return runner{where: "the internet namespace", run: func(cmd ...string) (string, error) {
+func onInternet() runner { return inNetNS("the internet namespace", suite.cluster.InternetNetNS()) }
+
+// inNetNS runs commands in the network namespace at path, called where.
+func inNetNS(where, path string) runner {
+	return runner{where: where, run: func(cmd ...string) (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 		defer cancel()
-		argv := append([]string{"--net=" + suite.cluster.InternetNetNS(), "--"}, cmd...)
+		argv := append([]string{"--net=" + path, "--"}, cmd...)
 		out, err := exec.CommandContext(ctx, "nsenter", argv...).CombinedOutput()
 		return string(out), err
 	}}
@@ -383,6 +387,36 @@ func setNetConf(t *testing.T, conf string) {
 	kubectl(t, "patch", "configmap", flannelConfigMap, "-n", flannelNamespace, "--type", "merge", "-p", string(patch))
 }
 
+// switchNetConf edits the ConfigMap's net-conf.json with edit and restarts
+// the DaemonSet. The returned restore puts the original back (and
+// restarts); it also runs at cleanup unless called before.
+func switchNetConf(t *testing.T, edit func(conf map[string]any)) (restore func()) {
+	t.Helper()
+	orig := netConf(t)
+	var conf map[string]any
+	if err := json.Unmarshal([]byte(orig), &conf); err != nil {
+		t.Fatalf("net-conf.json in %s is not JSON: %v\n%s", flannelConfigMap, err, orig)
+	}
+	edit(conf)
+	changed, err := json.MarshalIndent(conf, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	restored := false
+	restore = func() {
+		if !restored {
+			restored = true
+			setNetConf(t, orig)
+			restartFlannel(t)
+		}
+	}
+	t.Cleanup(restore)
+	setNetConf(t, string(changed))
+	took := restartFlannel(t)
+	t.Logf("net-conf.json edited, DaemonSet restarted in %v", took.Round(time.Millisecond))
+	return restore
+}
+
 func testNoMasqueradeCIDRs(t *testing.T) {
 	w1, _ := workers(t)
 	a := podOn(t, w1)
@@ -432,25 +466,7 @@ func testNoMasqueradeCIDRs(t *testing.T) {
 func testBackendSwitch(t *testing.T) {
 	w1, w2 := workers(t)
 	a, b := podOn(t, w1), podOn(t, w2)
-	orig := netConf(t)
-	var conf map[string]any
-	if err := json.Unmarshal([]byte(orig), &conf); err != nil {
-		t.Fatalf("net-conf.json in %s is not JSON: %v\n%s", flannelConfigMap, err, orig)
-	}
-	conf["Backend"] = map[string]any{"Type": "host-gw"}
-	hostGW, err := json.MarshalIndent(conf, "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	restored := false
-	t.Cleanup(func() {
-		if !restored {
-			setNetConf(t, orig)
-			restartFlannel(t)
-		}
-	})
-	setNetConf(t, string(hostGW))
-	restartFlannel(t)
+	restore := switchNetConf(t, func(conf map[string]any) { conf["Backend"] = map[string]any{"Type": "host-gw"} })
 
 	all := nodes(t)
 	for _, self := range all {
@@ -478,9 +494,7 @@ func testBackendSwitch(t *testing.T) {
 	ping(t, a, b.IP, 3)
 	ping(t, b, a.IP, 3)
 
-	setNetConf(t, orig)
-	restartFlannel(t)
-	restored = true
+	restore()
 	eventually(t, 60*time.Second, time.Second, "back on vxlan, nothing of host-gw left", func() error {
 		for _, n := range all {
 			if out, _ := nodeExecErr(n.Name, "ip", "route", "show", "dev", "eth0"); strings.Contains(out, "10.244.") {
