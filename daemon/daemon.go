@@ -100,6 +100,9 @@ type Daemon struct {
 	initial *backend.FullSync
 	pages   *pager
 
+	// counts are the peers known and programmed, for the metrics.
+	counts *peerCounts
+
 	mu       sync.Mutex
 	fullRuns int
 	// noted holds peers whose missing families were logged.
@@ -126,7 +129,7 @@ func New(o Options) (*Daemon, error) {
 	if o.SubnetFile == "" {
 		o.SubnetFile = subnetenv.DefaultPath
 	}
-	d := &Daemon{o: o, log: o.Log.WithField("node", o.NodeName), rec: metrics.OrNop(o.Metrics), noted: map[string]string{}}
+	d := &Daemon{o: o, log: o.Log.WithField("node", o.NodeName), rec: metrics.OrNop(o.Metrics), noted: map[string]string{}, counts: newPeerCounts()}
 	d.mgr = kube.NewManager(o.API, o.NodeName, o.Annotations, d.log, d.rec)
 	return d, nil
 }
@@ -401,6 +404,9 @@ func (d *Daemon) syncNode(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	if d.counts.set(name, want.leased, want.families) {
+		d.reportPeers()
+	}
 	if st.Changed() {
 		t := st.Total()
 		d.log.WithFields(logrus.Fields{"peer": name, "added": t.Added, "updated": t.Updated, "deleted": t.Removed, "repaired": t.Repaired}).Info("peer reconciled")
@@ -579,8 +585,7 @@ func (d *Daemon) fullReconcile(ctx context.Context) error {
 	}
 	names := d.mgr.Names()
 	want := make(map[string]backend.Entries, len(names))
-	known := map[family.Family]int{}
-	programmed := map[family.Family]int{}
+	counts := make(map[string]peerFamilies, len(names))
 	for _, name := range names {
 		if name == d.o.NodeName {
 			continue
@@ -592,11 +597,8 @@ func (d *Daemon) fullReconcile(ctx context.Context) error {
 			}
 			continue
 		}
-		for _, f := range e.families {
-			programmed[f]++
-		}
-		for _, f := range e.leased {
-			known[f]++
+		if len(e.leased) > 0 {
+			counts[name] = peerFamilies{leased: e.leased, programmed: e.families}
 		}
 		want[name] = e.entries
 	}
@@ -613,9 +615,8 @@ func (d *Daemon) fullReconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for _, p := range d.planes {
-		d.rec.Peers(d.own.BackendType, p.fam, known[p.fam], programmed[p.fam])
-	}
+	d.counts.reset(counts)
+	d.reportPeers()
 	t := st.Total()
 	fields := logrus.Fields{"peers": len(want), "added": t.Added, "updated": t.Updated, "deleted": t.Removed, "repaired": t.Repaired, "took": time.Since(start).Round(time.Millisecond)}
 	if st.Changed() || !d.ready.Load() {
@@ -624,6 +625,14 @@ func (d *Daemon) fullReconcile(ctx context.Context) error {
 		d.log.WithFields(fields).Debug("full reconcile: nothing to change")
 	}
 	return nil
+}
+
+// reportPeers hands every family's peer counts to the recorder.
+func (d *Daemon) reportPeers() {
+	for _, p := range d.planes {
+		known, programmed := d.counts.of(p.fam)
+		d.rec.Peers(d.own.BackendType, p.fam, known, programmed)
+	}
 }
 
 func (d *Daemon) writeSubnetEnv() error {

@@ -31,6 +31,7 @@ import (
 	"github.com/twill-net/twill/firewall/iptables"
 	"github.com/twill-net/twill/health"
 	"github.com/twill-net/twill/iface"
+	"github.com/twill-net/twill/metrics/prom"
 	"github.com/twill-net/twill/netconf"
 	"github.com/twill-net/twill/subnet/kube"
 	"github.com/twill-net/twill/subnet/subnetenv"
@@ -85,8 +86,8 @@ func parseFlags(args []string) (*flags, error) {
 	fs.StringVar(&f.publicIP, "public-ip", "", "IP to publish to other nodes (default: the interface's)")
 	fs.StringVar(&f.prefix, "kube-annotation-prefix", kube.DefaultAnnotationPrefix, "prefix of the node annotations")
 	fs.BoolVar(&f.ipMasq, "ip-masq", false, "masquerade pod traffic leaving the cluster network")
-	fs.StringVar(&f.healthzIP, "healthz-ip", "0.0.0.0", "address of the /healthz and /readyz server")
-	fs.IntVar(&f.healthzPort, "healthz-port", 0, "port of the /healthz and /readyz server (0: off)")
+	fs.StringVar(&f.healthzIP, "healthz-ip", "0.0.0.0", "address of the /healthz, /readyz and /metrics server")
+	fs.IntVar(&f.healthzPort, "healthz-port", 0, "port of the /healthz, /readyz and /metrics server (0: off)")
 	fs.BoolVar(&f.logJSON, "log-json", false, "log as JSON")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.BoolVar(&f.showVersion, "version", false, "print the version and exit")
@@ -227,12 +228,18 @@ func run(f *flags, log *logrus.Logger) error {
 		return err
 	}
 	defer k.Close()
+	kinds := make([]string, len(kernel.Kinds))
+	for i, kind := range kernel.Kinds {
+		kinds[i] = kind.String()
+	}
+	rec := prom.New(prom.Options{Version: version.Version, EntryKinds: kinds, Families: cfg.Families()})
 	d, err := daemon.New(daemon.Options{
 		Config: cfg, Backends: backends, Backend: chosen, API: api, NodeName: nodeName, Annotations: ann, Kernel: k,
 		Iface: choice, PublicIPs: pubs, Firewall: iptables.New, IPMasq: f.ipMasq, SubnetFile: f.subnetFile,
 		CNIConfSrc: f.cniConfSrc, CNIConfDest: f.cniConfDest, ProcSys: "/proc/sys",
 		Resync: f.resync, RulesResync: f.iptablesResync,
 		WatchKernel: kernel.WatchLosses,
+		Metrics:     rec,
 		Log:         log,
 	})
 	if err != nil {
@@ -242,6 +249,7 @@ func run(f *flags, log *logrus.Logger) error {
 		addr := net.JoinHostPort(f.healthzIP, fmt.Sprint(f.healthzPort))
 		mux := http.NewServeMux()
 		health.Register(mux, d)
+		rec.Register(mux)
 		go func() {
 			if err := health.Serve(ctx, addr, mux); err != nil {
 				log.WithError(err).Error("health server")

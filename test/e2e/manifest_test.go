@@ -346,6 +346,15 @@ func TestManifestShape(t *testing.T) {
 			t.Errorf("%s probe %+v, want GET %s on port %d", p.name, p.probe, p.path, mfHealthzPort)
 		}
 	}
+	// Prometheus finds /metrics on the health port by the usual
+	// annotations and the named port.
+	ann := ds.Spec.Template.Annotations
+	if ann["prometheus.io/scrape"] != "true" || ann["prometheus.io/port"] != fmt.Sprint(mfHealthzPort) || ann["prometheus.io/path"] != "/metrics" {
+		t.Errorf("pod template annotations %v, want prometheus.io/scrape true, port %d, path /metrics", ann, mfHealthzPort)
+	}
+	if len(c.Ports) != 1 || c.Ports[0].Name != "metrics" || c.Ports[0].ContainerPort != mfHealthzPort {
+		t.Errorf("ports %+v, want one named metrics on %d", c.Ports, mfHealthzPort)
+	}
 	mounts := hostPathOf(c)
 	for host, want := range map[string]string{
 		"/run/flannel": "/run/flannel", "/etc/cni/net.d": "/etc/cni/net.d",
