@@ -272,20 +272,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 // newPlane makes family f's plane for this node's subnet of f.
 func (d *Daemon) newPlane(f family.Family, subnet netip.Prefix) (*plane, error) {
-	network, _ := d.o.Config.Network(f)
-	addr, ok := d.o.Iface.For(f)
-	if !ok {
-		return nil, fmt.Errorf("interface %s has no %s address, and net-conf.json enables %s", d.o.Iface.Name, f, f)
-	}
-	be, err := d.o.Backend.Config.New(d.o.Kernel, backend.Node{
-		Name: d.o.NodeName, Subnet: subnet, Network: network.Prefix,
-		Iface: backend.Link{Index: d.o.Iface.Index, Name: d.o.Iface.Name, MTU: d.o.Iface.MTU},
-		Addr:  addr.Addr, Nets: addr.Nets,
-	})
+	n, err := BackendNode(d.o.NodeName, d.o.Config, f, subnet, d.o.Iface)
 	if err != nil {
 		return nil, err
 	}
-	pub := addr.Addr
+	be, err := d.o.Backend.Config.New(d.o.Kernel, n)
+	if err != nil {
+		return nil, err
+	}
+	pub := n.Addr
 	for _, ip := range d.o.PublicIPs {
 		if family.Of(ip) == f {
 			pub = ip
@@ -293,7 +288,7 @@ func (d *Daemon) newPlane(f family.Family, subnet netip.Prefix) (*plane, error) 
 	}
 	return &plane{
 		fam: f, be: be,
-		policy: firewall.Policy{Network: network.Prefix, Subnet: subnet, NoMasquerade: d.o.Config.NoMasquerade(f), Masquerade: d.o.IPMasq},
+		policy: Policy(d.o.Config, f, subnet, d.o.IPMasq),
 		own:    lease.Net{Subnet: subnet, PublicIP: pub, BackendData: be.Data()},
 	}, nil
 }

@@ -37,3 +37,30 @@ func TestEnsure(t *testing.T) {
 		t.Errorf("IPv6 prerequisites %+v", v6)
 	}
 }
+
+func TestCheckChangesNothing(t *testing.T) {
+	root := t.TempDir()
+	path := filepath.Join(root, "net/ipv4/ip_forward")
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fwd := Prerequisites(family.IPv4)[0]
+	if err := Check(root, fwd); err == nil || !strings.Contains(err.Error(), "net.ipv4.ip_forward is 0, want 1") {
+		t.Errorf("Check of ip_forward=0: %v", err)
+	}
+	if data, _ := os.ReadFile(path); strings.TrimSpace(string(data)) != "0" {
+		t.Errorf("Check changed ip_forward to %q", data)
+	}
+	if err := os.WriteFile(path, []byte("1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := Check(root, fwd); err != nil {
+		t.Errorf("Check of ip_forward=1: %v", err)
+	}
+	if err := Check(root, Prerequisites(family.IPv4)[1]); err == nil || !strings.Contains(err.Error(), "modprobe br_netfilter") {
+		t.Errorf("Check without br_netfilter: %v", err)
+	}
+}

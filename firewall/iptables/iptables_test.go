@@ -191,3 +191,25 @@ func TestIP6TablesInNamespace(t *testing.T) {
 		t.Errorf("rules left after Remove:\n%s", all)
 	}
 }
+
+// TestForwardPolicyInNamespace reads FORWARD's policy as the kernel has it.
+func TestForwardPolicyInNamespace(t *testing.T) {
+	ns := netns.New(t)
+	for _, want := range []string{"ACCEPT", "DROP"} {
+		ns.Run(t, "iptables", "-P", "FORWARD", want)
+		err := ns.Do(func() error {
+			ipt, err := goipt.New(goipt.Timeout(10))
+			if err != nil {
+				t.Skipf("iptables: %v", err)
+			}
+			got, err := NewWith(ipt, family.IPv4).ForwardPolicy()
+			if err != nil || got != want {
+				t.Errorf("ForwardPolicy = %q, %v; want %s", got, err, want)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}

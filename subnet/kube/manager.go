@@ -386,6 +386,17 @@ func (m *Manager) listStripped(ctx context.Context, opts metav1.ListOptions) (ru
 	}
 }
 
+// List lists every node once, page by page, keeping what a peer needs
+// (what Decode reads), as the watch's list does; for one-shot readers such
+// as flanneld doctor.
+func (m *Manager) List(ctx context.Context) ([]PeerNode, error) {
+	obj, err := m.listStripped(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing nodes: %w", err)
+	}
+	return obj.(*PeerNodeList).Items, nil
+}
+
 // strippedListWatch makes the reflector use listStripped rather than a
 // watch-list stream, whose support varies between API servers.
 type strippedListWatch struct{ *cache.ListWatch }
