@@ -75,6 +75,18 @@ type flags struct {
 func parseFlags(args []string) (*flags, error) {
 	f := &flags{}
 	fs := flag.NewFlagSet("flanneld", flag.ContinueOnError)
+	f.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	return f, f.validate()
+}
+
+// register defines flanneld's flags on fs, to be parsed into f.
+func (f *flags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.kubeSubnetMgr, "kube-subnet-mgr", false, "lease subnets from the Kubernetes API (node.spec.podCIDR); the only mode Twill has")
 	fs.StringVar(&f.kubeconfig, "kubeconfig-file", "", "kubeconfig to reach the API server (default: in-cluster config)")
 	fs.StringVar(&f.apiServer, "kube-api-url", "", "API server URL, overriding the kubeconfig's")
@@ -97,25 +109,26 @@ func parseFlags(args []string) (*flags, error) {
 	fs.DurationVar(&f.resync, "resync-period", time.Minute, "how often the whole data plane is compared with the desired state")
 	fs.BoolVar(&f.removeIPTables, "remove-iptables", false, "remove flanneld's iptables rules and chains, then exit")
 	fs.StringVar(&f.cpuProfile, "cpu-profile", "", "write a CPU profile to this file until exit (for benchmarks)")
-	if err := fs.Parse(args); err != nil {
-		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
-	}
+}
+
+// validate checks the flags that go together or have bounds.
+func (f *flags) validate() error {
 	if (f.cniConfSrc == "") != (f.cniConfDest == "") {
-		return nil, errors.New("--cni-conf-src and --cni-conf-dest go together")
+		return errors.New("--cni-conf-src and --cni-conf-dest go together")
 	}
 	if f.healthzPort < 0 || f.healthzPort > 65535 {
-		return nil, fmt.Errorf("--healthz-port %d is not a port", f.healthzPort)
+		return fmt.Errorf("--healthz-port %d is not a port", f.healthzPort)
 	}
 	if f.iptablesResync <= 0 || f.resync <= 0 {
-		return nil, errors.New("--iptables-resync and --resync-period must be positive")
+		return errors.New("--iptables-resync and --resync-period must be positive")
 	}
-	return f, nil
+	return nil
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "doctor" {
+		os.Exit(runDoctor(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	f, err := parseFlags(os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)

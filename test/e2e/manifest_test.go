@@ -359,6 +359,8 @@ func TestManifestShape(t *testing.T) {
 	for host, want := range map[string]string{
 		"/run/flannel": "/run/flannel", "/etc/cni/net.d": "/etc/cni/net.d",
 		"/run/xtables.lock": "/run/xtables.lock", "/lib/modules": "/lib/modules",
+		// flanneld doctor checks the node's plugins where it sees them.
+		"/opt/cni/bin": "/opt/cni/bin",
 	} {
 		if mounts[host] != want {
 			t.Errorf("host path %s mounted at %q in flanneld's container, want %s", host, mounts[host], want)
@@ -366,8 +368,8 @@ func TestManifestShape(t *testing.T) {
 	}
 	for _, vm := range c.VolumeMounts {
 		v := volumes[vm.Name]
-		if v.HostPath != nil && v.HostPath.Path == "/lib/modules" && !vm.ReadOnly {
-			t.Error("/lib/modules must be mounted read-only")
+		if v.HostPath != nil && (v.HostPath.Path == "/lib/modules" || v.HostPath.Path == "/opt/cni/bin") && !vm.ReadOnly {
+			t.Errorf("%s must be mounted read-only in flanneld's container", v.HostPath.Path)
 		}
 		if v.ConfigMap != nil && (v.ConfigMap.Name != "kube-flannel-cfg" || vm.MountPath != "/etc/kube-flannel/") {
 			t.Errorf("ConfigMap volume %s at %s, want kube-flannel-cfg at /etc/kube-flannel/", v.ConfigMap.Name, vm.MountPath)
