@@ -194,6 +194,23 @@ type data struct {
 // dataShape is how the data looks, for error messages.
 const dataShape = `{"VNI":1,"VtepMAC":"…"}`
 
+// ParseData reads a peer's published vxlan data ({"VNI":1,"VtepMAC":"…"})
+// for the family of n; broken data is a *backend.DataError.
+func ParseData(n lease.Net) (vni int, mac net.HardwareAddr, err error) {
+	var d data
+	if err := backend.DecodeData(n, &d, dataShape); err != nil {
+		return 0, nil, err
+	}
+	mac, err = net.ParseMAC(d.VtepMAC)
+	if err != nil || len(mac) != 6 || mac[0]&1 == 1 {
+		return 0, nil, &backend.DataError{Family: n.Family(), Err: fmt.Errorf("VtepMAC %q is not a unicast Ethernet MAC", d.VtepMAC)}
+	}
+	if d.VNI < 0 || d.VNI > 1<<24-1 {
+		return 0, nil, &backend.DataError{Family: n.Family(), Err: fmt.Errorf("VNI %d is outside 0..16777215", d.VNI)}
+	}
+	return d.VNI, mac, nil
+}
+
 // Data implements backend.Backend.
 func (b *Backend) Data() json.RawMessage {
 	out, _ := json.Marshal(data{VNI: b.cfg.VNI, VtepMAC: b.mac.String()})
@@ -380,19 +397,12 @@ func (b *Backend) Entries(p *lease.Lease, n lease.Net) (backend.Entries, error) 
 	if p.BackendType != Type {
 		return nil, fmt.Errorf("node uses backend %q, this node vxlan: it is reachable only with DirectRouting on a shared L2 subnet", p.BackendType)
 	}
-	var d data
-	if err := backend.DecodeData(n, &d, dataShape); err != nil {
+	vni, mac, err := ParseData(n)
+	if err != nil {
 		return nil, err
 	}
-	mac, err := net.ParseMAC(d.VtepMAC)
-	if err != nil || len(mac) != 6 || mac[0]&1 == 1 {
-		return nil, &backend.DataError{Family: n.Family(), Err: fmt.Errorf("VtepMAC %q is not a unicast Ethernet MAC", d.VtepMAC)}
-	}
-	if d.VNI < 0 || d.VNI > 1<<24-1 {
-		return nil, &backend.DataError{Family: n.Family(), Err: fmt.Errorf("VNI %d is outside 0..16777215", d.VNI)}
-	}
-	if d.VNI != b.cfg.VNI {
-		return nil, fmt.Errorf("node uses VNI %d, this node %d", d.VNI, b.cfg.VNI)
+	if vni != b.cfg.VNI {
+		return nil, fmt.Errorf("node uses VNI %d, this node %d", vni, b.cfg.VNI)
 	}
 	if b.dev == nil {
 		return nil, errors.New("vxlan device not set up yet")
