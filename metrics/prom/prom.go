@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,6 +51,7 @@ type Recorder struct {
 	rulesRepairs     *prometheus.CounterVec
 	rulesErrors      *prometheus.CounterVec
 	rulesLastCheck   *prometheus.GaugeVec
+	guardDropped     *kernelCounters
 }
 
 var _ metrics.Recorder = (*Recorder)(nil)
@@ -91,6 +93,10 @@ func New(o Options) *Recorder {
 	r.rulesRepairs = f.counters("rules_repairs_total", "Checks that found the packet-filter rules missing or wrong and rewrote them, by family.", "family")
 	r.rulesErrors = f.counters("rules_check_errors_total", "Checks of the packet-filter rules that failed, by family.", "family")
 	r.rulesLastCheck = f.gauges("rules_last_check_timestamp_seconds", "Unix time of the last successful check of the packet-filter rules, by family.", "family")
+	r.guardDropped = newKernelCounters(prometheus.NewDesc(Namespace+"_tunnel_guard_dropped_packets_total",
+		"Tunnel packets from addresses that are not peers dropped by the tunnel guard, by family, as the kernel counts them (from 0 again when the guard's rules are rebuilt).",
+		[]string{"family"}, nil))
+	r.reg.MustRegister(r.guardDropped)
 
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: Namespace, Name: "build_info", Help: "Always 1; the labels say which flanneld this is."}, []string{"version", "goversion"})
 	build.WithLabelValues(o.Version, runtime.Version()).Set(1)
@@ -231,4 +237,41 @@ func (r *Recorder) RulesChecked(fam family.Family, repaired bool, err error) {
 	}
 }
 
+// GuardDropped records the tunnel guard's drop count of fam, a running
+// total the kernel keeps. (The firewall's tunnel guard reports it; this
+// method is here for the Recorder method that carries it.)
+func (r *Recorder) GuardDropped(fam family.Family, packets uint64) {
+	r.guardDropped.set(familyLabel(fam), packets)
+}
+
 func unix(t time.Time) float64 { return float64(t.UnixNano()) / 1e9 }
+
+// kernelCounters exports counters whose totals the kernel keeps, one per
+// label value: the last total reported is the value.
+type kernelCounters struct {
+	desc *prometheus.Desc
+	mu   sync.Mutex
+	vals map[string]uint64
+}
+
+func newKernelCounters(d *prometheus.Desc) *kernelCounters {
+	return &kernelCounters{desc: d, vals: map[string]uint64{}}
+}
+
+func (c *kernelCounters) set(label string, v uint64) {
+	c.mu.Lock()
+	c.vals[label] = v
+	c.mu.Unlock()
+}
+
+// Describe implements prometheus.Collector.
+func (c *kernelCounters) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+// Collect implements prometheus.Collector.
+func (c *kernelCounters) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for label, v := range c.vals {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(v), label)
+	}
+}

@@ -113,6 +113,8 @@ func TestSeries(t *testing.T) {
 	r.RulesChecked(family.IPv4, false, nil)
 	r.RulesChecked(family.IPv4, true, nil)
 	r.RulesChecked(family.IPv4, false, fail)
+	r.GuardDropped(family.IPv4, 5)
+	r.GuardDropped(family.IPv4, 7)
 
 	fams, _ := scrape(t, r)
 	for _, c := range []struct {
@@ -143,6 +145,7 @@ func TestSeries(t *testing.T) {
 		{"twill_rules_repairs_total", []string{"family", "ipv4"}, 1},
 		{"twill_rules_check_errors_total", []string{"family", "ipv4"}, 1},
 		{"twill_rules_last_check_timestamp_seconds", []string{"family", "ipv4"}, 1700000000},
+		{"twill_tunnel_guard_dropped_packets_total", []string{"family", "ipv4"}, 7},
 		{"twill_build_info", []string{"version", "v9.9.9", "goversion", runtime.Version()}, 1},
 	} {
 		if got := value(t, fams, c.name, c.labels...); got != c.want {
@@ -162,6 +165,7 @@ func TestSeries(t *testing.T) {
 func TestNamingConventions(t *testing.T) {
 	r := newRecorder()
 	r.Peers("vxlan", family.IPv4, 1, 1)
+	r.GuardDropped(family.IPv4, 1)
 	fams, _ := scrape(t, r)
 	bounded := map[string]bool{"kind": true, "change": true, "backend": true, "family": true, "type": true, "result": true, "version": true, "goversion": true}
 	ours := 0
