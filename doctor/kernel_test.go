@@ -40,15 +40,7 @@ type realNode struct {
 
 func newRealNode(t *testing.T, ns *netns.NS, name, ip, subnet string) *realNode {
 	t.Helper()
-	k, err := kernel.NewNetlinkAt(ns.Handle)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(k.Close)
-	eth0, err := k.LinkByName("eth0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	k, eth0 := ns.Kernel(t, "eth0")
 	addr := netip.MustParseAddr(ip)
 	be, err := vxlan.NewBackend(k, vxlan.Config{VNI: 1, Port: 8472}, backend.Node{
 		Name: name, Subnet: netip.MustParsePrefix(subnet), Network: netip.MustParsePrefix("10.244.0.0/16"),
