@@ -41,7 +41,10 @@ func (s *state) checkConfig(context.Context) {
 	switch {
 	case s.o.Config == nil:
 		f.Status = Fail
-		f.Summary = s.o.ConfigErr.Error()
+		f.Summary = "no net-conf.json"
+		if s.o.ConfigErr != nil {
+			f.Summary = s.o.ConfigErr.Error()
+		}
 		f.Fix = "fix net-conf.json in the kube-flannel-cfg ConfigMap (keys in Documentation/configuration.md) and restart the DaemonSet; most other checks need it"
 	case s.backendErr != nil:
 		f.Status = Fail

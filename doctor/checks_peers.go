@@ -289,7 +289,11 @@ func (s *state) checkChecksum(ctx context.Context, p *plane, overlay []netip.Add
 			sample = append(sample, a)
 		}
 	}
-	if len(sample) == 0 || s.o.ProbePort == 0 {
+	switch {
+	case len(overlay) == 0:
+		f.Summary = "no peer is reached through a tunnel"
+		return
+	case len(sample) == 0 || s.o.ProbePort == 0:
 		f.Status, f.Summary = Skip, "needs a peer that answers over the overlay"
 		return
 	}

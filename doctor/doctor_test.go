@@ -72,12 +72,19 @@ type fixture struct {
 	want   map[string]backend.Entries
 }
 
-func node(name, cidr, ip string) *v1.Node {
-	mac := vxlan.StableMAC(name, 1, family.IPv4)
+// backendData is what a node of backend typ publishes.
+func backendData(typ, name string) string {
+	if typ == "host-gw" {
+		return "null"
+	}
+	return fmt.Sprintf(`{"VNI":1,"VtepMAC":%q}`, vxlan.StableMAC(name, 1, family.IPv4))
+}
+
+func nodeOf(typ, name, cidr, ip string) *v1.Node {
 	return &v1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{
-			pfx + "backend-type":        "vxlan",
-			pfx + "backend-data":        fmt.Sprintf(`{"VNI":1,"VtepMAC":%q}`, mac),
+			pfx + "backend-type":        typ,
+			pfx + "backend-data":        backendData(typ, name),
 			pfx + "public-ip":           ip,
 			pfx + "kube-subnet-manager": "true",
 		}},
@@ -95,10 +102,13 @@ func write(t *testing.T, path, content string, mode os.FileMode) {
 	}
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T) *fixture { t.Helper(); return newFixtureFor(t, "vxlan") }
+
+// newFixtureFor is the fixture of a cluster on backend typ.
+func newFixtureFor(t *testing.T, typ string) *fixture {
 	t.Helper()
 	dir := t.TempDir()
-	cfg, err := netconf.Parse([]byte(`{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}`))
+	cfg, err := netconf.Parse([]byte(`{"Network": "10.244.0.0/16", "Backend": {"Type": "` + typ + `"}}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,16 +119,20 @@ func newFixture(t *testing.T) *fixture {
 	choice := &iface.Choice{Name: "eth0", Index: 2, MTU: 1500, Reason: "it has the IPv4 default route", Addrs: []iface.Addr{{
 		Addr: netip.MustParseAddr("172.18.0.2"), Nets: []netip.Prefix{netip.MustParsePrefix("172.18.0.2/16")},
 	}}}
-	own := node("node-1", "10.244.1.0/24", "172.18.0.2")
+	own := nodeOf(typ, "node-1", "10.244.1.0/24", "172.18.0.2")
 	client := fake.NewClientset(own)
 	for _, p := range peers {
-		if _, err := client.CoreV1().Nodes().Create(context.Background(), node(p.name, p.cidr, p.ip), metav1.CreateOptions{}); err != nil {
+		if _, err := client.CoreV1().Nodes().Create(context.Background(), nodeOf(typ, p.name, p.cidr, p.ip), metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
 
 	// The data plane as flanneld leaves it.
-	be, err := vxlan.NewBackend(k, vxlan.Config{VNI: 1, Port: 8472}, backend.Node{
+	chosen, err := builtin.Registry().Parse(cfg.Backend.Type, cfg.Backend.Raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	be, err := chosen.Config.New(k, backend.Node{
 		Name: "node-1", Subnet: netip.MustParsePrefix("10.244.1.0/24"), Network: netip.MustParsePrefix("10.244.0.0/16"),
 		Iface: backend.Link{Index: 2, Name: "eth0", MTU: 1500}, Addr: netip.MustParseAddr("172.18.0.2"),
 		Nets: []netip.Prefix{netip.MustParsePrefix("172.18.0.2/16")},
@@ -134,8 +148,8 @@ func newFixture(t *testing.T) *fixture {
 	probe := &fakeProber{answers: map[netip.Addr]bool{}, tcp: map[netip.AddrPort]bool{}}
 	for _, p := range peers {
 		n := lease.Net{Subnet: netip.MustParsePrefix(p.cidr), PublicIP: netip.MustParseAddr(p.ip),
-			BackendData: json.RawMessage(fmt.Sprintf(`{"VNI":1,"VtepMAC":%q}`, vxlan.StableMAC(p.name, 1, family.IPv4)))}
-		es, err := be.Entries(&lease.Lease{Node: p.name, BackendType: "vxlan", Nets: []lease.Net{n}}, n)
+			BackendData: json.RawMessage(backendData(typ, p.name))}
+		es, err := be.Entries(&lease.Lease{Node: p.name, BackendType: typ, Nets: []lease.Net{n}}, n)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -150,13 +164,13 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	// cni0 with two pods.
-	cni0 := k.AddLink("cni0", 1450)
+	cni0 := k.AddLink("cni0", be.MTU())
 	for _, name := range []string{"veth1", "veth2"} {
-		k.Enslave(k.AddLink(name, 1450).Index, cni0.Index)
+		k.Enslave(k.AddLink(name, be.MTU()).Index, cni0.Index)
 	}
 
 	masq := true
-	env := &subnetenv.Env{MTU: 1450, IPMasq: masq, Nets: []subnetenv.Net{{Network: netip.MustParsePrefix("10.244.0.0/16"), Subnet: netip.MustParsePrefix("10.244.1.1/24")}}}
+	env := &subnetenv.Env{MTU: be.MTU(), IPMasq: masq, Nets: []subnetenv.Net{{Network: netip.MustParsePrefix("10.244.0.0/16"), Subnet: netip.MustParsePrefix("10.244.1.1/24")}}}
 	if _, err := subnetenv.Write(filepath.Join(dir, "run/flannel/subnet.env"), env); err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +184,10 @@ func newFixture(t *testing.T) *fixture {
 
 	ann, _ := kube.NewAnnotations(kube.DefaultAnnotationPrefix)
 	fw := &fakeRules{policy: "DROP"}
-	f := &fixture{t: t, dir: dir, k: k, client: client, fw: fw, probe: probe, dev: be.Device(), table: table, want: want}
+	f := &fixture{t: t, dir: dir, k: k, client: client, fw: fw, probe: probe, table: table, want: want}
+	if v, ok := be.(*vxlan.Backend); ok {
+		f.dev = v.Device()
+	}
 	f.o = Options{
 		NodeName: "node-1", Version: "v0.0.0-test",
 		Config: cfg, ConfigPath: "/etc/kube-flannel/net-conf.json", Backends: builtin.Registry(), Annotations: ann,
@@ -548,6 +565,42 @@ func TestProbesBounded(t *testing.T) {
 		t.Errorf("no prober: %+v", fd)
 	}
 	_ = r
+}
+
+// TestHealthyHostGWNodePasses: without a tunnel, peers are pinged on
+// their node addresses and there is no device or checksum fault to have.
+func TestHealthyHostGWNodePasses(t *testing.T) {
+	f := newFixtureFor(t, "host-gw")
+	r := f.run()
+	for _, fd := range r.Findings {
+		if fd.Status != OK {
+			t.Errorf("healthy host-gw node: %s is %s: %s %v", fd.Check, fd.Status, fd.Summary, fd.Details)
+		}
+	}
+	if fd := r.Find("peer-entries")[0]; !strings.Contains(fd.Summary, "3 peers, 3 entries") {
+		t.Errorf("peer-entries: %s", fd.Summary)
+	}
+	if fd := r.Find("reachability")[0]; !strings.Contains(fd.Summary, "all 3 peers answer (0 over the overlay)") {
+		t.Errorf("reachability: %s", fd.Summary)
+	}
+	delete(f.probe.answers, netip.MustParseAddr("172.18.0.4"))
+	if fd := f.run().Find("reachability")[0]; fd.Status != Fail || !strings.Contains(strings.Join(fd.Details, ""), "node-3 (172.18.0.4, public IP 172.18.0.4): no answer on its node address") {
+		t.Errorf("host-gw peer down: %+v", fd)
+	}
+}
+
+// TestBareOptions: doctor with nothing to examine reports what it could
+// not check rather than crash.
+func TestBareOptions(t *testing.T) {
+	r := Run(context.Background(), Options{NodeName: "n"})
+	if !r.Failed() || len(r.Findings) < 10 {
+		t.Errorf("bare options: %+v", r.Findings)
+	}
+	cfg, _ := netconf.Parse([]byte(`{"Network": "10.244.0.0/16"}`))
+	r = Run(context.Background(), Options{NodeName: "n", Config: cfg, ChooseIface: func([]family.Family) (*iface.Choice, error) { return nil, errors.New("none") }})
+	if fs := r.Find("net-conf"); len(fs) != 1 || fs[0].Status != Fail {
+		t.Errorf("no backends: %+v", fs)
+	}
 }
 
 func TestJSONAndColour(t *testing.T) {

@@ -75,7 +75,11 @@ func (s *state) gather(ctx context.Context) {
 	o := s.o
 	if o.Config != nil {
 		s.fams = o.Config.Families()
-		s.backend, s.backendErr = o.Backends.Parse(o.Config.Backend.Type, o.Config.Backend.Raw)
+		if o.Backends == nil {
+			s.backendErr = errors.New("doctor was given no backends")
+		} else {
+			s.backend, s.backendErr = o.Backends.Parse(o.Config.Backend.Type, o.Config.Backend.Raw)
+		}
 	}
 	s.env, s.envErr = subnetenv.Read(o.SubnetFile)
 	s.subnets = map[family.Family]netip.Prefix{}
@@ -89,7 +93,7 @@ func (s *state) gather(ctx context.Context) {
 	if len(s.fams) > 0 && o.ChooseIface != nil {
 		s.choice, s.choiceErr = o.ChooseIface(s.fams)
 	}
-	if s.backendErr == nil && s.choice != nil && o.Config != nil {
+	if s.backendErr == nil && s.choice != nil && o.Config != nil && o.Kernel != nil {
 		for _, f := range s.fams {
 			sub, ok := s.subnets[f]
 			if !ok {
