@@ -76,6 +76,11 @@ type Backend interface {
 	// recreated is true when a device was created or recreated, so every
 	// peer entry is gone and must be programmed again.
 	Setup() (recreated bool, err error)
+	// Check compares the node-local devices with what Setup would make,
+	// changing nothing, and describes each difference in a line; none
+	// means they are right (Setup puts any of them right). Afterwards Entries works for
+	// the devices found, as after Setup (flanneld doctor uses it).
+	Check() ([]string, error)
 	// Data is the backend data this node publishes for the family (the
 	// backend-data annotation's JSON), or nil for none.
 	Data() json.RawMessage

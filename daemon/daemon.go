@@ -112,6 +112,9 @@ type Daemon struct {
 	initial *backend.FullSync
 	pages   *pager
 
+	// counts are the peers known and programmed, for the metrics.
+	counts *peerCounts
+
 	mu       sync.Mutex
 	fullRuns int
 	// envErr is the last failure to write subnet.env, nil once written.
@@ -142,7 +145,7 @@ func New(o Options) (*Daemon, error) {
 	if o.SubnetFile == "" {
 		o.SubnetFile = subnetenv.DefaultPath
 	}
-	d := &Daemon{o: o, log: o.Log.WithField("node", o.NodeName), rec: metrics.OrNop(o.Metrics), noted: map[string]string{}}
+	d := &Daemon{o: o, log: o.Log.WithField("node", o.NodeName), rec: metrics.OrNop(o.Metrics), noted: map[string]string{}, counts: newPeerCounts()}
 	d.mgr = kube.NewManager(o.API, o.NodeName, o.Annotations, d.log, d.rec)
 	return d, nil
 }
@@ -296,20 +299,15 @@ func capabilityHint(err error) string {
 
 // newPlane makes family f's plane for this node's subnet of f.
 func (d *Daemon) newPlane(f family.Family, subnet netip.Prefix) (*plane, error) {
-	network, _ := d.o.Config.Network(f)
-	addr, ok := d.o.Iface.For(f)
-	if !ok {
-		return nil, fmt.Errorf("interface %s has no %s address, and net-conf.json enables %s", d.o.Iface.Name, f, f)
-	}
-	be, err := d.o.Backend.Config.New(d.o.Kernel, backend.Node{
-		Name: d.o.NodeName, Subnet: subnet, Network: network.Prefix,
-		Iface: backend.Link{Index: d.o.Iface.Index, Name: d.o.Iface.Name, MTU: d.o.Iface.MTU},
-		Addr:  addr.Addr, Nets: addr.Nets,
-	})
+	n, err := BackendNode(d.o.NodeName, d.o.Config, f, subnet, d.o.Iface)
 	if err != nil {
 		return nil, err
 	}
-	pub := addr.Addr
+	be, err := d.o.Backend.Config.New(d.o.Kernel, n)
+	if err != nil {
+		return nil, err
+	}
+	pub := n.Addr
 	for _, ip := range d.o.PublicIPs {
 		if family.Of(ip) == f {
 			pub = ip
@@ -319,9 +317,11 @@ func (d *Daemon) newPlane(f family.Family, subnet netip.Prefix) (*plane, error) 
 	if d.o.TunnelGuard {
 		guard = be.TunnelPort()
 	}
+	policy := Policy(d.o.Config, f, subnet, d.o.IPMasq)
+	policy.GuardPort = guard
 	return &plane{
 		fam: f, be: be,
-		policy: firewall.Policy{Network: network.Prefix, Subnet: subnet, NoMasquerade: d.o.Config.NoMasquerade(f), Masquerade: d.o.IPMasq, GuardPort: guard},
+		policy: policy,
 		own:    lease.Net{Subnet: subnet, PublicIP: pub, BackendData: be.Data()},
 	}, nil
 }
@@ -467,12 +467,16 @@ func (d *Daemon) syncNode(ctx context.Context, name string) error {
 		return err
 	}
 	d.settled(ctx, want, name, conflict)
-	public := want.public
+	public, programmed := want.public, want.families
 	if conflict != nil {
-		public = nil // refused: no tunnel entries, so no place in the guard
+		// Refused: no tunnel entries, so no place in the guard.
+		public, programmed = nil, nil
 	}
 	if err := d.guards.settle(name, public); err != nil {
 		return fmt.Errorf("peer %s: %w", name, err)
+	}
+	if d.counts.set(name, want.leased, programmed) {
+		d.reportPeers()
 	}
 	if st.Changed() {
 		t := st.Total()
@@ -678,9 +682,8 @@ func (d *Daemon) fullReconcile(ctx context.Context) error {
 	names := d.mgr.Names()
 	want := make(map[string]backend.Entries, len(names))
 	clean := make(map[string]bool, len(names))
-	programmed := make(map[string][]family.Family, len(names))
 	public := make(map[string][]netip.Addr, len(names))
-	known := map[family.Family]int{}
+	counts := make(map[string]peerFamilies, len(names))
 	for _, name := range names {
 		if name == d.o.NodeName {
 			continue
@@ -693,9 +696,8 @@ func (d *Daemon) fullReconcile(ctx context.Context) error {
 			}
 			continue
 		}
-		programmed[name] = e.families
-		for _, f := range e.leased {
-			known[f]++
+		if len(e.leased) > 0 {
+			counts[name] = peerFamilies{leased: e.leased, programmed: e.families}
 		}
 		want[name] = e.entries
 		clean[name] = e.clean
@@ -722,17 +724,14 @@ func (d *Daemon) fullReconcile(ctx context.Context) error {
 	for _, c := range st.Conflicts {
 		d.settled(ctx, peerEntries{}, c.Peer, c)
 		delete(clean, c.Peer)
-		delete(programmed, c.Peer)
 		delete(public, c.Peer)
+		if pf, ok := counts[c.Peer]; ok {
+			pf.programmed = nil
+			counts[c.Peer] = pf
+		}
 	}
 	for name, ok := range clean {
 		d.settled(ctx, peerEntries{clean: ok}, name, nil)
-	}
-	counts := map[family.Family]int{}
-	for _, fams := range programmed {
-		for _, f := range fams {
-			counts[f]++
-		}
 	}
 	if changed, err := d.guards.reset(public); err != nil {
 		d.log.WithError(err).Error("tunnel guard: making the set of peers exact")
@@ -740,9 +739,8 @@ func (d *Daemon) fullReconcile(ctx context.Context) error {
 		d.log.WithField("peers", len(public)).Info("tunnel guard: set of peers installed or repaired")
 	}
 	d.reportDrops()
-	for _, p := range d.planes {
-		d.rec.Peers(d.own.BackendType, p.fam, known[p.fam], counts[p.fam])
-	}
+	d.counts.reset(counts)
+	d.reportPeers()
 	t := st.Total()
 	fields := logrus.Fields{"peers": len(want), "added": t.Added, "updated": t.Updated, "deleted": t.Removed, "repaired": t.Repaired, "took": time.Since(start).Round(time.Millisecond)}
 	if st.Changed() || !d.ready.Load() {
@@ -751,6 +749,14 @@ func (d *Daemon) fullReconcile(ctx context.Context) error {
 		d.log.WithFields(fields).Debug("full reconcile: nothing to change")
 	}
 	return nil
+}
+
+// reportPeers hands every family's peer counts to the recorder.
+func (d *Daemon) reportPeers() {
+	for _, p := range d.planes {
+		known, programmed := d.counts.of(p.fam)
+		d.rec.Peers(d.own.BackendType, p.fam, known, programmed)
+	}
 }
 
 // writeSubnetEnv writes subnet.env when it differs. A failure (a read-only

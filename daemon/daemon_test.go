@@ -209,6 +209,20 @@ func TestPeersComeAndGo(t *testing.T) {
 		"neigh 10.244.2.0 lladdr 0a:00:00:00:00:20 dev flannel.1",
 		"fdb 0a:00:00:00:00:20 dst 172.18.0.4 dev flannel.1",
 	))
+	// The peer counts follow node events, not only full reconciles
+	// (which run hourly here).
+	if _, err := nodes.Create(ctx, peerNode("node-3", "10.244.3.0/24", "172.18.0.5", "0a:00:00:00:00:30"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually("two peers counted", func() bool {
+		return h.rec.count("peers/IPv4") == 2 && h.rec.count("known/IPv4") == 2
+	})
+	if err := nodes.Delete(ctx, "node-3", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h.eventually("one peer counted", func() bool {
+		return h.rec.count("peers/IPv4") == 1 && h.rec.count("known/IPv4") == 1
+	})
 	// node-2 restarts with a new VTEP MAC: the old FDB entry goes.
 	n2 := peerNode("node-2", "10.244.2.0/24", "172.18.0.4", "0a:00:00:00:00:21")
 	if _, err := nodes.Update(ctx, n2, metav1.UpdateOptions{}); err != nil {

@@ -8,7 +8,9 @@ import (
 	"github.com/twill-net/twill/backend"
 	"github.com/twill-net/twill/family"
 	"github.com/twill-net/twill/firewall"
+	"github.com/twill-net/twill/iface"
 	"github.com/twill-net/twill/lease"
+	"github.com/twill-net/twill/netconf"
 )
 
 // plane is one IP family's machinery on this node: the backend instance
@@ -21,6 +23,29 @@ type plane struct {
 	fw     firewall.Firewall // nil: no rules kept
 	policy firewall.Policy
 	own    lease.Net
+}
+
+// Policy is what the packet filter of family f must do on a node whose
+// subnet of f is subnet, under cfg, masquerading when masq is true
+// (--ip-masq). The daemon keeps it; flanneld doctor checks it.
+func Policy(cfg *netconf.Config, f family.Family, subnet netip.Prefix, masq bool) firewall.Policy {
+	network, _ := cfg.Network(f)
+	return firewall.Policy{Network: network.Prefix, Subnet: subnet, NoMasquerade: cfg.NoMasquerade(f), Masquerade: masq}
+}
+
+// BackendNode is what the backend of family f knows of node name, whose
+// subnet of f is subnet and whose underlay interface is c.
+func BackendNode(name string, cfg *netconf.Config, f family.Family, subnet netip.Prefix, c *iface.Choice) (backend.Node, error) {
+	network, _ := cfg.Network(f)
+	addr, ok := c.For(f)
+	if !ok {
+		return backend.Node{}, fmt.Errorf("interface %s has no %s address, and net-conf.json enables %s", c.Name, f, f)
+	}
+	return backend.Node{
+		Name: name, Subnet: subnet, Network: network.Prefix,
+		Iface: backend.Link{Index: c.Index, Name: c.Name, MTU: c.MTU},
+		Addr:  addr.Addr, Nets: addr.Nets,
+	}, nil
 }
 
 // planes is the face the daemon uses: every method does its job for each

@@ -3,6 +3,7 @@
 # packages' own root tests. `make e2e` calls it after `make k8s`. Needs root.
 #
 # Environment: E2E_RUN (a -run pattern), E2E_TIMEOUT (default 40m),
+# TWILL_E2E_NAME (the labs' name, default e2e: give concurrent runs their own),
 # TWILL_E2E_LAB (test an already running lab instead of a fresh one).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -35,7 +35,7 @@ func TestDirectRoutingMixedRoutes(t *testing.T) {
 	if _, err := k8sbin.Dir(); err != nil {
 		t.Skipf("%v", err)
 	}
-	const name = "e2edirect"
+	name := e2eName("direct")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	hostLinks := linkNames(t)

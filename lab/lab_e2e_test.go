@@ -5,6 +5,7 @@ package lab
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -20,6 +21,10 @@ import (
 	"github.com/twill-net/twill/internal/testenv/proc"
 	"github.com/twill-net/twill/lab/node"
 )
+
+// e2eName names a lab of these tests: $TWILL_E2E_NAME (default "e2e")
+// and suffix, so two runs on one machine do not remove each other's labs.
+func e2eName(suffix string) string { return cmp.Or(os.Getenv("TWILL_E2E_NAME"), "e2e") + suffix }
 
 func repoRoot(t *testing.T) string {
 	t.Helper()
@@ -37,7 +42,7 @@ func TestLabNoCNI(t *testing.T) {
 	if _, err := k8sbin.Dir(); err != nil {
 		t.Skipf("%v", err)
 	}
-	const name = "e2enocni"
+	name := e2eName("nocni")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	hostLinks := linkNames(t)

@@ -58,6 +58,13 @@ type Recorder interface {
 	// Listed says a list of all nodes succeeded: the first one, or a
 	// relist after the watch broke (restart true).
 	Listed(restart bool)
+	// WatchStarted says a watch of the nodes was (re)opened after a list
+	// or after the API server ended the previous one.
+	WatchStarted()
+	// APIContact says the API server just answered: a list, a watch event
+	// or bookmark, or a write that succeeded. The time since the last one
+	// is how stale the daemon's view of the cluster may be.
+	APIContact()
 	// APIWrite counts a write to the API server of kind ("annotations",
 	// "condition", "event") and its outcome.
 	APIWrite(kind string, err error)
@@ -93,6 +100,12 @@ func (Nop) WatchEvent(string) {}
 
 // Listed implements Recorder.
 func (Nop) Listed(bool) {}
+
+// WatchStarted implements Recorder.
+func (Nop) WatchStarted() {}
+
+// APIContact implements Recorder.
+func (Nop) APIContact() {}
 
 // APIWrite implements Recorder.
 func (Nop) APIWrite(string, error) {}

@@ -40,12 +40,33 @@ func Prerequisites(f family.Family) []Sysctl {
 	}
 }
 
+// Check reads the setting under procRoot and returns an error that says
+// what it is and includes the hint when it is not s.Want; it changes
+// nothing.
+func Check(procRoot string, s Sysctl) error {
+	data, err := os.ReadFile(path(procRoot, s))
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%s does not exist (module not loaded?): %s", s.Name, s.Hint)
+	}
+	if err != nil {
+		return fmt.Errorf("reading %s: %w; %s", s.Name, err, s.Hint)
+	}
+	if v := strings.TrimSpace(string(data)); v != s.Want {
+		return fmt.Errorf("%s is %s, want %s: %s", s.Name, v, s.Want, s.Hint)
+	}
+	return nil
+}
+
+func path(procRoot string, s Sysctl) string {
+	return filepath.Join(procRoot, strings.ReplaceAll(s.Name, ".", "/"))
+}
+
 // Ensure reads the setting under procRoot (normally /proc/sys) and sets
 // it when it differs. It returns whether it changed the value, or an error
 // that includes the hint.
 func Ensure(procRoot string, s Sysctl) (bool, error) {
-	path := filepath.Join(procRoot, strings.ReplaceAll(s.Name, ".", "/"))
-	data, err := os.ReadFile(path)
+	p := path(procRoot, s)
+	data, err := os.ReadFile(p)
 	if errors.Is(err, os.ErrNotExist) {
 		return false, fmt.Errorf("%s does not exist (module not loaded?): %s", s.Name, s.Hint)
 	}
@@ -55,7 +76,7 @@ func Ensure(procRoot string, s Sysctl) (bool, error) {
 	if strings.TrimSpace(string(data)) == s.Want {
 		return false, nil
 	}
-	if err := os.WriteFile(path, []byte(s.Want), 0o644); err != nil {
+	if err := os.WriteFile(p, []byte(s.Want), 0o644); err != nil {
 		return false, fmt.Errorf("%s is %s and cannot be set to %s here (%v): %s", s.Name, strings.TrimSpace(string(data)), s.Want, err, s.Hint)
 	}
 	return true, nil

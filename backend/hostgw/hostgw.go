@@ -95,6 +95,9 @@ func (b *Backend) Data() json.RawMessage { return nil }
 // Setup implements backend.Backend: host-gw has no device.
 func (b *Backend) Setup() (bool, error) { return false, nil }
 
+// Check implements backend.Backend: there is no device to check.
+func (b *Backend) Check() ([]string, error) { return nil, nil }
+
 // Scope implements backend.Backend.
 func (b *Backend) Scope() backend.Scope {
 	return backend.Scope{backend.Routes(b.node.Iface.Index, b.node.Network, b.node.Subnet)}

@@ -128,15 +128,7 @@ func vxlanHost(tb testing.TB, name, local, peer string) (*netns.NS, *kernel.Netl
 	tb.Helper()
 	a, b := netns.New(tb), netns.New(tb)
 	underlay.Veth(tb, a, "eth0", local, b, "eth0", peer)
-	k, err := kernel.NewNetlinkAt(a.Handle)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(k.Close)
-	eth0, err := k.LinkByName("eth0")
-	if err != nil {
-		tb.Fatal(err)
-	}
+	k, eth0 := a.Kernel(tb, "eth0")
 	dev, err := k.AddVXLAN(kernel.VXLAN{Name: name, VNI: 1, Port: 8472, Local: netip.MustParsePrefix(local).Addr(), ParentIndex: eth0.Index, MTU: 1430})
 	if err != nil {
 		tb.Fatal(err)

@@ -47,6 +47,9 @@ type Link struct {
 	MTU   int
 	MAC   net.HardwareAddr
 	Up    bool
+	// Master is the index of the bridge the link is a port of, 0 for none
+	// (the host ends of pods' veths are ports of cni0).
+	Master int
 	// VXLAN is set when the link is a VXLAN device.
 	VXLAN *VXLAN
 }

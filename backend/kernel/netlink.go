@@ -80,7 +80,7 @@ func dump[T any](what string, read func() ([]T, error)) ([]T, error) {
 
 func toLink(l netlink.Link) *Link {
 	a := l.Attrs()
-	out := &Link{Index: a.Index, Name: a.Name, MTU: a.MTU, MAC: a.HardwareAddr, Up: a.Flags&net.FlagUp != 0}
+	out := &Link{Index: a.Index, Name: a.Name, MTU: a.MTU, MAC: a.HardwareAddr, Up: a.Flags&net.FlagUp != 0, Master: a.MasterIndex}
 	if v, ok := l.(*netlink.Vxlan); ok {
 		out.VXLAN = &VXLAN{
 			Name: a.Name, VNI: v.VxlanId, Port: v.Port, Local: addrOf(v.SrcAddr),
@@ -315,4 +315,17 @@ func (k *Netlink) fdbs(f family.Family, link int) ([]Entry, error) {
 		out = append(out, FDB{LinkIndex: n.LinkIndex, MAC: n.HardwareAddr, Dst: dst})
 	}
 	return out, nil
+}
+
+// RouteTo returns the link and source address the kernel would send a
+// packet to dst from (`ip route get`).
+func (k *Netlink) RouteTo(dst netip.Addr) (int, netip.Addr, error) {
+	rs, err := k.h.RouteGet(dst.AsSlice())
+	if err != nil {
+		return 0, netip.Addr{}, fmt.Errorf("looking up the route to %s: %w", dst, err)
+	}
+	if len(rs) == 0 {
+		return 0, netip.Addr{}, fmt.Errorf("no route to %s", dst)
+	}
+	return rs[0].LinkIndex, addrOf(rs[0].Src), nil
 }

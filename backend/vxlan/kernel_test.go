@@ -27,15 +27,7 @@ type node struct {
 
 func newNode(t *testing.T, ns *netns.NS, name, ip, subnet string) *node {
 	t.Helper()
-	k, err := kernel.NewNetlinkAt(ns.Handle)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(k.Close)
-	eth0, err := k.LinkByName("eth0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	k, eth0 := ns.Kernel(t, "eth0")
 	n := testNode(name, ip, subnet)
 	n.Iface = backend.Link{Index: eth0.Index, Name: "eth0", MTU: eth0.MTU}
 	b, err := NewBackend(k, Config{VNI: 1, Port: 8472}, n)

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strconv"
 
 	"github.com/twill-net/twill/backend"
@@ -193,6 +194,23 @@ type data struct {
 // dataShape is how the data looks, for error messages.
 const dataShape = `{"VNI":1,"VtepMAC":"…"}`
 
+// ParseData reads a peer's published vxlan data ({"VNI":1,"VtepMAC":"…"})
+// for the family of n; broken data is a *backend.DataError.
+func ParseData(n lease.Net) (vni int, mac net.HardwareAddr, err error) {
+	var d data
+	if err := backend.DecodeData(n, &d, dataShape); err != nil {
+		return 0, nil, err
+	}
+	mac, err = net.ParseMAC(d.VtepMAC)
+	if err != nil || len(mac) != 6 || mac[0]&1 == 1 {
+		return 0, nil, &backend.DataError{Family: n.Family(), Err: fmt.Errorf("VtepMAC %q is not a unicast Ethernet MAC", d.VtepMAC)}
+	}
+	if d.VNI < 0 || d.VNI > 1<<24-1 {
+		return 0, nil, &backend.DataError{Family: n.Family(), Err: fmt.Errorf("VNI %d is outside 0..16777215", d.VNI)}
+	}
+	return d.VNI, mac, nil
+}
+
 // Data implements backend.Backend.
 func (b *Backend) Data() json.RawMessage {
 	out, _ := json.Marshal(data{VNI: b.cfg.VNI, VtepMAC: b.mac.String()})
@@ -280,6 +298,68 @@ func (b *Backend) Setup() (bool, error) {
 	return recreated, nil
 }
 
+// Check implements backend.Backend.
+func (b *Backend) Check() ([]string, error) {
+	want := b.spec()
+	l, err := b.k.LinkByName(want.Name)
+	if errors.Is(err, kernel.ErrLinkNotFound) {
+		return []string{fmt.Sprintf("%s does not exist: no pod traffic leaves or enters this node through the overlay", want.Name)}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	v := l.VXLAN
+	if v == nil {
+		return []string{fmt.Sprintf("%s is not a VXLAN device: remove it (ip link del %s) and flanneld recreates it", want.Name, want.Name)}, nil
+	}
+	b.dev = l
+	if v.VNI != want.VNI {
+		out = append(out, fmt.Sprintf("%s has VNI %d, want %d (net-conf.json's Backend.VNI)", want.Name, v.VNI, want.VNI))
+	}
+	if v.Port != want.Port {
+		out = append(out, fmt.Sprintf("%s sends to UDP port %d, want %d (Backend.Port)", want.Name, v.Port, want.Port))
+	}
+	if v.Local != want.Local {
+		out = append(out, fmt.Sprintf("%s sends from %s, want %s, the address of %s", want.Name, v.Local, want.Local, b.node.Iface.Name))
+	}
+	if v.ParentIndex != want.ParentIndex {
+		out = append(out, fmt.Sprintf("%s is bound to link #%d, want %s (#%d)", want.Name, v.ParentIndex, b.node.Iface.Name, want.ParentIndex))
+	}
+	if v.Learning != want.Learning {
+		out = append(out, fmt.Sprintf("%s has address learning on; flanneld programs every FDB entry and keeps it off", want.Name))
+	}
+	if l.MTU != want.MTU {
+		out = append(out, fmt.Sprintf("%s has MTU %d, want %d (%s)", want.Name, l.MTU, want.MTU, b.mtuReason()))
+	}
+	if over := families[family.Of(b.node.Addr)].overhead; b.cfg.MTU != 0 && b.cfg.MTU > b.node.Iface.MTU-over {
+		out = append(out, fmt.Sprintf("Backend.MTU %d is more than %s's MTU %d minus VXLAN's %d bytes: large packets are dropped; set Backend.MTU to %d or less, or remove it", b.cfg.MTU, b.node.Iface.Name, b.node.Iface.MTU, over, b.node.Iface.MTU-over))
+	}
+	if !bytes.Equal(l.MAC, want.MAC) {
+		out = append(out, fmt.Sprintf("%s has MAC %s, want %s (the one this node publishes)", want.Name, l.MAC, want.MAC))
+	}
+	if !l.Up {
+		out = append(out, fmt.Sprintf("%s is down: ip link set %s up (flanneld does within --resync-period)", want.Name, want.Name))
+	}
+	addrs, err := b.k.Addrs(l.Index, b.fam)
+	if err != nil {
+		return out, err
+	}
+	wantAddr := family.Host(b.node.Subnet.Addr())
+	if !slices.Contains(addrs, wantAddr) {
+		out = append(out, fmt.Sprintf("%s lacks address %s (this node's subnet's network address, its VTEP address)", want.Name, wantAddr))
+	}
+	return out, nil
+}
+
+// mtuReason says where the wanted MTU comes from.
+func (b *Backend) mtuReason() string {
+	if b.cfg.MTU != 0 {
+		return "net-conf.json's Backend.MTU"
+	}
+	return fmt.Sprintf("%s's MTU %d minus VXLAN's %d bytes", b.node.Iface.Name, b.node.Iface.MTU, families[family.Of(b.node.Addr)].overhead)
+}
+
 func compatible(l *kernel.Link, want kernel.VXLAN) bool {
 	v := l.VXLAN
 	return v != nil && v.VNI == want.VNI && v.Port == want.Port && v.Local == want.Local &&
@@ -320,19 +400,12 @@ func (b *Backend) Entries(p *lease.Lease, n lease.Net) (backend.Entries, error) 
 	if p.BackendType != Type {
 		return nil, fmt.Errorf("node uses backend %q, this node vxlan: it is reachable only with DirectRouting on a shared L2 subnet", p.BackendType)
 	}
-	var d data
-	if err := backend.DecodeData(n, &d, dataShape); err != nil {
+	vni, mac, err := ParseData(n)
+	if err != nil {
 		return nil, err
 	}
-	mac, err := net.ParseMAC(d.VtepMAC)
-	if err != nil || len(mac) != 6 || mac[0]&1 == 1 {
-		return nil, &backend.DataError{Family: n.Family(), Err: fmt.Errorf("VtepMAC %q is not a unicast Ethernet MAC", d.VtepMAC)}
-	}
-	if d.VNI < 0 || d.VNI > 1<<24-1 {
-		return nil, &backend.DataError{Family: n.Family(), Err: fmt.Errorf("VNI %d is outside 0..16777215", d.VNI)}
-	}
-	if d.VNI != b.cfg.VNI {
-		return nil, fmt.Errorf("node uses VNI %d, this node %d", d.VNI, b.cfg.VNI)
+	if vni != b.cfg.VNI {
+		return nil, fmt.Errorf("node uses VNI %d, this node %d", vni, b.cfg.VNI)
 	}
 	if b.dev == nil {
 		return nil, errors.New("vxlan device not set up yet")

@@ -439,3 +439,99 @@ func TestTeardownRemovesEveryFlannelDevice(t *testing.T) {
 		t.Errorf("links after teardown: %v", names)
 	}
 }
+
+func TestCheckNamesEveryDeviceFault(t *testing.T) {
+	setup := func(t *testing.T) (*fakekernel.Fake, *Backend) {
+		t.Helper()
+		f := newFixture(t, false)
+		return f.k, f.b
+	}
+	fresh := func(k *fakekernel.Fake) *Backend {
+		b, err := NewBackend(k, Config{VNI: 1, Port: 8472}, testNode("node-1", "172.18.0.2", "10.244.1.0/24"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	for _, c := range []struct {
+		name    string
+		breakIt func(t *testing.T, k *fakekernel.Fake, dev *kernel.Link)
+		want    string
+	}{
+		{"missing", func(_ *testing.T, k *fakekernel.Fake, _ *kernel.Link) { k.RemoveLink("flannel.1") }, "flannel.1 does not exist"},
+		{"wrong MTU", func(t *testing.T, k *fakekernel.Fake, dev *kernel.Link) {
+			if err := k.SetLinkMTU(dev.Index, 1400); err != nil {
+				t.Fatal(err)
+			}
+		}, "flannel.1 has MTU 1400, want 1450 (eth0's MTU 1500 minus VXLAN's 50 bytes)"},
+		{"wrong MAC", func(t *testing.T, k *fakekernel.Fake, dev *kernel.Link) {
+			if err := k.SetLinkMAC(dev.Index, mac("0a:00:00:00:00:99")); err != nil {
+				t.Fatal(err)
+			}
+		}, "flannel.1 has MAC 0a:00:00:00:00:99"},
+		{"no address", func(t *testing.T, k *fakekernel.Fake, dev *kernel.Link) {
+			if err := k.DeleteAddr(dev.Index, netip.MustParsePrefix("10.244.1.0/32")); err != nil {
+				t.Fatal(err)
+			}
+		}, "flannel.1 lacks address 10.244.1.0/32"},
+		{"wrong VNI, port and local", func(t *testing.T, k *fakekernel.Fake, _ *kernel.Link) {
+			k.RemoveLink("flannel.1")
+			if _, err := k.AddVXLAN(kernel.VXLAN{Name: "flannel.1", VNI: 2, Port: 4789, Local: netip.MustParseAddr("172.18.0.9"), ParentIndex: 2, MTU: 1450}); err != nil {
+				t.Fatal(err)
+			}
+		}, "flannel.1 has VNI 2, want 1"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			k, b := setup(t)
+			if got, err := b.Check(); err != nil || len(got) != 0 {
+				t.Fatalf("after Setup, Check = %q, %v; want nothing", got, err)
+			}
+			c.breakIt(t, k, b.Device())
+			before := k.Mutations()
+			got, err := fresh(k).Check()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if k.Mutations() != before {
+				t.Error("Check changed the kernel")
+			}
+			if !slices.ContainsFunc(got, func(s string) bool { return strings.Contains(s, c.want) }) {
+				t.Errorf("Check = %q, want a line with %q", got, c.want)
+			}
+		})
+	}
+	t.Run("down", func(t *testing.T) {
+		k := fakekernel.New()
+		if _, err := k.AddVXLAN(kernel.VXLAN{Name: "flannel.1", VNI: 1, Port: 8472, Local: netip.MustParseAddr("172.18.0.2"), ParentIndex: 2, MTU: 1450, MAC: StableMAC("node-1", 1, family.IPv4)}); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := fresh(k).Check()
+		if !slices.ContainsFunc(got, func(s string) bool { return strings.Contains(s, "flannel.1 is down") }) {
+			t.Errorf("Check = %q, want the device down", got)
+		}
+	})
+	t.Run("entries after check", func(t *testing.T) {
+		k, _ := setup(t)
+		b := fresh(k)
+		if _, err := b.Check(); err != nil {
+			t.Fatal(err)
+		}
+		if es := entriesOf(t, b, peer("node-2", "10.244.2.0/24", "172.18.0.3", "0a:00:00:00:00:20")); len(es) != 3 {
+			t.Errorf("entries after Check: %v", es)
+		}
+	})
+	t.Run("MTU larger than the underlay", func(t *testing.T) {
+		k := fakekernel.New()
+		b, err := NewBackend(k, Config{VNI: 1, Port: 8472, MTU: 1480}, testNode("node-1", "172.18.0.2", "10.244.1.0/24"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Setup(); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := b.Check()
+		if len(got) != 1 || !strings.Contains(got[0], "Backend.MTU 1480 is more than eth0's MTU 1500 minus VXLAN's 50 bytes") {
+			t.Errorf("Check = %q", got)
+		}
+	})
+}

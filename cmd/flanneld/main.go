@@ -35,6 +35,7 @@ import (
 	"github.com/twill-net/twill/firewall/nftables"
 	"github.com/twill-net/twill/health"
 	"github.com/twill-net/twill/iface"
+	"github.com/twill-net/twill/metrics/prom"
 	"github.com/twill-net/twill/netconf"
 	"github.com/twill-net/twill/subnet/kube"
 	"github.com/twill-net/twill/subnet/subnetenv"
@@ -80,6 +81,18 @@ type flags struct {
 func parseFlags(args []string) (*flags, error) {
 	f := &flags{}
 	fs := flag.NewFlagSet("flanneld", flag.ContinueOnError)
+	f.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	return f, f.validate()
+}
+
+// register defines flanneld's flags on fs, to be parsed into f.
+func (f *flags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.kubeSubnetMgr, "kube-subnet-mgr", false, "lease subnets from the Kubernetes API (node.spec.podCIDR); the only mode Twill has")
 	fs.StringVar(&f.kubeconfig, "kubeconfig-file", "", "kubeconfig to reach the API server (default: in-cluster config)")
 	fs.StringVar(&f.apiServer, "kube-api-url", "", "API server URL, overriding the kubeconfig's")
@@ -92,8 +105,8 @@ func parseFlags(args []string) (*flags, error) {
 	fs.StringVar(&f.publicIPv6, "public-ipv6", "", "IPv6 address to publish to other nodes (default: the interface's)")
 	fs.StringVar(&f.prefix, "kube-annotation-prefix", kube.DefaultAnnotationPrefix, "prefix of the node annotations")
 	fs.BoolVar(&f.ipMasq, "ip-masq", false, "masquerade pod traffic leaving the cluster network")
-	fs.StringVar(&f.healthzIP, "healthz-ip", "0.0.0.0", "address of the /healthz and /readyz server")
-	fs.IntVar(&f.healthzPort, "healthz-port", 0, "port of the /healthz and /readyz server (0: off)")
+	fs.StringVar(&f.healthzIP, "healthz-ip", "0.0.0.0", "address of the /healthz, /readyz and /metrics server")
+	fs.IntVar(&f.healthzPort, "healthz-port", 0, "port of the /healthz, /readyz and /metrics server (0: off)")
 	fs.BoolVar(&f.logJSON, "log-json", false, "log as JSON")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.BoolVar(&f.showVersion, "version", false, "print the version and exit")
@@ -104,25 +117,26 @@ func parseFlags(args []string) (*flags, error) {
 	fs.BoolVar(&f.removeIPTables, "remove-iptables", false, "remove flanneld's rules, chains and sets (iptables and nftables), then exit")
 	fs.BoolVar(&f.vxlanGuard, "vxlan-guard", true, "accept VXLAN packets only from the public IPs of the cluster's nodes (turn off for VTEPs outside Kubernetes)")
 	fs.StringVar(&f.cpuProfile, "cpu-profile", "", "write a CPU profile to this file until exit (for benchmarks)")
-	if err := fs.Parse(args); err != nil {
-		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
-	}
+}
+
+// validate checks the flags that go together or have bounds.
+func (f *flags) validate() error {
 	if (f.cniConfSrc == "") != (f.cniConfDest == "") {
-		return nil, errors.New("--cni-conf-src and --cni-conf-dest go together")
+		return errors.New("--cni-conf-src and --cni-conf-dest go together")
 	}
 	if f.healthzPort < 0 || f.healthzPort > 65535 {
-		return nil, fmt.Errorf("--healthz-port %d is not a port", f.healthzPort)
+		return fmt.Errorf("--healthz-port %d is not a port", f.healthzPort)
 	}
 	if f.iptablesResync <= 0 || f.resync <= 0 {
-		return nil, errors.New("--iptables-resync and --resync-period must be positive")
+		return errors.New("--iptables-resync and --resync-period must be positive")
 	}
-	return f, nil
+	return nil
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "doctor" {
+		os.Exit(runDoctor(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	f, err := parseFlags(os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
@@ -242,12 +256,18 @@ func run(f *flags, log *logrus.Logger) error {
 		return err
 	}
 	defer k.Close()
+	kinds := make([]string, len(kernel.Kinds))
+	for i, kind := range kernel.Kinds {
+		kinds[i] = kind.String()
+	}
+	rec := prom.New(prom.Options{Version: version.Version, EntryKinds: kinds, Families: cfg.Families()})
 	d, err := daemon.New(daemon.Options{
 		Config: cfg, Backends: backends, Backend: chosen, API: api, NodeName: nodeName, Annotations: ann, Kernel: k,
 		Iface: choice, PublicIPs: pubs, Firewall: firewallMaker(cfg), IPMasq: f.ipMasq, TunnelGuard: f.vxlanGuard, SubnetFile: f.subnetFile,
 		CNIConfSrc: f.cniConfSrc, CNIConfDest: f.cniConfDest, ProcSys: "/proc/sys",
 		Resync: f.resync, RulesResync: f.iptablesResync,
 		WatchKernel: kernel.WatchLosses,
+		Metrics:     rec,
 		Log:         log,
 	})
 	if err != nil {
@@ -257,6 +277,7 @@ func run(f *flags, log *logrus.Logger) error {
 		addr := net.JoinHostPort(f.healthzIP, fmt.Sprint(f.healthzPort))
 		mux := http.NewServeMux()
 		health.Register(mux, d)
+		rec.Register(mux)
 		go func() {
 			if err := health.Serve(ctx, addr, mux); err != nil {
 				log.WithError(err).Error("health server")

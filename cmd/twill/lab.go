@@ -15,6 +15,7 @@ import (
 
 	"github.com/twill-net/twill/lab"
 	"github.com/twill-net/twill/lab/compare"
+	"github.com/twill-net/twill/status"
 )
 
 func runLab(ctx context.Context, args []string) int {
@@ -34,6 +35,8 @@ func runLab(ctx context.Context, args []string) int {
 		return labKubectl(ctx, args[1:])
 	case "exec":
 		return labExec(ctx, args[1:])
+	case "doctor":
+		return labDoctor(ctx, args[1:])
 	case "compare":
 		err = labCompare(ctx, args[1:])
 	default:
@@ -152,12 +155,20 @@ func labDown(ctx context.Context, args []string) error {
 func labStatus(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("twill lab status", flag.ContinueOnError)
 	name := fs.String("name", lab.DefaultName, "lab name")
+	asJSON := fs.Bool("json", false, "print Twill's view of the lab's cluster as JSON (what twill status prints), without the lab's processes")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	c, err := lab.Load(*name)
 	if err != nil {
 		return err
+	}
+	if *asJSON {
+		cs, err := labClusterStatus(ctx, c)
+		if err != nil {
+			return err
+		}
+		return cs.WriteJSON(os.Stdout)
 	}
 	backend := c.Backend
 	if c.DirectRouting {
@@ -171,7 +182,72 @@ func labStatus(ctx context.Context, args []string) error {
 		fmt.Printf("the last %d nodes are on a second subnet, routed to the others through the underlay\n", c.RoutedNodes)
 	}
 	fmt.Println()
-	return printStatus(ctx, os.Stdout, c)
+	if err := printStatus(ctx, os.Stdout, c); err != nil {
+		return err
+	}
+	if c.CNI != "twill" {
+		return nil
+	}
+	fmt.Println("\nTwill's view of the cluster (twill status):")
+	cs, err := labClusterStatus(ctx, c)
+	if err != nil {
+		return err
+	}
+	return cs.WriteText(os.Stdout)
+}
+
+// labClusterStatus builds Twill's view of the lab's cluster.
+func labClusterStatus(ctx context.Context, c *lab.Cluster) (*status.Cluster, error) {
+	rc, err := c.RESTConfig()
+	if err != nil {
+		return nil, err
+	}
+	return clusterStatus(ctx, rc, status.Options{})
+}
+
+// labDoctor runs flanneld doctor on the lab's nodes (all, or the one named)
+// and returns 1 when it failed on any.
+func labDoctor(ctx context.Context, args []string) int {
+	name, args := nameArg(args)
+	var doctorArgs []string
+	for i, a := range args {
+		if a == "--" {
+			args, doctorArgs = args[:i], args[i+1:]
+			break
+		}
+	}
+	if len(args) > 1 {
+		fmt.Fprintln(os.Stderr, "usage: twill lab doctor [--name NAME] [NODE] [-- DOCTOR FLAGS...]")
+		return 2
+	}
+	c, err := lab.Load(name)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "twill lab doctor: %v\n", err)
+		return 1
+	}
+	var nodes []string
+	if len(args) == 1 {
+		nodes = args
+	} else {
+		for _, n := range c.Nodes {
+			nodes = append(nodes, n.Name)
+		}
+	}
+	worst := 0
+	for i, n := range nodes {
+		if i > 0 {
+			fmt.Println()
+		}
+		cmd, err := c.DoctorCmd(ctx, n, doctorArgs...)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "twill lab doctor: %v\n", err)
+			return 1
+		}
+		if code := runAttached(cmd); code > worst {
+			worst = code
+		}
+	}
+	return worst
 }
 
 func printStatus(ctx context.Context, w io.Writer, c *lab.Cluster) error {

@@ -1,6 +1,7 @@
-// Command twill is Twill's command-line tool. `twill lab` runs a real
-// Kubernetes cluster in network namespaces on this machine, the way kind
-// does in Docker containers.
+// Command twill is Twill's command-line tool. `twill status` shows a
+// cluster's nodes as Twill sees them; `twill lab` runs a real Kubernetes
+// cluster in network namespaces on this machine, the way kind does in
+// Docker containers.
 package main
 
 import (
@@ -16,10 +17,12 @@ import (
 const usage = `twill: Twill's command-line tool
 
 Usage:
+  twill status [--kubeconfig PATH] [--context NAME] [--json]   (Twill's view of a cluster)
   twill lab up [--name NAME] [--nodes N] [--cni twill|none] [--backend vxlan|host-gw]
                [--direct-routing] [--routed-nodes N]
   twill lab down [--name NAME]
-  twill lab status [--name NAME]
+  twill lab status [--name NAME] [--json]
+  twill lab doctor [--name NAME] [NODE] [-- DOCTOR FLAGS...]   (flanneld doctor on every node, or one)
   twill lab kubectl [--name NAME] ARGS...
   twill lab exec [--name NAME] NODE -- CMD...
   twill lab compare [--quick] [--out DIR]   (overlay vs native, measured in labs of its own)
@@ -41,6 +44,8 @@ func run(ctx context.Context, args []string) int {
 	switch args[0] {
 	case "lab":
 		return runLab(ctx, args[1:])
+	case "status":
+		return runStatus(ctx, args[1:])
 	case "version", "--version", "-version":
 		fmt.Println(version.Version)
 		return 0

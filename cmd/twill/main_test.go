@@ -41,6 +41,10 @@ func TestRunExitCodes(t *testing.T) {
 		{[]string{"lab", "up", "--nodes", "x"}, 1},
 		{[]string{"lab", "status", "--name", "no-such-lab-here"}, 1},
 		{[]string{"version"}, 0},
+		{[]string{"status", "extra"}, 2},
+		{[]string{"status", "--kubeconfig", "/nonexistent/kubeconfig"}, 1},
+		{[]string{"lab", "doctor", "--name", "no-such-lab-here"}, 1},
+		{[]string{"lab", "doctor", "node-a", "node-b"}, 2},
 	} {
 		if got := run(ctx, tc.args); got != tc.want {
 			t.Errorf("run(%q) = %d, want %d", tc.args, got, tc.want)

@@ -276,6 +276,22 @@ func (fw *Firewall) Check(p firewall.Policy) ([]string, error) {
 	return diffs, nil
 }
 
+// ForwardPolicy returns the policy of the built-in FORWARD chain (ACCEPT or
+// DROP): with DROP, pods on different nodes reach each other only through
+// the accept rules of ours.
+func (fw *Firewall) ForwardPolicy() (string, error) {
+	lines, err := fw.ipt.List("filter", "FORWARD")
+	if err != nil {
+		return "", fmt.Errorf("listing FORWARD: %w", err)
+	}
+	for _, l := range lines {
+		if f := strings.Fields(l); len(f) == 3 && f[0] == "-P" && f[1] == "FORWARD" {
+			return f[2], nil
+		}
+	}
+	return "", errors.New("iptables -S FORWARD shows no policy")
+}
+
 // Ensure implements firewall.Firewall. A chain whose rules are right is not
 // touched. A chain with wrong rules is rebuilt under a temporary name and
 // swapped in, so there is no moment without masquerading or forwarding.

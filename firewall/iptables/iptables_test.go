@@ -238,3 +238,25 @@ func TestGuardInNamespace(t *testing.T) {
 		return strings.Join(left, "\n"), nil
 	})
 }
+
+// TestForwardPolicyInNamespace reads FORWARD's policy as the kernel has it.
+func TestForwardPolicyInNamespace(t *testing.T) {
+	ns := netns.New(t)
+	for _, want := range []string{"ACCEPT", "DROP"} {
+		ns.Run(t, "iptables", "-P", "FORWARD", want)
+		err := ns.Do(func() error {
+			ipt, err := goipt.New(goipt.Timeout(10))
+			if err != nil {
+				t.Skipf("iptables: %v", err)
+			}
+			got, err := NewWith(ipt, sets(t), family.IPv4).ForwardPolicy()
+			if err != nil || got != want {
+				t.Errorf("ForwardPolicy = %q, %v; want %s", got, err, want)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}

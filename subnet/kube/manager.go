@@ -236,7 +236,7 @@ func (m *Manager) Publish(ctx context.Context, current map[string]string, own *l
 		return false, err
 	}
 	err = m.api.PatchNodeStatus(ctx, m.nodeName, types.MergePatchType, patch)
-	m.rec.APIWrite("annotations", err)
+	m.wrote("annotations", err)
 	if err != nil {
 		return false, fmt.Errorf("publishing annotations %v on node %s: %w", slices.Sorted(maps.Keys(diff)), m.nodeName, err)
 	}
@@ -266,7 +266,7 @@ func (m *Manager) SetNetworkAvailable(ctx context.Context) error {
 		return err
 	}
 	err = m.api.PatchNodeStatus(ctx, m.nodeName, types.StrategicMergePatchType, patch)
-	m.rec.APIWrite("condition", err)
+	m.wrote("condition", err)
 	if err != nil {
 		return fmt.Errorf("setting NetworkUnavailable=False on node %s: %w", m.nodeName, err)
 	}
@@ -292,7 +292,12 @@ func (m *Manager) Watch(ctx context.Context, h Handler) error {
 	lw := &strippedListWatch{ListWatch: &cache.ListWatch{
 		ListWithContextFunc: m.listStripped,
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-			return m.api.WatchNodes(ctx, opts)
+			w, err := m.api.WatchNodes(ctx, opts)
+			if err != nil {
+				return nil, err
+			}
+			m.rec.WatchStarted()
+			return tap(w, m.rec.APIContact), nil
 		},
 		DisableChunking: true, // listStripped pages by itself
 	}}
@@ -399,6 +404,7 @@ func (m *Manager) listStripped(ctx context.Context, opts metav1.ListOptions) (ru
 		if err != nil {
 			return nil, err
 		}
+		m.rec.APIContact()
 		if out.ResourceVersion == "" {
 			out.ResourceVersion = page.ResourceVersion
 		}
@@ -414,6 +420,17 @@ func (m *Manager) listStripped(ctx context.Context, opts metav1.ListOptions) (ru
 		}
 		opts.Continue = page.Continue
 	}
+}
+
+// List lists every node once, page by page, keeping what a peer needs
+// (what Decode reads), as the watch's list does; for one-shot readers such
+// as flanneld doctor.
+func (m *Manager) List(ctx context.Context) ([]PeerNode, error) {
+	obj, err := m.listStripped(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing nodes: %w", err)
+	}
+	return obj.(*PeerNodeList).Items, nil
 }
 
 // strippedListWatch makes the reflector use listStripped rather than a
@@ -512,7 +529,7 @@ func (m *Manager) Warn(ctx context.Context, name, reason string, problem error) 
 		FirstTimestamp: now, LastTimestamp: now, Count: 1,
 	}
 	err := m.api.CreateEvent(ctx, ev)
-	m.rec.APIWrite("event", err)
+	m.wrote("event", err)
 	if err != nil {
 		m.log.WithField("peer", name).Debugf("recording event: %v", err)
 	}
@@ -541,4 +558,48 @@ func (m *Manager) ClearWarning(name string) {
 	m.mu.Lock()
 	delete(m.warned, name)
 	m.mu.Unlock()
+}
+
+// wrote reports a write of kind to the API server.
+func (m *Manager) wrote(kind string, err error) {
+	m.rec.APIWrite(kind, err)
+	if err == nil {
+		m.rec.APIContact()
+	}
+}
+
+// tappedWatch is a watch whose every event (bookmarks included, which the
+// informer's handlers never see) calls seen on its way to the reflector.
+type tappedWatch struct {
+	in   watch.Interface
+	out  chan watch.Event
+	done chan struct{}
+	once sync.Once
+}
+
+// tap returns w with seen called for each of its events.
+func tap(w watch.Interface, seen func()) watch.Interface {
+	t := &tappedWatch{in: w, out: make(chan watch.Event), done: make(chan struct{})}
+	go func() {
+		defer close(t.out)
+		for ev := range w.ResultChan() {
+			seen()
+			select {
+			case t.out <- ev:
+			case <-t.done:
+				return
+			}
+		}
+	}()
+	return t
+}
+
+// ResultChan implements watch.Interface.
+func (t *tappedWatch) ResultChan() <-chan watch.Event { return t.out }
+
+// Stop implements watch.Interface. The forwarding goroutine ends even when
+// nobody reads the last event.
+func (t *tappedWatch) Stop() {
+	t.once.Do(func() { close(t.done) })
+	t.in.Stop()
 }

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -31,13 +32,15 @@ const (
 	childEnv = "TWILL_E2E_CHILD_LAB"
 	// reuseEnv names an existing lab to test instead of making one.
 	reuseEnv = "TWILL_E2E_LAB"
-	// labName is the name of the lab the suite makes.
-	labName = "e2e"
 	// setupTimeout bounds image builds and lab creation.
 	setupTimeout = 15 * time.Minute
 	// teardownTimeout bounds lab removal.
 	teardownTimeout = 5 * time.Minute
 )
+
+// labName is the name of the lab the suite makes: $TWILL_E2E_NAME, so two
+// runs on one machine do not remove each other's lab, else "e2e".
+var labName = cmp.Or(os.Getenv("TWILL_E2E_NAME"), "e2e")
 
 // suite is the state the tests share; it is set before m.Run and only read
 // afterwards, except through its own synchronised methods.

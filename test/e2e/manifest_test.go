@@ -356,10 +356,21 @@ func TestManifestShape(t *testing.T) {
 			t.Errorf("%s probe %+v, want GET %s on port %d", p.name, p.probe, p.path, mfHealthzPort)
 		}
 	}
+	// Prometheus finds /metrics on the health port by the usual
+	// annotations and the named port.
+	ann := ds.Spec.Template.Annotations
+	if ann["prometheus.io/scrape"] != "true" || ann["prometheus.io/port"] != fmt.Sprint(mfHealthzPort) || ann["prometheus.io/path"] != "/metrics" {
+		t.Errorf("pod template annotations %v, want prometheus.io/scrape true, port %d, path /metrics", ann, mfHealthzPort)
+	}
+	if len(c.Ports) != 1 || c.Ports[0].Name != "metrics" || c.Ports[0].ContainerPort != mfHealthzPort {
+		t.Errorf("ports %+v, want one named metrics on %d", c.Ports, mfHealthzPort)
+	}
 	mounts := hostPathOf(c)
 	for host, want := range map[string]string{
 		"/run/flannel": "/run/flannel", "/etc/cni/net.d": "/etc/cni/net.d",
 		"/run/xtables.lock": "/run/xtables.lock", "/lib/modules": "/lib/modules",
+		// flanneld doctor checks the node's plugins where it sees them.
+		"/opt/cni/bin": "/opt/cni/bin",
 	} {
 		if mounts[host] != want {
 			t.Errorf("host path %s mounted at %q in flanneld's container, want %s", host, mounts[host], want)
@@ -367,8 +378,8 @@ func TestManifestShape(t *testing.T) {
 	}
 	for _, vm := range c.VolumeMounts {
 		v := volumes[vm.Name]
-		if v.HostPath != nil && v.HostPath.Path == "/lib/modules" && !vm.ReadOnly {
-			t.Error("/lib/modules must be mounted read-only")
+		if v.HostPath != nil && (v.HostPath.Path == "/lib/modules" || v.HostPath.Path == "/opt/cni/bin") && !vm.ReadOnly {
+			t.Errorf("%s must be mounted read-only in flanneld's container", v.HostPath.Path)
 		}
 		if v.ConfigMap != nil && (v.ConfigMap.Name != "kube-flannel-cfg" || vm.MountPath != "/etc/kube-flannel/") {
 			t.Errorf("ConfigMap volume %s at %s, want kube-flannel-cfg at /etc/kube-flannel/", v.ConfigMap.Name, vm.MountPath)

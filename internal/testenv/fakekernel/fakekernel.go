@@ -22,6 +22,8 @@ type Fake struct {
 	links   map[int]*kernel.Link
 	addrs   map[int][]netip.Prefix
 	entries map[kernel.Key]kernel.Entry
+	// defaultLink is the default route's link.
+	defaultLink int
 	// Calls counts every method call by name; Apply counts each op as
 	// "Set<kind>" or "Delete<kind>" (SetRoute, DeleteFDB, …).
 	Calls map[string]int
@@ -34,7 +36,7 @@ var _ kernel.Kernel = (*Fake)(nil)
 func New() *Fake {
 	f := &Fake{
 		next: 3, links: map[int]*kernel.Link{}, addrs: map[int][]netip.Prefix{},
-		entries: map[kernel.Key]kernel.Entry{}, Calls: map[string]int{},
+		entries: map[kernel.Key]kernel.Entry{}, Calls: map[string]int{}, defaultLink: 2,
 	}
 	f.links[2] = &kernel.Link{Index: 2, Name: "eth0", MTU: 1500, MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, Up: true}
 	return f
@@ -139,6 +141,58 @@ func (f *Fake) AddLink(name string, mtu int) *kernel.Link {
 	f.links[f.next] = l
 	f.next++
 	return copyLink(l)
+}
+
+// Enslave makes link port a port of bridge, as a test's setup.
+func (f *Fake) Enslave(port, bridge int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if l, ok := f.links[port]; ok {
+		l.Master = bridge
+	}
+}
+
+// SetDown sets a link down behind the daemon's back.
+func (f *Fake) SetDown(name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, l := range f.links {
+		if l.Name == name {
+			l.Up = false
+		}
+	}
+}
+
+// SetDefaultLink makes index the link of the default route (eth0, 2, at
+// first), which RouteTo answers for destinations no route covers.
+func (f *Fake) SetDefaultLink(index int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.defaultLink = index
+}
+
+// RouteTo answers like kernel.Netlink.RouteTo: the link of the longest
+// route that covers dst, else the default route's. The source address is
+// the link's first address of dst's family.
+func (f *Fake) RouteTo(dst netip.Addr) (int, netip.Addr, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.call("RouteTo")
+	link, bits := f.defaultLink, -1
+	for k, e := range f.entries {
+		if r, ok := e.(kernel.Route); ok && k.Dst.Contains(dst) && k.Dst.Bits() > bits {
+			link, bits = r.LinkIndex, k.Dst.Bits()
+		}
+	}
+	if _, ok := f.links[link]; !ok {
+		return 0, netip.Addr{}, fmt.Errorf("no route to %s", dst)
+	}
+	for _, a := range f.addrs[link] {
+		if family.OfPrefix(a) == family.Of(dst) {
+			return link, a.Addr(), nil
+		}
+	}
+	return link, netip.Addr{}, nil
 }
 
 // DeleteLink implements kernel.Kernel; like the kernel, it drops everything

@@ -8,6 +8,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
+
+	"github.com/twill-net/twill/backend/kernel"
 )
 
 // NS is a named network namespace that its maker owns and removes with
@@ -92,6 +94,23 @@ func New(t T) *NS {
 		}
 	})
 	return n
+}
+
+// Kernel opens the real kernel.Kernel in the namespace for the test, whose
+// end closes it, and returns it with the namespace's device called link
+// (its eth0, as a rule).
+func (n *NS) Kernel(t T, link string) (*kernel.Netlink, *kernel.Link) {
+	t.Helper()
+	k, err := kernel.NewNetlinkAt(n.Handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Close)
+	l, err := k.LinkByName(link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k, l
 }
 
 // Path is the namespace's file, for Do, nsenter --net and CNI's NetNS.
