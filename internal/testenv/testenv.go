@@ -129,7 +129,7 @@ func (e *Env) AddNode(name, ip string) (*Node, error) {
 	if len(host) > 15 {
 		host = host[:15]
 	}
-	if err := underlay.Attach(e.UnderNS, "br0", host, n.NS, ip+"/16", gw); err != nil {
+	if err := underlay.Attach(e.UnderNS, "br0", host, n.NS, []string{ip + "/16"}, []string{gw}); err != nil {
 		return nil, fmt.Errorf("setting up node %s: %w", name, err)
 	}
 	return n, nil
