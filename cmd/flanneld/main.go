@@ -224,9 +224,13 @@ func run(f *flags, log *logrus.Logger) error {
 	if err != nil {
 		return err
 	}
-	for _, a := range choice.Addrs {
-		log.WithFields(logrus.Fields{"iface": choice.Name, "addr": a.Addr, "mtu": choice.MTU}).Infof("using interface %s because %s", choice.Name, choice.Reason)
+	// One line for the interface: its IPv6 address on a dual-stack node
+	// comes from the interface chosen, not from a reason of its own.
+	addrs := make([]string, len(choice.Addrs))
+	for i, a := range choice.Addrs {
+		addrs[i] = a.Addr.String()
 	}
+	log.WithFields(logrus.Fields{"iface": choice.Name, "addr": strings.Join(addrs, ","), "mtu": choice.MTU}).Infof("using interface %s because %s", choice.Name, choice.Reason)
 	k, err := kernel.NewNetlink()
 	if err != nil {
 		return err

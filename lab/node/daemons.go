@@ -173,7 +173,7 @@ clientConnection:
 mode: iptables
 clusterCIDR: %s
 hostnameOverride: %s
-healthzBindAddress: %s
+healthzBindAddress: %q
 metricsBindAddress: 127.0.0.1:10249
 # Zero leaves the host-wide conntrack sysctls alone: nodes share a kernel.
 conntrack:
