@@ -170,7 +170,8 @@ func attachNode(lab, name string, index int, seg segment, fams []family.Family) 
 	for _, f := range fams {
 		as = append(as, seg.nodeAddr(f, index).String())
 	}
-	err = underlay.Attach(netns.Path(underlayNS(lab)), seg.bridge, fmt.Sprintf("veth%d", index), path, as, addrs(seg.gateways, fams))
+	err = underlay.Connect(underlay.End{NS: netns.Path(underlayNS(lab)), Name: fmt.Sprintf("veth%d", index), Bridge: seg.bridge},
+		underlay.End{NS: path, Name: "eth0", Addrs: as, Gateways: addrs(seg.gateways, fams), MAC: nodeMAC(seg, index)})
 	if err != nil {
 		return "", fmt.Errorf("attaching %s to the underlay: %w", name, err)
 	}
@@ -184,6 +185,17 @@ func attachNode(lab, name string, index int, seg segment, fams []family.Family) 
 		}
 	}
 	return path, nil
+}
+
+// nodeMAC is the eth0 MAC of the node with index i on the segment, made as
+// Docker makes a container's: 02:42 and the node's IPv4 address on the
+// segment (whatever the lab's families). A node removed and added again
+// (the same index, so the same addresses) keeps its MAC, so its peers'
+// neighbour caches stay right: the lab's IPv6 addresses skip duplicate
+// address detection, so no unsolicited advertisement would correct them.
+func nodeMAC(s segment, i int) string {
+	a := s.nodeAddr(family.IPv4, i).Addr().As4()
+	return fmt.Sprintf("02:42:%02x:%02x:%02x:%02x", a[0], a[1], a[2], a[3])
 }
 
 // detachNode removes the node's underlay port (its namespace goes with

@@ -89,6 +89,12 @@ func TestUnderlayTopology(t *testing.T) {
 			t.Errorf("%s lo: %q, want up", c.ns, got)
 		}
 	}
+	// eth0's MAC follows the node's address, as Docker's does.
+	for ns, want := range map[string]string{flat: "link/ether 02:42:ac:12:00:03 ", routed: "link/ether 02:42:ac:13:00:04 "} {
+		if got := run(ns, "ip", "-o", "link", "show", "eth0"); !strings.Contains(got, want) {
+			t.Errorf("%s eth0: %q, want %s", ns, got, want)
+		}
+	}
 	for _, ns := range []string{flat, routed} {
 		if got := run(ns, "cat", "/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv4/conf/all/rp_filter", "/proc/sys/net/ipv6/conf/all/forwarding"); got != "1\n0\n1" {
 			t.Errorf("%s ip_forward, rp_filter, IPv6 forwarding = %q, want 1, 0, 1", ns, got)

@@ -36,6 +36,11 @@ type End struct {
 	Gateways []string
 	// Bridge, when set, is the bridge in NS the end is a port of.
 	Bridge string
+	// MAC, when set, is the end's Ethernet address (else the kernel's
+	// random one). A host that comes back with the same addresses and MAC,
+	// as a Docker container does, is reachable at once: its neighbours'
+	// caches still hold the right entry.
+	MAC string
 }
 
 // Bridge makes a bridge called name in the namespace at ns, up, holding the
@@ -118,6 +123,15 @@ func (e End) configure(h *netlink.Handle) error {
 	l, err := h.LinkByName(e.Name)
 	if err != nil {
 		return fmt.Errorf("finding %s: %w", e.Name, err)
+	}
+	if e.MAC != "" {
+		mac, err := net.ParseMAC(e.MAC)
+		if err == nil {
+			err = h.LinkSetHardwareAddr(l, mac)
+		}
+		if err != nil {
+			return fmt.Errorf("setting %s's MAC to %s: %w", e.Name, e.MAC, err)
+		}
 	}
 	if e.Bridge != "" {
 		br, err := h.LinkByName(e.Bridge)
