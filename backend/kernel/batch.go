@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"syscall"
 
@@ -64,7 +65,46 @@ func (k *Netlink) Apply(ops []Op) []error {
 	return errs
 }
 
+// applyChunk sends ops in one batch, then replaces in two steps the routes
+// the kernel would not replace in one.
 func (k *Netlink) applyChunk(ops []Op, errs []error) {
+	k.send(ops, errs)
+	k.replaceRoutes(ops, errs)
+}
+
+// replaceRoutes retries the route replacements the kernel refused with
+// EINVAL. IPv6 refuses an onlink gateway that the destination's current
+// route, through another device, covers ("Nexthop has invalid gateway or
+// device mismatch": a peer moving from host-gw or DirectRouting to the
+// VXLAN device), where IPv4 replaces that route in place. The retry
+// removes the destination's current route and adds the new one, back to
+// back in one batch.
+func (k *Netlink) replaceRoutes(ops []Op, errs []error) {
+	var retry []Op
+	var at []int
+	for i, o := range ops {
+		r, ok := o.Entry.(Route)
+		if !ok || o.Delete || !errors.Is(errs[i], unix.EINVAL) {
+			continue
+		}
+		// No device and no gateway: the kernel deletes the
+		// destination's route whatever its next hop.
+		retry = append(retry, Op{Delete: true, Entry: Route{Dst: r.Dst}}, o)
+		at = append(at, i)
+	}
+	if len(retry) == 0 {
+		return
+	}
+	rerrs := make([]error, len(retry))
+	k.send(retry, rerrs)
+	for j, i := range at {
+		errs[i] = errors.Join(rerrs[2*j], rerrs[2*j+1])
+	}
+}
+
+// send sends ops in one system call and reads their acknowledgements into
+// errs.
+func (k *Netlink) send(ops []Op, errs []error) {
 	var buf []byte
 	seqs := make(map[uint32]int, len(ops))
 	for i, o := range ops {
