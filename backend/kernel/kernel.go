@@ -146,6 +146,7 @@ type Kernel interface {
 	SetLinkUp(index int) error
 	// Addrs lists a link's addresses of family f.
 	Addrs(index int, f family.Family) ([]netip.Prefix, error)
+	// AddAddr adds addr to a link, without duplicate address detection.
 	AddAddr(index int, addr netip.Prefix) error
 	DeleteAddr(index int, addr netip.Prefix) error
 	// List returns the entries of kind on link whose addresses are of

@@ -232,7 +232,12 @@ func (k *Netlink) AddAddr(index int, addr netip.Prefix) error {
 	if err != nil {
 		return err
 	}
-	if err := k.h.AddrReplace(l, toAddr(addr)); err != nil {
+	a := toAddr(addr)
+	// The VTEP address is unique by construction (a subnet's own network
+	// address): without duplicate address detection an IPv6 one is usable
+	// at once instead of "tentative" for a second (IPv4 ignores the flag).
+	a.Flags |= unix.IFA_F_NODAD
+	if err := k.h.AddrReplace(l, a); err != nil {
 		return fmt.Errorf("adding address %s to %s: %w", addr, l.Attrs().Name, err)
 	}
 	return nil

@@ -253,16 +253,16 @@ func Start(ctx context.Context, o Options) (*ControlPlane, error) {
 			joined(o.Networks, func(n Network) string { return fmt.Sprint(n.NodeMaskSize) }))
 		kc := filepath.Join(dir, "controller-manager.kubeconfig")
 		if err := start("kube-controller-manager", bin("kube-controller-manager"), append([]string{
-			"--kubeconfig="+kc,
-			"--authentication-kubeconfig="+kc,
-			"--authorization-kubeconfig="+kc,
+			"--kubeconfig=" + kc,
+			"--authentication-kubeconfig=" + kc,
+			"--authorization-kubeconfig=" + kc,
 			"--bind-address=127.0.0.1",
 			"--leader-elect=false",
 			"--allocate-node-cidrs=true",
-			"--cluster-cidr="+clusterCIDRs,
-			"--service-cluster-ip-range="+services,
-			"--service-account-private-key-file="+p("sa.key"),
-			"--root-ca-file="+p("ca.crt"),
+			"--cluster-cidr=" + clusterCIDRs,
+			"--service-cluster-ip-range=" + services,
+			"--service-account-private-key-file=" + p("sa.key"),
+			"--root-ca-file=" + p("ca.crt"),
 			"--use-service-account-credentials=true",
 			"--profiling=false",
 		}, nodeMaskFlags(o.Networks)...)...); err != nil {

@@ -15,8 +15,8 @@ import (
 	"os"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 	vnetns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/twill-net/twill/internal/testenv/netns"
 )
