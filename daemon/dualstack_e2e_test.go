@@ -188,4 +188,3 @@ func sectionsMatch(out string, want map[string][]string) error {
 	}
 	return nil
 }
-
