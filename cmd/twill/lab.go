@@ -103,6 +103,7 @@ func labCompare(ctx context.Context, args []string) error {
 	fs.BoolVar(&o.Quick, "quick", false, "short runs (iperf3 -t 2, 20 pings, no tuning experiments), for tests")
 	fs.StringVar(&o.OutDir, "out", "", "directory for report.md and throughput.svg (default ./compare-<timestamp>)")
 	fs.StringVar(&o.Name, "name", compare.DefaultName, "name of the labs compare brings up and removes")
+	fs.StringVar(&o.IPFamily, "ip-family", lab.IPv4, "the labs' IP families: ipv4, ipv6 or dual (dual adds IPv6 pod → pod rows against the IPv6 underlay)")
 	fs.StringVar(&o.RepoRoot, "repo", "", "Twill checkout (default: found from the working directory)")
 	if err := fs.Parse(args); err != nil {
 		return err
