@@ -3,14 +3,10 @@
 package lab
 
 import (
-	"bytes"
-	"context"
 	"os"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/twill-net/twill/internal/testenv/k8sbin"
 )
 
 // TestIPv6Only brings up a 2-node IPv6-only lab (kind's ipFamily: ipv6)
@@ -19,29 +15,7 @@ import (
 // no IPv4 device, route or rule of its own (subnet.env has no IPv4 keys),
 // and pods on the two nodes reach each other through flannel-v6.1.
 func TestIPv6Only(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("the lab needs root; run as root (make test does)")
-	}
-	if _, err := k8sbin.Dir(); err != nil {
-		t.Skipf("%v", err)
-	}
-	const name = "e2eipv6"
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
-	t.Cleanup(func() {
-		start := time.Now()
-		if err := Down(context.Background(), name); err != nil {
-			t.Errorf("Down in cleanup: %v", err)
-		}
-		t.Logf("Down took %s", time.Since(start).Round(100*time.Millisecond))
-	})
-	var log bytes.Buffer
-	start := time.Now()
-	c, err := Up(ctx, Options{Name: name, Nodes: 2, CNI: "twill", Backend: "vxlan", IPFamily: IPv6, RepoRoot: repoRoot(t), Log: &log})
-	if err != nil {
-		t.Fatalf("Up: %v\n%s", err, log.String())
-	}
-	t.Logf("Up took %s", time.Since(start).Round(100*time.Millisecond))
+	ctx, c := upLab(t, Options{Name: "e2eipv6", Nodes: 2, CNI: "twill", Backend: "vxlan", IPFamily: IPv6}, 15*time.Minute)
 
 	kc, err := os.ReadFile(c.Kubeconfig)
 	if err != nil {

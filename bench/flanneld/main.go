@@ -22,7 +22,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -456,7 +455,7 @@ func renderDual(rs []result, rounds int) string {
 					xs = append(xs, f(o))
 				}
 			}
-			return median(xs)
+			return report.Median(xs)
 		}
 		prog := func(o result) float64 { return o.allProgrammed.Seconds() }
 		cpu := func(o result) float64 { return o.cpuConverge }
@@ -468,17 +467,4 @@ func renderDual(rs []result, rounds int) string {
 	}
 	b.WriteString("\nTargets for dual-stack at 5,000 peers: all programmed within 1.5× the IPv4 figure, CPU ≤ 1.5× IPv4's, peak RSS ≤ 45 MiB.\n")
 	return b.String()
-}
-
-// median of xs (0 for none).
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }

@@ -1,8 +1,6 @@
 package compare
 
 import (
-	"github.com/twill-net/twill/family"
-
 	"encoding/json"
 	"encoding/xml"
 	"net"
@@ -11,6 +9,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/twill-net/twill/bench/report"
+	"github.com/twill-net/twill/family"
 )
 
 func TestParseIperf(t *testing.T) {
@@ -77,8 +78,8 @@ func TestMedian(t *testing.T) {
 		xs   []float64
 		want float64
 	}{{nil, 0}, {[]float64{3}, 3}, {[]float64{5, 1, 3}, 3}, {[]float64{4, 1, 3, 2}, 2.5}} {
-		if got := median(tt.xs); got != tt.want {
-			t.Errorf("median(%v) = %v, want %v", tt.xs, got, tt.want)
+		if got := report.Median(tt.xs); got != tt.want {
+			t.Errorf("report.Median(%v) = %v, want %v", tt.xs, got, tt.want)
 		}
 	}
 }

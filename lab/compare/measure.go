@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/twill-net/twill/bench/report"
 	"github.com/twill-net/twill/family"
 	"github.com/twill-net/twill/lab"
 	"github.com/twill-net/twill/lab/images"
@@ -46,10 +47,10 @@ type Result struct {
 }
 
 // Median1 and Median4 are the median throughputs in bits/s.
-func (r Result) Median1() float64 { return median(r.Throughput1) }
+func (r Result) Median1() float64 { return report.Median(r.Throughput1) }
 
 // Median4 is the median 4-stream throughput in bits/s.
-func (r Result) Median4() float64 { return median(r.Throughput4) }
+func (r Result) Median4() float64 { return report.Median(r.Throughput4) }
 
 // P50 and P99 are round-trip time percentiles.
 func (r Result) P50() time.Duration { return percentile(r.RTTs, 50) }

@@ -152,7 +152,7 @@ func pairedRatio(over, under []float64) string {
 	if len(rs) == 0 {
 		return "-"
 	}
-	return fmt.Sprintf("%.2f", median(rs))
+	return fmt.Sprintf("%.2f", report.Median(rs))
 }
 
 // Headline returns the overlay/underlay throughput ratios, the figures

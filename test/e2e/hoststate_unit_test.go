@@ -93,30 +93,13 @@ func TestCheckHostState(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			out := goodState
-			if tc.old != "" {
-				if !strings.Contains(out, tc.old) {
-					t.Fatalf("fixture lacks %q", tc.old)
-				}
-				out = strings.Replace(out, tc.old, tc.new, 1)
-			}
-			v4 := specsOf([]family.Family{family.IPv4})
-			st, errs := parseHostState(out, v4)
-			problems := checkHostState(a, tc.peers, v4[0], st)
-			problems = append(problems, checkSubnetEnv(v4, st)...)
-			problems = append(problems, checkBridge([]overlayNode{a}, len(tc.pods), tc.pods, st)...)
-			if tc.want == "" {
-				if len(errs) > 0 || len(problems) > 0 {
-					t.Fatalf("parse errors %v, problems %v; want none", errs, problems)
-				}
-				return
-			}
-			for _, p := range problems {
-				if strings.Contains(p, tc.want) {
-					return
-				}
-			}
-			t.Fatalf("problems %q (parse errors %v) do not mention %q", problems, errs, tc.want)
+			judgeCase(t, goodState, tc.old, tc.new, tc.want, func(out string) ([]error, []string) {
+				v4 := specsOf([]family.Family{family.IPv4})
+				st, errs := parseHostState(out, v4)
+				problems := checkHostState(a, tc.peers, v4[0], st)
+				problems = append(problems, checkSubnetEnv(v4, st)...)
+				return errs, append(problems, checkBridge([]overlayNode{a}, len(tc.pods), tc.pods, st)...)
+			})
 		})
 	}
 }
@@ -192,30 +175,40 @@ func TestCheckHostStateDualStack(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			out := dual
-			if tc.old != "" {
-				if !strings.Contains(out, tc.old) {
-					t.Fatalf("fixture lacks %q", tc.old)
-				}
-				out = strings.Replace(out, tc.old, tc.new, 1)
-			}
-			specs := specsOf([]family.Family{family.IPv4, family.IPv6})
-			st, errs := parseHostState(out, specs)
-			problems := append(checkHostState(a4, []overlayNode{b4}, specs[0], st), checkHostState(a6, []overlayNode{b6}, specs[1], st)...)
-			problems = append(problems, checkSubnetEnv(specs, st)...)
-			problems = append(problems, checkBridge([]overlayNode{a4, a6}, 1, pods, st)...)
-			if tc.want == "" {
-				if len(errs) > 0 || len(problems) > 0 {
-					t.Fatalf("parse errors %v, problems %v; want none", errs, problems)
-				}
-				return
-			}
-			for _, p := range problems {
-				if strings.Contains(p, tc.want) {
-					return
-				}
-			}
-			t.Fatalf("problems %q (parse errors %v) do not mention %q", problems, errs, tc.want)
+			judgeCase(t, dual, tc.old, tc.new, tc.want, func(out string) ([]error, []string) {
+				specs := specsOf([]family.Family{family.IPv4, family.IPv6})
+				st, errs := parseHostState(out, specs)
+				problems := append(checkHostState(a4, []overlayNode{b4}, specs[0], st), checkHostState(a6, []overlayNode{b6}, specs[1], st)...)
+				problems = append(problems, checkSubnetEnv(specs, st)...)
+				return errs, append(problems, checkBridge([]overlayNode{a4, a6}, 1, pods, st)...)
+			})
 		})
 	}
+}
+
+// judgeCase replaces old by new in fixture (no change for an empty old),
+// judges the result, and wants no problem (want empty) or one mentioning
+// want.
+func judgeCase(t *testing.T, fixture, old, new, want string, judge func(out string) ([]error, []string)) {
+	t.Helper()
+	out := fixture
+	if old != "" {
+		if !strings.Contains(out, old) {
+			t.Fatalf("fixture lacks %q", old)
+		}
+		out = strings.Replace(out, old, new, 1)
+	}
+	errs, problems := judge(out)
+	if want == "" {
+		if len(errs) > 0 || len(problems) > 0 {
+			t.Fatalf("parse errors %v, problems %v; want none", errs, problems)
+		}
+		return
+	}
+	for _, p := range problems {
+		if strings.Contains(p, want) {
+			return
+		}
+	}
+	t.Fatalf("problems %q (parse errors %v) do not mention %q", problems, errs, want)
 }
