@@ -105,13 +105,15 @@ func (k *Netlink) replaceRoutes(ops []Op, errs []error) {
 // send sends ops in one system call and reads their acknowledgements into
 // errs.
 func (k *Netlink) send(ops []Op, errs []error) {
-	var buf []byte
+	e := encoder{b: k.reqs[:0]}
 	seqs := make(map[uint32]int, len(ops))
 	for i, o := range ops {
-		req := o.Entry.request(o.Delete)
-		buf = append(buf, req.Serialize()...)
-		seqs[req.Seq] = i
+		k.seq++
+		o.Entry.encode(&e, k.seq, o.Delete)
+		seqs[k.seq] = i
 	}
+	k.reqs = e.b
+	buf := e.b
 	fail := func(err error) {
 		for _, i := range seqs {
 			errs[i] = fmt.Errorf("%s: %w", ops[i], err)
@@ -122,18 +124,29 @@ func (k *Netlink) send(ops []Op, errs []error) {
 		return
 	}
 	for len(seqs) > 0 {
-		msgs, _, err := k.batch.Receive()
+		n, from, err := unix.Recvfrom(k.batch.GetFd(), k.acks[:], 0)
 		if err != nil {
 			fail(err)
 			return
 		}
-		for _, m := range msgs {
-			i, ok := seqs[m.Header.Seq]
-			if !ok || m.Header.Type != unix.NLMSG_ERROR || len(m.Data) < 4 {
+		if nl, ok := from.(*unix.SockaddrNetlink); !ok || nl.Pid != 0 {
+			continue // not from the kernel
+		}
+		// The acknowledgements are parsed in place: a batch of thousands
+		// of entries would otherwise allocate a message for each.
+		for b := k.acks[:n]; len(b) >= unix.NLMSG_HDRLEN; {
+			l := int(binary.NativeEndian.Uint32(b[0:4]))
+			if l < unix.NLMSG_HDRLEN || l > len(b) {
+				break
+			}
+			typ, seq, data := binary.NativeEndian.Uint16(b[4:6]), binary.NativeEndian.Uint32(b[8:12]), b[unix.NLMSG_HDRLEN:l]
+			b = b[min(len(b), (l+unix.NLMSG_ALIGNTO-1)&^(unix.NLMSG_ALIGNTO-1)):]
+			i, ok := seqs[seq]
+			if !ok || typ != unix.NLMSG_ERROR || len(data) < 4 {
 				continue
 			}
-			delete(seqs, m.Header.Seq)
-			if code := int32(binary.NativeEndian.Uint32(m.Data[:4])); code != 0 {
+			delete(seqs, seq)
+			if code := int32(binary.NativeEndian.Uint32(data[:4])); code != 0 {
 				errno := syscall.Errno(-code)
 				if ops[i].Delete && (errno == unix.ENOENT || errno == unix.ESRCH) {
 					continue

@@ -14,8 +14,6 @@ import (
 	"net"
 	"net/netip"
 
-	"github.com/vishvananda/netlink/nl"
-
 	"github.com/twill-net/twill/family"
 )
 
@@ -114,8 +112,9 @@ type Entry interface {
 	// String renders the entry for logs and errors, e.g. "route
 	// 10.244.2.0/24 via 10.244.2.0 dev#5 onlink".
 	String() string
-	// request is the netlink message that sets (replacing) or deletes it.
-	request(del bool) *nl.NetlinkRequest
+	// encode appends the netlink message (sequence number seq) that sets
+	// (replacing) or deletes it.
+	encode(e *encoder, seq uint32, del bool)
 }
 
 // Op is one change for Apply.

@@ -23,6 +23,13 @@ type Netlink struct {
 
 	batchMu sync.Mutex
 	batch   *nl.NetlinkSocket
+	// acks receives the batch's acknowledgements (36 bytes each with
+	// NETLINK_CAP_ACK); batchMu guards it too.
+	acks [64 << 10]byte
+	// reqs is the buffer batches are encoded into, reused; seq numbers
+	// their messages on the batch socket. batchMu guards both.
+	reqs []byte
+	seq  uint32
 }
 
 var _ Kernel = (*Netlink)(nil)
