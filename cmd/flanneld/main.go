@@ -38,9 +38,11 @@ import (
 	"github.com/twill-net/twill/version"
 )
 
-// defaultMemoryLimit is the Go runtime's soft memory limit unless
-// GOMEMLIMIT is set.
-const defaultMemoryLimit = 24 << 20
+// memoryLimit is the Go runtime's soft memory limit unless GOMEMLIMIT is
+// set: 24 MiB for one IP family, 8 MiB more for each further one, whose
+// plane keeps as many entries again (a limit near the live heap would have
+// the GC run back to back).
+func memoryLimit(families int) int64 { return 24<<20 + int64(max(families, 1)-1)*(8<<20) }
 
 type listFlag []string
 
@@ -152,12 +154,6 @@ func main() {
 		}
 		defer func() { pprof.StopCPUProfile(); pf.Close() }()
 	}
-	if _, set := os.LookupEnv("GOMEMLIMIT"); !set {
-		// Decoding the initial node list makes short-lived garbage many
-		// times the size of what flanneld keeps; a soft limit has the GC
-		// collect it before the heap grows, at a few milliseconds of CPU.
-		debug.SetMemoryLimit(defaultMemoryLimit)
-	}
 	if err := run(f, log); err != nil {
 		log.Error(err)
 		pprof.StopCPUProfile()
@@ -170,6 +166,12 @@ func run(f *flags, log *logrus.Logger) error {
 	cfg, err := netconf.ReadFile(f.netConfPath)
 	if err != nil {
 		return err
+	}
+	if _, set := os.LookupEnv("GOMEMLIMIT"); !set {
+		// Decoding the initial node list makes short-lived garbage many
+		// times the size of what flanneld keeps; a soft limit has the GC
+		// collect it before the heap grows, at a few milliseconds of CPU.
+		debug.SetMemoryLimit(memoryLimit(len(cfg.Networks)))
 	}
 	backends := builtin.Registry()
 	chosen, err := backends.Parse(cfg.Backend.Type, cfg.Backend.Raw)
