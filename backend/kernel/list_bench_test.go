@@ -54,7 +54,9 @@ func BenchmarkApply5000(b *testing.B) {
 			func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, byte(100 + i/256), byte(i % 256), 0}) },
 			func(i int) netip.Addr { return netip.AddrFrom4([4]byte{172, 19, byte(i / 256), byte(i % 256)}) }},
 		{"IPv6", "fc00::2/64", "fc00::3/64",
-			func(i int) netip.Addr { return netip.AddrFrom16([16]byte{0xfd, 0, 0, 0x10, 0, 0, byte(i >> 8), byte(i)}) },
+			func(i int) netip.Addr {
+				return netip.AddrFrom16([16]byte{0xfd, 0, 0, 0x10, 0, 0, byte(i >> 8), byte(i)})
+			},
 			func(i int) netip.Addr { return netip.AddrFrom16([16]byte{0: 0xfc, 14: byte(i >> 8), 15: byte(i) + 4}) }},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
