@@ -156,9 +156,3 @@ func (k *Netlink) send(ops []Op, errs []error) {
 		}
 	}
 }
-
-func u32(v int) []byte {
-	b := make([]byte, 4)
-	binary.NativeEndian.PutUint32(b, uint32(v))
-	return b
-}
