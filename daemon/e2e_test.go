@@ -66,6 +66,28 @@ type cluster struct {
 
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
+	c := newEnv(t)
+	env, ctx := c.env, c.ctx
+	for i := 1; i <= 2; i++ {
+		name := fmt.Sprintf("n%d", i)
+		if _, err := env.Client.CoreV1().Nodes().Create(ctx, &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1.NodeSpec{PodCIDR: fmt.Sprintf("10.244.%d.0/24", i)}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		if c.nodes[i], err = env.AddNode(name, fmt.Sprintf("172.18.0.%d", 10+i)); err != nil {
+			t.Fatal(err)
+		}
+		if err := underlay.Bridge(c.nodes[i].NS, "cni0", fmt.Sprintf("10.244.%d.1/24", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c
+}
+
+// newEnv builds flanneld and starts the API server and underlay, with no
+// node yet; everything goes when the test ends.
+func newEnv(t *testing.T) *cluster {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
@@ -92,18 +114,6 @@ func newCluster(t *testing.T) *cluster {
 			t.Errorf("cleanup: %v", err)
 		}
 	})
-	for i := 1; i <= 2; i++ {
-		name := fmt.Sprintf("n%d", i)
-		if _, err := env.Client.CoreV1().Nodes().Create(ctx, &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1.NodeSpec{PodCIDR: fmt.Sprintf("10.244.%d.0/24", i)}}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		if c.nodes[i], err = env.AddNode(name, fmt.Sprintf("172.18.0.%d", 10+i)); err != nil {
-			t.Fatal(err)
-		}
-		if err := underlay.Bridge(c.nodes[i].NS, "cni0", fmt.Sprintf("10.244.%d.1/24", i)); err != nil {
-			t.Fatal(err)
-		}
-	}
 	return c
 }
 

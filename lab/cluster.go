@@ -202,6 +202,7 @@ func (c *Cluster) ApplyManifest(ctx context.Context, backend string) error {
 	if c.DirectRouting {
 		manifest = SetDirectRouting(manifest)
 	}
+	manifest = SetIPFamily(manifest, c.Family())
 	cmd, err := c.KubectlCmd(ctx, "apply", "-f", "-")
 	if err != nil {
 		return err
@@ -231,6 +232,26 @@ func SetBackend(manifest []byte, backend string) []byte {
 func SetDirectRouting(manifest []byte) []byte {
 	return vxlanType.ReplaceAll(manifest, []byte(`${1}"vxlan", "DirectRouting": true`))
 }
+
+// SetIPFamily returns the manifest with net-conf.json set for the lab's IP
+// family ipFamily (Options.IPFamily): "ipv4" leaves it as it is, "dual"
+// adds "EnableIPv6" and the IPv6 pod network, "ipv6" turns IPv4 off and
+// IPv6 on. The manifest's "Network" stays: flanneld ignores a disabled
+// family's keys.
+func SetIPFamily(manifest []byte, ipFamily string) []byte {
+	v6 := fmt.Sprintf(`"EnableIPv6": true,${2}"IPv6Network": %q`, controlplane.IPv6.ClusterCIDR)
+	switch ipFamily {
+	case Dual:
+		return enableIPv4.ReplaceAll(manifest, []byte(`${1}true,${2}`+v6))
+	case IPv6:
+		return enableIPv4.ReplaceAll(manifest, []byte(`${1}false,${2}`+v6))
+	}
+	return manifest
+}
+
+// enableIPv4 matches net-conf.json's "EnableIPv4": true and the line break
+// and indentation after it.
+var enableIPv4 = regexp.MustCompile(`("EnableIPv4"\s*:\s*)true(\s*)`)
 
 var vxlanType = regexp.MustCompile(`("Type"\s*:\s*)"vxlan"(\s*,\s*"DirectRouting"\s*:\s*(true|false))?`)
 
@@ -277,9 +298,11 @@ func (c *Cluster) WaitReady(ctx context.Context, timeout time.Duration) error {
 // NodeStatus is what Status reports for one node.
 type NodeStatus struct {
 	Node
-	// Ready is the node's Ready condition; PodCIDR its allocation.
-	Ready   bool
-	PodCIDR string
+	// Ready is the node's Ready condition; PodCIDR its allocation, and
+	// PodCIDRs its allocations, one per family (PodCIDR first).
+	Ready    bool
+	PodCIDR  string
+	PodCIDRs []string
 	// SubnetEnv is the node's /run/flannel/subnet.env, nil before the CNI
 	// has written it.
 	SubnetEnv *subnetenv.Env
@@ -308,7 +331,7 @@ func (c *Cluster) Status(ctx context.Context) ([]NodeStatus, error) {
 	for _, n := range c.Nodes {
 		s := NodeStatus{Node: n, Running: map[string]bool{}}
 		if k, ok := byName[n.Name]; ok {
-			s.PodCIDR = k.Spec.PodCIDR
+			s.PodCIDR, s.PodCIDRs = k.Spec.PodCIDR, k.Spec.PodCIDRs
 			for _, cond := range k.Status.Conditions {
 				if cond.Type == corev1.NodeReady {
 					s.Ready = cond.Status == corev1.ConditionTrue

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"regexp"
 	"sort"
@@ -16,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twill-net/twill/internal/testenv/k8sbin"
 	"github.com/twill-net/twill/lab/images"
 )
 
@@ -29,31 +27,9 @@ import (
 // nodes then ping each other, and a capture on the control plane's eth0
 // shows which packets leave plain and which as VXLAN.
 func TestDirectRoutingMixedRoutes(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("the lab needs root; run as root (make test does)")
-	}
-	if _, err := k8sbin.Dir(); err != nil {
-		t.Skipf("%v", err)
-	}
 	name := e2eName("direct")
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	defer cancel()
 	hostLinks := linkNames(t)
-	t.Cleanup(func() {
-		start := time.Now()
-		if err := Down(context.Background(), name); err != nil {
-			t.Errorf("Down in cleanup: %v", err)
-		}
-		t.Logf("Down took %s", time.Since(start).Round(100*time.Millisecond))
-	})
-
-	var log bytes.Buffer
-	start := time.Now()
-	c, err := Up(ctx, Options{Name: name, Nodes: 3, CNI: "twill", Backend: "vxlan", DirectRouting: true, RoutedNodes: 1, RepoRoot: repoRoot(t), Log: &log})
-	if err != nil {
-		t.Fatalf("Up: %v\n%s", err, log.String())
-	}
-	t.Logf("Up took %s", time.Since(start).Round(100*time.Millisecond))
+	ctx, c := upLab(t, Options{Name: name, Nodes: 3, CNI: "twill", Backend: "vxlan", DirectRouting: true, RoutedNodes: 1}, 20*time.Minute)
 	cp, worker, worker2 := c.Nodes[0], c.Nodes[1], c.Nodes[2]
 
 	t.Run("layout", func(t *testing.T) {

@@ -10,11 +10,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
 
 	"github.com/twill-net/twill/atomicfile"
+	"github.com/twill-net/twill/family"
 	"github.com/twill-net/twill/internal/testenv/netns"
 	"github.com/twill-net/twill/lab/node"
 )
@@ -47,6 +49,11 @@ type Options struct {
 	// other nodes. Default 0: every node on 172.18.0.0/16. The control
 	// plane always stays on the first subnet.
 	RoutedNodes int
+	// IPFamily is the cluster's IP families, as kind's networking.ipFamily:
+	// "ipv4" (the default), "ipv6", or "dual" (IPv4 first, then IPv6). The
+	// underlay, the control plane's ranges, the nodes' addresses and
+	// net-conf.json follow it.
+	IPFamily string
 	// RepoRoot is the Twill checkout holding Documentation/, hack/ and bin/;
 	// default: found from the working directory upwards.
 	RepoRoot string
@@ -72,14 +79,51 @@ type Cluster struct {
 	// DirectRouting and RoutedNodes are what Up was given.
 	DirectRouting bool `json:",omitempty"`
 	RoutedNodes   int  `json:",omitempty"`
+	// IPFamily is what Up was given; empty in the state of a lab made
+	// before there was a choice, which is "ipv4".
+	IPFamily string `json:",omitempty"`
+}
+
+// The values of Options.IPFamily.
+const (
+	IPv4 = "ipv4"
+	IPv6 = "ipv6"
+	Dual = "dual"
+)
+
+// ipFamilies maps Options.IPFamily to the families, the primary first.
+var ipFamilies = map[string][]family.Family{
+	IPv4: {family.IPv4},
+	IPv6: {family.IPv6},
+	Dual: {family.IPv4, family.IPv6},
+}
+
+// Families returns the lab's IP families, the primary one first.
+func (c *Cluster) Families() []family.Family {
+	if fams, ok := ipFamilies[c.IPFamily]; ok {
+		return fams
+	}
+	return ipFamilies[IPv4]
+}
+
+// Family is the lab's IP family as Options.IPFamily names it.
+func (c *Cluster) Family() string {
+	if c.IPFamily == "" {
+		return IPv4
+	}
+	return c.IPFamily
 }
 
 // Node is one lab node.
 type Node struct {
 	// Name is the Kubernetes node name, e.g. twill-worker.
 	Name string
-	// IP is the node's address on the underlay (eth0).
+	// IP is the node's primary address on the underlay (eth0): of the
+	// lab's first family, the one kubelet reports first.
 	IP net.IP
+	// IPs are all the node's underlay addresses, one per family of the
+	// lab, IP first; empty in the state of an older lab, where IP is all.
+	IPs []net.IP `json:",omitempty"`
 	// Routed is set for a node on the routed subnet (Options.RoutedNodes).
 	Routed bool `json:",omitempty"`
 	// Index numbers nodes in creation order, 0 being the control plane.
@@ -105,7 +149,26 @@ func labCgroup(lab string) string        { return "/twill-lab/" + lab }
 func podsCgroup(lab, n string) string    { return labCgroup(lab) + "/pods/" + n }
 func daemonsCgroup(lab, n string) string { return labCgroup(lab) + "/daemons/" + n }
 func (c *Cluster) node(n Node) *node.Node {
-	return node.New(n.Name, n.IP, c.nodeDir(n.Name), c.nsDir(), n.NetNS)
+	return node.New(n.Name, n.Addrs(), c.nodeDir(n.Name), c.nsDir(), n.NetNS)
+}
+
+// Addrs returns the node's underlay addresses, the primary first.
+func (n Node) Addrs() []net.IP {
+	if len(n.IPs) == 0 && n.IP != nil {
+		return []net.IP{n.IP}
+	}
+	return n.IPs
+}
+
+// Addr returns the node's underlay address of family f, nil if the lab
+// does not run f.
+func (n Node) Addr(f family.Family) net.IP {
+	for _, ip := range n.Addrs() {
+		if a, ok := netip.AddrFromSlice(ip); ok && family.Of(a) == f {
+			return ip
+		}
+	}
+	return nil
 }
 
 // Load returns the lab called name (DefaultName if empty) from its state

@@ -32,6 +32,37 @@ func repoRoot(t *testing.T) string {
 	return filepath.Join(filepath.Dir(file), "..")
 }
 
+// upLab brings up the lab o describes for a test, skipping it without root
+// or the Kubernetes binaries, and removes the lab when the test ends; the
+// context returned ends after timeout.
+func upLab(t *testing.T, o Options, timeout time.Duration) (context.Context, *Cluster) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("the lab needs root; run as root (make test does)")
+	}
+	if _, err := k8sbin.Dir(); err != nil {
+		t.Skipf("%v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	t.Cleanup(func() {
+		start := time.Now()
+		if err := Down(context.Background(), o.Name); err != nil {
+			t.Errorf("Down in cleanup: %v", err)
+		}
+		t.Logf("Down took %s", time.Since(start).Round(100*time.Millisecond))
+	})
+	var log bytes.Buffer
+	o.RepoRoot, o.Log = repoRoot(t), &log
+	start := time.Now()
+	c, err := Up(ctx, o)
+	if err != nil {
+		t.Fatalf("Up: %v\n%s", err, log.String())
+	}
+	t.Logf("Up took %s", time.Since(start).Round(100*time.Millisecond))
+	return ctx, c
+}
+
 // TestLabNoCNI brings up a 2-node lab without a CNI, checks the nodes
 // register and are isolated from each other and from the host, adds and
 // removes a node, and checks Down leaves nothing behind.

@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/twill-net/twill/family"
 )
 
 func TestNodeNamesAndAddresses(t *testing.T) {
@@ -36,32 +38,35 @@ func TestNodeNamesAndAddresses(t *testing.T) {
 func TestRoutedSegment(t *testing.T) {
 	cases := []struct {
 		i, nodes, routed int
-		want             string
+		want, want6      string
 	}{
-		{0, 3, 0, "172.18.0.2"},
-		{2, 3, 0, "172.18.0.4"},
-		{1, 3, 1, "172.18.0.3"},
-		{2, 3, 1, "172.19.0.4"},
-		{1, 3, 2, "172.19.0.3"},
-		{254, 300, 100, "172.19.1.0"},
+		{0, 3, 0, "172.18.0.2", "fc00:f853:ccd:e793::2"},
+		{2, 3, 0, "172.18.0.4", "fc00:f853:ccd:e793::4"},
+		{1, 3, 1, "172.18.0.3", "fc00:f853:ccd:e793::3"},
+		{2, 3, 1, "172.19.0.4", "fc00:f853:ccd:e794::4"},
+		{1, 3, 2, "172.19.0.3", "fc00:f853:ccd:e794::3"},
+		{254, 300, 100, "172.19.1.0", "fc00:f853:ccd:e794::100"},
 	}
 	for _, tc := range cases {
 		seg := flatSegment
 		if isRouted(tc.i, tc.nodes, tc.routed) {
 			seg = routedSegment
 		}
-		if got := seg.nodeIP(tc.i).String(); got != tc.want {
-			t.Errorf("node %d of %d, %d routed: %s, want %s", tc.i, tc.nodes, tc.routed, got, tc.want)
-		}
-		if !seg.subnet().Contains(seg.gateway) || !seg.subnet().Contains(seg.nodeIP(tc.i)) {
-			t.Errorf("segment %s: gateway %s or node %s outside", seg.subnet(), seg.gateway, seg.nodeIP(tc.i))
+		for f, want := range map[family.Family]string{family.IPv4: tc.want, family.IPv6: tc.want6} {
+			if got := seg.nodeIP(f, tc.i).String(); got != want {
+				t.Errorf("node %d of %d, %d routed, %s: %s, want %s", tc.i, tc.nodes, tc.routed, f, got, want)
+			}
+			a := seg.nodeAddr(f, tc.i)
+			if sub := seg.subnet(f); !sub.Contains(seg.gateway(f).Addr()) || !sub.Contains(a.Addr()) || a.Bits() != sub.Bits() {
+				t.Errorf("segment %s: gateway %s or node %s outside", sub, seg.gateway(f), a)
+			}
 		}
 	}
-	// The routed subnet overlaps none of the lab's other networks.
-	for _, other := range []string{"172.18.0.0/16", "172.20.0.0/16", "10.244.0.0/16", "10.96.0.0/12", "203.0.113.0/24"} {
-		_, n, _ := net.ParseCIDR(other)
-		r := routedSegment.subnet()
-		if n.Contains(r.IP) || r.Contains(n.IP) {
+	// The routed subnets overlap none of the lab's other networks.
+	for _, other := range []string{"172.18.0.0/16", "172.20.0.0/16", "10.244.0.0/16", "10.96.0.0/12", "203.0.113.0/24",
+		"fc00:f853:ccd:e793::/64", "fd00:10:244::/56", "fd00:10:96::/112", "2001:db8::/64"} {
+		n := netip.MustParsePrefix(other)
+		if r := routedSegment.subnet(family.OfPrefix(n)); n.Overlaps(r) {
 			t.Errorf("routed subnet %s overlaps %s", r, other)
 		}
 	}
@@ -74,6 +79,7 @@ func TestUpRejectsBadLayouts(t *testing.T) {
 		"routed with host-gw":        {Nodes: 3, RoutedNodes: 1, Backend: "host-gw"},
 		"DirectRouting with host-gw": {Nodes: 3, Backend: "host-gw", DirectRouting: true},
 		"DirectRouting without CNI":  {Nodes: 3, CNI: "none", DirectRouting: true},
+		"unknown IP family":          {Nodes: 3, IPFamily: "ipv5"},
 	} {
 		o.Name = "unit"
 		// Options are checked before anything is made (or root is asked for).
@@ -219,6 +225,35 @@ func TestHostToolsFile(t *testing.T) {
 	for _, cmd := range []string{"etcd", "containerd", "ctr", "runc", "buildah", "debootstrap", "iptables", "nft", "ip", "tcpdump", "iperf3", "nsenter", "unshare", "ping"} {
 		if !have[cmd] {
 			t.Errorf("hack/deps.txt does not list %s, which the lab runs", cmd)
+		}
+	}
+}
+
+func TestSetIPFamily(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", ManifestPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		family string
+		want   map[string]any
+	}{
+		{IPv4, map[string]any{"Network": "10.244.0.0/16", "EnableIPv4": true}},
+		{Dual, map[string]any{"Network": "10.244.0.0/16", "EnableIPv4": true, "EnableIPv6": true, "IPv6Network": "fd00:10:244::/56"}},
+		{IPv6, map[string]any{"Network": "10.244.0.0/16", "EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "fd00:10:244::/56"}},
+	} {
+		out := SetIPFamily(b, tc.family)
+		m := regexp.MustCompile(`(?s)net-conf.json: \|\n(.*?\n    })`).FindSubmatch(out)
+		if m == nil {
+			t.Fatalf("%s: no net-conf.json in the manifest", tc.family)
+		}
+		var conf map[string]any
+		if err := json.Unmarshal(m[1], &conf); err != nil {
+			t.Fatalf("%s: net-conf.json does not parse: %v\n%s", tc.family, err, m[1])
+		}
+		delete(conf, "Backend")
+		if !equalJSON(conf, tc.want) {
+			t.Errorf("%s: net-conf.json = %v, want %v", tc.family, conf, tc.want)
 		}
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/twill-net/twill/family"
 	"github.com/twill-net/twill/internal/testenv/controlplane"
 	"github.com/twill-net/twill/internal/testenv/k8sbin"
 	"github.com/twill-net/twill/internal/testenv/pki"
@@ -48,7 +48,12 @@ func Up(ctx context.Context, o Options) (_ *Cluster, err error) {
 	if o.Log == nil {
 		o.Log = io.Discard
 	}
+	if o.IPFamily == "" {
+		o.IPFamily = IPv4
+	}
 	switch {
+	case ipFamilies[o.IPFamily] == nil:
+		return nil, fmt.Errorf("--ip-family %q: want ipv4, ipv6 or dual", o.IPFamily)
 	case !validName.MatchString(o.Name):
 		return nil, fmt.Errorf("lab name %q: use 1-20 lowercase letters, digits and dashes", o.Name)
 	case o.Nodes < 1 || o.Nodes > 50:
@@ -60,7 +65,7 @@ func Up(ctx context.Context, o Options) (_ *Cluster, err error) {
 	case o.DirectRouting && (o.CNI != "twill" || o.Backend != "vxlan"):
 		return nil, fmt.Errorf("--direct-routing is a setting of the vxlan backend: use it with --cni twill --backend vxlan")
 	case o.RoutedNodes < 0 || o.RoutedNodes >= o.Nodes:
-		return nil, fmt.Errorf("--routed-nodes %d: want 0 to %d (the control plane stays on %s)", o.RoutedNodes, o.Nodes-1, flatSegment.subnet())
+		return nil, fmt.Errorf("--routed-nodes %d: want 0 to %d (the control plane stays on %s)", o.RoutedNodes, o.Nodes-1, flatSegment.subnet(family.IPv4))
 	case o.RoutedNodes > 0 && o.CNI == "twill" && o.Backend == "host-gw":
 		return nil, fmt.Errorf("--routed-nodes with --backend host-gw: host-gw needs every node on one layer-2 segment; use vxlan (with --direct-routing to route the others plainly)")
 	}
@@ -125,6 +130,10 @@ func Up(ctx context.Context, o Options) (_ *Cluster, err error) {
 
 	c := &Cluster{Name: o.Name, Dir: stateDir(o.Name), RepoRoot: root, CNI: o.CNI, Backend: o.Backend,
 		DirectRouting: o.DirectRouting, RoutedNodes: o.RoutedNodes}
+	if o.IPFamily != IPv4 {
+		c.IPFamily = o.IPFamily
+	}
+	fams := c.Families()
 	c.Kubeconfig = filepath.Join(c.controlPlaneDir(), "admin.kubeconfig")
 	defer func() {
 		if err != nil {
@@ -159,11 +168,13 @@ func Up(ctx context.Context, o Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 
-	step("creating the underlay (%s, gateway %s, internet %s)", flatSegment.subnet(), flatSegment.gateway, InternetIP)
-	if o.RoutedNodes > 0 {
-		step("the last %d nodes on %s, routed through gateway %s", o.RoutedNodes, routedSegment.subnet(), routedSegment.gateway)
+	for _, f := range fams {
+		step("creating the underlay (%s, gateway %s, internet %s)", flatSegment.subnet(f), flatSegment.gateway(f).Addr(), InternetAddr(f))
+		if o.RoutedNodes > 0 {
+			step("the last %d nodes on %s, routed through gateway %s", o.RoutedNodes, routedSegment.subnet(f), routedSegment.gateway(f).Addr())
+		}
 	}
-	if err := createUnderlay(o.Name, o.RoutedNodes > 0); err != nil {
+	if err := createUnderlay(o.Name, fams, o.RoutedNodes > 0); err != nil {
 		return nil, err
 	}
 	for i := 0; i < o.Nodes; i++ {
@@ -190,6 +201,7 @@ func Up(ctx context.Context, o Options) (_ *Cluster, err error) {
 		Cgroups:           cpCgroups,
 		AdvertiseIP:       c.Nodes[0].IP,
 		ExtraSANs:         []string{c.Nodes[0].Name},
+		Networks:          c.networks(),
 		ControllerManager: true,
 		Scheduler:         true,
 		BinDir:            binDir,
@@ -236,8 +248,15 @@ func (c *Cluster) createNode(ctx context.Context, i int, routed bool) (Node, err
 	if routed {
 		seg = routedSegment
 	}
-	n := Node{Name: nodeName(c.Name, i), IP: seg.nodeIP(i), Index: i, Routed: routed}
-	path, err := attachNode(c.Name, n.Name, i, seg, n.IP)
+	n := Node{Name: nodeName(c.Name, i), Index: i, Routed: routed}
+	for _, f := range c.Families() {
+		n.IPs = append(n.IPs, seg.nodeIP(f, i))
+	}
+	n.IP = n.IPs[0]
+	if c.IPFamily == "" {
+		n.IPs = nil // the state of an IPv4 lab stays as it was
+	}
+	path, err := attachNode(c.Name, n.Name, i, seg, c.Families())
 	if err != nil {
 		return Node{}, err
 	}
@@ -259,7 +278,7 @@ func (c *Cluster) startNode(ctx context.Context, cp *controlplane.ControlPlane, 
 		return err
 	}
 	pkiDir := filepath.Join(nd.Dir, "pki")
-	if err := cp.CA.IssueFiles(pkiDir, "kubelet", pki.Spec{CommonName: n.Name, DNSNames: []string{n.Name}, IPs: []net.IP{n.IP}, Server: true}); err != nil {
+	if err := cp.CA.IssueFiles(pkiDir, "kubelet", pki.Spec{CommonName: n.Name, DNSNames: []string{n.Name}, IPs: n.Addrs(), Server: true}); err != nil {
 		return err
 	}
 	kubeletKC := filepath.Join(nd.Dir, "kubelet.kubeconfig")
@@ -288,11 +307,23 @@ func (c *Cluster) startNode(ctx context.Context, cp *controlplane.ControlPlane, 
 	}); err != nil {
 		return err
 	}
-	return nd.StartKubeProxy(filepath.Join(binDir, "kube-proxy"), proxyKC, controlplane.DefaultClusterCIDR, daemons)
+	return nd.StartKubeProxy(filepath.Join(binDir, "kube-proxy"), proxyKC, controlplane.ClusterCIDRs(c.networks()), daemons)
 }
 
+// networks are the control plane's ranges for the lab's families.
+func (c *Cluster) networks() []controlplane.Network {
+	var nets []controlplane.Network
+	for _, f := range c.Families() {
+		nets = append(nets, clusterNetworks[f])
+	}
+	return nets
+}
+
+// clusterNetworks are kind's ranges per family.
+var clusterNetworks = map[family.Family]controlplane.Network{family.IPv4: controlplane.IPv4, family.IPv6: controlplane.IPv6}
+
 // waitRegistered waits until every node in nodes exists in the API and has
-// a pod CIDR.
+// a pod CIDR of each of the lab's families.
 func (c *Cluster) waitRegistered(ctx context.Context, nodes []Node) error {
 	cs, err := c.clientset()
 	if err != nil {
@@ -305,7 +336,7 @@ func (c *Cluster) waitRegistered(ctx context.Context, nodes []Node) error {
 		if err == nil {
 			have := map[string]bool{}
 			for _, n := range list.Items {
-				have[n.Name] = n.Spec.PodCIDR != ""
+				have[n.Name] = n.Spec.PodCIDR != "" && len(n.Spec.PodCIDRs) >= len(c.Families())
 			}
 			for _, n := range nodes {
 				if !have[n.Name] {

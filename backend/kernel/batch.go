@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"syscall"
 
@@ -64,14 +65,55 @@ func (k *Netlink) Apply(ops []Op) []error {
 	return errs
 }
 
+// applyChunk sends ops in one batch, then replaces in two steps the routes
+// the kernel would not replace in one.
 func (k *Netlink) applyChunk(ops []Op, errs []error) {
-	var buf []byte
+	k.send(ops, errs)
+	k.replaceRoutes(ops, errs)
+}
+
+// replaceRoutes retries the route replacements the kernel refused with
+// EINVAL. IPv6 refuses an onlink gateway that the destination's current
+// route, through another device, covers ("Nexthop has invalid gateway or
+// device mismatch": a peer moving from host-gw or DirectRouting to the
+// VXLAN device), where IPv4 replaces that route in place. The retry
+// removes the destination's current route and adds the new one, back to
+// back in one batch.
+func (k *Netlink) replaceRoutes(ops []Op, errs []error) {
+	var retry []Op
+	var at []int
+	for i, o := range ops {
+		r, ok := o.Entry.(Route)
+		if !ok || o.Delete || !errors.Is(errs[i], unix.EINVAL) {
+			continue
+		}
+		// No device and no gateway: the kernel deletes the
+		// destination's route whatever its next hop.
+		retry = append(retry, Op{Delete: true, Entry: Route{Dst: r.Dst}}, o)
+		at = append(at, i)
+	}
+	if len(retry) == 0 {
+		return
+	}
+	rerrs := make([]error, len(retry))
+	k.send(retry, rerrs)
+	for j, i := range at {
+		errs[i] = errors.Join(rerrs[2*j], rerrs[2*j+1])
+	}
+}
+
+// send sends ops in one system call and reads their acknowledgements into
+// errs.
+func (k *Netlink) send(ops []Op, errs []error) {
+	e := encoder{b: k.reqs[:0]}
 	seqs := make(map[uint32]int, len(ops))
 	for i, o := range ops {
-		req := o.Entry.request(o.Delete)
-		buf = append(buf, req.Serialize()...)
-		seqs[req.Seq] = i
+		k.seq++
+		o.Entry.encode(&e, k.seq, o.Delete)
+		seqs[k.seq] = i
 	}
+	k.reqs = e.b
+	buf := e.b
 	fail := func(err error) {
 		for _, i := range seqs {
 			errs[i] = fmt.Errorf("%s: %w", ops[i], err)
@@ -82,18 +124,29 @@ func (k *Netlink) applyChunk(ops []Op, errs []error) {
 		return
 	}
 	for len(seqs) > 0 {
-		msgs, _, err := k.batch.Receive()
+		n, from, err := unix.Recvfrom(k.batch.GetFd(), k.acks[:], 0)
 		if err != nil {
 			fail(err)
 			return
 		}
-		for _, m := range msgs {
-			i, ok := seqs[m.Header.Seq]
-			if !ok || m.Header.Type != unix.NLMSG_ERROR || len(m.Data) < 4 {
+		if nl, ok := from.(*unix.SockaddrNetlink); !ok || nl.Pid != 0 {
+			continue // not from the kernel
+		}
+		// The acknowledgements are parsed in place: a batch of thousands
+		// of entries would otherwise allocate a message for each.
+		for b := k.acks[:n]; len(b) >= unix.NLMSG_HDRLEN; {
+			l := int(binary.NativeEndian.Uint32(b[0:4]))
+			if l < unix.NLMSG_HDRLEN || l > len(b) {
+				break
+			}
+			typ, seq, data := binary.NativeEndian.Uint16(b[4:6]), binary.NativeEndian.Uint32(b[8:12]), b[unix.NLMSG_HDRLEN:l]
+			b = b[min(len(b), (l+unix.NLMSG_ALIGNTO-1)&^(unix.NLMSG_ALIGNTO-1)):]
+			i, ok := seqs[seq]
+			if !ok || typ != unix.NLMSG_ERROR || len(data) < 4 {
 				continue
 			}
-			delete(seqs, m.Header.Seq)
-			if code := int32(binary.NativeEndian.Uint32(m.Data[:4])); code != 0 {
+			delete(seqs, seq)
+			if code := int32(binary.NativeEndian.Uint32(data[:4])); code != 0 {
 				errno := syscall.Errno(-code)
 				if ops[i].Delete && (errno == unix.ENOENT || errno == unix.ESRCH) {
 					continue
@@ -102,10 +155,4 @@ func (k *Netlink) applyChunk(ops []Op, errs []error) {
 			}
 		}
 	}
-}
-
-func u32(v int) []byte {
-	b := make([]byte, 4)
-	binary.NativeEndian.PutUint32(b, uint32(v))
-	return b
 }

@@ -121,6 +121,52 @@ func TestIPv6Entries(t *testing.T) {
 	}
 }
 
+// TestReplaceRouteOntoVXLAN moves a peer's route from the underlay (as
+// host-gw or DirectRouting programs it) to the VXLAN device, in both
+// families: IPv6 refuses to replace it in one step, since the route being
+// replaced covers the new onlink gateway; Apply still ends with only the
+// new route.
+func TestReplaceRouteOntoVXLAN(t *testing.T) {
+	for _, tc := range []struct {
+		name, local, peer, dst, gw, vtep string
+		flag                             string
+	}{
+		{"IPv4", "172.18.0.2/16", "172.18.0.3/16", "10.244.2.0/24", "172.18.0.3", "10.244.2.0", "-4"},
+		{"IPv6", "fc00::2/64", "fc00::3/64", "fd00:10:244:2::/64", "fc00::3", "fd00:10:244:2::", "-6"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, k, dev := vxlanHost(t, "flannel-x.1", tc.local, tc.peer)
+			eth0, err := k.LinkByName("eth0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			dst := netip.MustParsePrefix(tc.dst)
+			direct := kernel.Route{Dst: dst, Gw: netip.MustParseAddr(tc.gw), LinkIndex: eth0.Index}
+			vxlan := kernel.Route{Dst: dst, Gw: netip.MustParseAddr(tc.vtep), LinkIndex: dev.Index, Onlink: true}
+			for _, want := range []kernel.Route{direct, vxlan, direct} {
+				for i, err := range k.Apply([]kernel.Op{{Entry: want}}) {
+					if err != nil {
+						t.Fatalf("op %d, %s: %v", i, want, err)
+					}
+				}
+				got := strings.TrimSpace(a.Run(t, "ip", tc.flag, "route", "show", tc.dst))
+				if lines := strings.Split(got, "\n"); len(lines) != 1 {
+					t.Fatalf("after %s: ip route show %s = %q, want one route", want, tc.dst, got)
+				}
+				for i, e := range []kernel.Route{direct, vxlan} {
+					es, err := k.List(kernel.KindRoute, family.OfPrefix(dst), e.LinkIndex)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if has := len(es) == 1 && es[0].Equal(e); has != (e == want) {
+						t.Errorf("after %s: routes on link %d = %v (case %d)", want, e.LinkIndex, es, i)
+					}
+				}
+			}
+		})
+	}
+}
+
 // vxlanHost makes two namespaces joined by a veth pair (local and peer
 // addresses in CIDR notation) and, in the first, an up VXLAN device called
 // name on eth0; it returns that namespace, its kernel and the device.

@@ -6,8 +6,6 @@ import (
 	"net"
 	"net/netip"
 
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
 
@@ -40,8 +38,6 @@ func (f FDB) String() string {
 
 // request: replace semantics, so an entry for the same MAC pointing
 // elsewhere is changed in place, as `bridge fdb replace` does.
-func (f FDB) request(del bool) *nl.NetlinkRequest {
-	return neighRequest(del, &netlink.Ndmsg{
-		Family: unix.AF_BRIDGE, Index: uint32(f.LinkIndex), State: netlink.NUD_PERMANENT, Flags: netlink.NTF_SELF,
-	}, f.Dst.AsSlice(), f.MAC)
+func (f FDB) encode(e *encoder, seq uint32, del bool) {
+	encodeNeigh(e, seq, del, unix.AF_BRIDGE, f.LinkIndex, unix.NTF_SELF, 0, f.Dst, f.MAC)
 }

@@ -14,8 +14,6 @@ import (
 	"net"
 	"net/netip"
 
-	"github.com/vishvananda/netlink/nl"
-
 	"github.com/twill-net/twill/family"
 )
 
@@ -112,8 +110,9 @@ type Entry interface {
 	// String renders the entry for logs and errors, e.g. "route
 	// 10.244.2.0/24 via 10.244.2.0 dev#5 onlink".
 	String() string
-	// request is the netlink message that sets (replacing) or deletes it.
-	request(del bool) *nl.NetlinkRequest
+	// encode appends the netlink message (sequence number seq) that sets
+	// (replacing) or deletes it.
+	encode(e *encoder, seq uint32, del bool)
 }
 
 // Op is one change for Apply.
@@ -144,6 +143,7 @@ type Kernel interface {
 	SetLinkUp(index int) error
 	// Addrs lists a link's addresses of family f.
 	Addrs(index int, f family.Family) ([]netip.Prefix, error)
+	// AddAddr adds addr to a link, without duplicate address detection.
 	AddAddr(index int, addr netip.Prefix) error
 	DeleteAddr(index int, addr netip.Prefix) error
 	// List returns the entries of kind on link whose addresses are of

@@ -2,12 +2,11 @@ package kernel
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
 
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
 	"github.com/twill-net/twill/family"
@@ -37,25 +36,28 @@ func (n Neigh) String() string {
 	return fmt.Sprintf("neighbour %s → %s dev#%d", n.IP, n.MAC, n.LinkIndex)
 }
 
-func (n Neigh) request(del bool) *nl.NetlinkRequest {
-	return neighRequest(del, &netlink.Ndmsg{
-		Family: af(family.Of(n.IP)), Index: uint32(n.LinkIndex), State: netlink.NUD_PERMANENT, Type: unix.RTN_UNICAST,
-	}, n.IP.AsSlice(), n.MAC)
+func (n Neigh) encode(e *encoder, seq uint32, del bool) {
+	encodeNeigh(e, seq, del, af(family.Of(n.IP)), n.LinkIndex, 0, unix.RTN_UNICAST, n.IP, n.MAC)
 }
 
-// neighRequest is the RTM_NEWNEIGH (replace) or RTM_DELNEIGH message for
-// neighbour and FDB entries alike.
-func neighRequest(del bool, msg *netlink.Ndmsg, ip []byte, mac net.HardwareAddr) *nl.NetlinkRequest {
-	var req *nl.NetlinkRequest
+// encodeNeigh appends the RTM_NEWNEIGH (replace) or RTM_DELNEIGH message
+// for neighbour and FDB entries alike: a permanent entry of ip → mac.
+func encodeNeigh(e *encoder, seq uint32, del bool, fam uint8, index int, flags, typ uint8, ip netip.Addr, mac net.HardwareAddr) {
+	t, f := uint16(unix.RTM_NEWNEIGH), uint16(unix.NLM_F_CREATE|unix.NLM_F_REPLACE|unix.NLM_F_ACK)
 	if del {
-		req = nl.NewNetlinkRequest(unix.RTM_DELNEIGH, unix.NLM_F_ACK)
-	} else {
-		req = nl.NewNetlinkRequest(unix.RTM_NEWNEIGH, unix.NLM_F_CREATE|unix.NLM_F_REPLACE|unix.NLM_F_ACK)
+		t, f = unix.RTM_DELNEIGH, unix.NLM_F_ACK
 	}
-	req.AddData(msg)
-	req.AddData(nl.NewRtAttr(unix.NDA_DST, ip))
+	start := e.begin(t, f, seq)
+	// struct ndmsg: family, two pad bytes, ifindex, state, flags, type.
+	var msg [12]byte
+	msg[0] = fam
+	binary.NativeEndian.PutUint32(msg[4:], uint32(index))
+	binary.NativeEndian.PutUint16(msg[8:], unix.NUD_PERMANENT)
+	msg[10], msg[11] = flags, typ
+	e.b = append(e.b, msg[:]...)
+	e.addr(unix.NDA_DST, ip)
 	if mac != nil {
-		req.AddData(nl.NewRtAttr(unix.NDA_LLADDR, mac))
+		e.attr(unix.NDA_LLADDR, mac...)
 	}
-	return req
+	e.end(start)
 }

@@ -23,6 +23,13 @@ type Netlink struct {
 
 	batchMu sync.Mutex
 	batch   *nl.NetlinkSocket
+	// acks receives the batch's acknowledgements (36 bytes each with
+	// NETLINK_CAP_ACK); batchMu guards it too.
+	acks [64 << 10]byte
+	// reqs is the buffer batches are encoded into, reused; seq numbers
+	// their messages on the batch socket. batchMu guards both.
+	reqs []byte
+	seq  uint32
 }
 
 var _ Kernel = (*Netlink)(nil)
@@ -232,7 +239,12 @@ func (k *Netlink) AddAddr(index int, addr netip.Prefix) error {
 	if err != nil {
 		return err
 	}
-	if err := k.h.AddrReplace(l, toAddr(addr)); err != nil {
+	a := toAddr(addr)
+	// The VTEP address is unique by construction (a subnet's own network
+	// address): without duplicate address detection an IPv6 one is usable
+	// at once instead of "tentative" for a second (IPv4 ignores the flag).
+	a.Flags |= unix.IFA_F_NODAD
+	if err := k.h.AddrReplace(l, a); err != nil {
 		return fmt.Errorf("adding address %s to %s: %w", addr, l.Attrs().Name, err)
 	}
 	return nil

@@ -1,10 +1,10 @@
 package kernel
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 
-	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
 	"github.com/twill-net/twill/family"
@@ -38,31 +38,30 @@ func (r Route) String() string {
 	return s
 }
 
-// request builds the message `ip route replace` (or `del`) would send. The
+// encode appends the message `ip route replace` (or `del`) would send. The
 // route gets protocol "boot", the same as `ip route add` and flannel, so
 // `ip route` prints it just as flannel's.
-func (r Route) request(del bool) *nl.NetlinkRequest {
-	var req *nl.NetlinkRequest
-	var msg *nl.RtMsg
+func (r Route) encode(e *encoder, seq uint32, del bool) {
+	typ, flags := uint16(unix.RTM_NEWROUTE), uint16(unix.NLM_F_CREATE|unix.NLM_F_REPLACE|unix.NLM_F_ACK)
+	// struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope,
+	// type, flags (u32).
+	msg := [12]byte{0: af(family.OfPrefix(r.Dst)), 1: uint8(r.Dst.Bits()), 4: unix.RT_TABLE_MAIN,
+		5: unix.RTPROT_BOOT, 6: unix.RT_SCOPE_UNIVERSE, 7: unix.RTN_UNICAST}
 	if del {
-		req = nl.NewNetlinkRequest(unix.RTM_DELROUTE, unix.NLM_F_ACK)
-		msg = nl.NewRtDelMsg()
-	} else {
-		req = nl.NewNetlinkRequest(unix.RTM_NEWROUTE, unix.NLM_F_CREATE|unix.NLM_F_REPLACE|unix.NLM_F_ACK)
-		msg = nl.NewRtMsg()
+		typ, flags = unix.RTM_DELROUTE, unix.NLM_F_ACK
+		msg[5], msg[6], msg[7] = 0, unix.RT_SCOPE_NOWHERE, 0
 	}
-	msg.Family = af(family.OfPrefix(r.Dst))
-	msg.Dst_len = uint8(r.Dst.Bits())
 	if r.Onlink {
-		msg.Flags |= unix.RTNH_F_ONLINK
+		binary.NativeEndian.PutUint32(msg[8:], unix.RTNH_F_ONLINK)
 	}
-	req.AddData(msg)
-	req.AddData(nl.NewRtAttr(unix.RTA_DST, r.Dst.Addr().AsSlice()))
+	start := e.begin(typ, flags, seq)
+	e.b = append(e.b, msg[:]...)
+	e.addr(unix.RTA_DST, r.Dst.Addr())
 	if r.Gw.IsValid() {
-		req.AddData(nl.NewRtAttr(unix.RTA_GATEWAY, r.Gw.AsSlice()))
+		e.addr(unix.RTA_GATEWAY, r.Gw)
 	}
-	req.AddData(nl.NewRtAttr(unix.RTA_OIF, u32(r.LinkIndex)))
-	return req
+	e.u32(unix.RTA_OIF, uint32(r.LinkIndex))
+	e.end(start)
 }
 
 // af is the kernel's address family number of f.

@@ -117,7 +117,7 @@ func measureFirewalls(bin string, peers, rounds int, modes []string, results str
 		return err
 	}
 	defer env.Close()
-	if err := createNodes(ctx, env.Client, 0, peers); err != nil {
+	if err := createNodes(ctx, env.Client, clusters["ipv4"], 0, peers); err != nil {
 		return err
 	}
 	own := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "bench-node"}, Spec: v1.NodeSpec{PodCIDR: "10.255.255.0/24"}}
@@ -194,7 +194,7 @@ func measureFirewall(ctx context.Context, env *testenv.Env, node *testenv.Node, 
 	routes, ready := false, false
 	if err := poll(ctx, "every route, the full guard set and readiness", func() bool {
 		if !routes {
-			_ = waitRoutes(ctx, h, func(n int) bool { routes = n >= peers; return true })
+			_ = waitRoutes(ctx, h, clusters["ipv4"].devices, func(n int) bool { routes = n >= peers; return true })
 		}
 		if r.guardFull == 0 && (probe == nil || probe.count() >= peers) {
 			r.guardFull = time.Since(t0)
@@ -229,7 +229,7 @@ func measureFirewall(ctx context.Context, env *testenv.Env, node *testenv.Node, 
 	var joins, leaves []time.Duration
 	cpu0 := cpu
 	for i := 0; i < churn; i++ {
-		joiner := simNode(peers + i)
+		joiner := simNode(clusters["ipv4"], peers+i)
 		ip := joiner.Annotations["flannel.alpha.coreos.com/public-ip"]
 		t1 := time.Now()
 		if _, err := env.Client.CoreV1().Nodes().Create(ctx, joiner, metav1.CreateOptions{}); err != nil {
@@ -241,7 +241,7 @@ func measureFirewall(ctx context.Context, env *testenv.Env, node *testenv.Node, 
 			}
 		}
 		// The join's work is done when its route is in too.
-		if err := waitRoutes(ctx, h, func(n int) bool { return n >= peers+i+1 }); err != nil {
+		if err := waitRoutes(ctx, h, clusters["ipv4"].devices, func(n int) bool { return n >= peers+i+1 }); err != nil {
 			return r, err
 		}
 		joins = append(joins, time.Since(t1))
@@ -251,13 +251,13 @@ func measureFirewall(ctx context.Context, env *testenv.Env, node *testenv.Node, 
 		return r, err
 	}
 	for i := 0; i < churn; i++ {
-		leaver := simNode(peers + i)
+		leaver := simNode(clusters["ipv4"], peers+i)
 		ip := leaver.Annotations["flannel.alpha.coreos.com/public-ip"]
 		t2 := time.Now()
 		if err := env.Client.CoreV1().Nodes().Delete(ctx, leaver.Name, metav1.DeleteOptions{}); err != nil {
 			return r, err
 		}
-		if err := waitRoutes(ctx, h, func(n int) bool { return n <= peers+churn-i-1 }); err != nil {
+		if err := waitRoutes(ctx, h, clusters["ipv4"].devices, func(n int) bool { return n <= peers+churn-i-1 }); err != nil {
 			return r, err
 		}
 		if probe != nil {

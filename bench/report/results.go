@@ -5,6 +5,7 @@ package report
 
 import (
 	"os"
+	"sort"
 	"strings"
 
 	"github.com/twill-net/twill/atomicfile"
@@ -36,4 +37,18 @@ func ReplaceSection(path, heading, md string) error {
 		text = text[:start] + md + sep + text[end:]
 	}
 	return atomicfile.Write(path, []byte(text), 0o644)
+}
+
+// Median returns the median of xs, or 0 for none: the figure the benchmarks
+// and `twill lab compare` report of repeated runs.
+func Median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }

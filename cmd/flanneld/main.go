@@ -42,9 +42,11 @@ import (
 	"github.com/twill-net/twill/version"
 )
 
-// defaultMemoryLimit is the Go runtime's soft memory limit unless
-// GOMEMLIMIT is set.
-const defaultMemoryLimit = 24 << 20
+// memoryLimit is the Go runtime's soft memory limit unless GOMEMLIMIT is
+// set: 24 MiB for one IP family, 8 MiB more for each further one, whose
+// plane keeps as many entries again (a limit near the live heap would have
+// the GC run back to back).
+func memoryLimit(families int) int64 { return 24<<20 + int64(max(families, 1)-1)*(8<<20) }
 
 type listFlag []string
 
@@ -171,12 +173,6 @@ func main() {
 		}
 		defer func() { pprof.StopCPUProfile(); pf.Close() }()
 	}
-	if _, set := os.LookupEnv("GOMEMLIMIT"); !set {
-		// Decoding the initial node list makes short-lived garbage many
-		// times the size of what flanneld keeps; a soft limit has the GC
-		// collect it before the heap grows, at a few milliseconds of CPU.
-		debug.SetMemoryLimit(defaultMemoryLimit)
-	}
 	if err := run(f, log); err != nil {
 		log.Error(err)
 		pprof.StopCPUProfile()
@@ -189,6 +185,12 @@ func run(f *flags, log *logrus.Logger) error {
 	cfg, err := netconf.ReadFile(f.netConfPath)
 	if err != nil {
 		return err
+	}
+	if _, set := os.LookupEnv("GOMEMLIMIT"); !set {
+		// Decoding the initial node list makes short-lived garbage many
+		// times the size of what flanneld keeps; a soft limit has the GC
+		// collect it before the heap grows, at a few milliseconds of CPU.
+		debug.SetMemoryLimit(memoryLimit(len(cfg.Networks)))
 	}
 	backends := builtin.Registry()
 	chosen, err := backends.Parse(cfg.Backend.Type, cfg.Backend.Raw)
@@ -248,9 +250,13 @@ func run(f *flags, log *logrus.Logger) error {
 	if err != nil {
 		return err
 	}
-	for _, a := range choice.Addrs {
-		log.WithFields(logrus.Fields{"iface": choice.Name, "addr": a.Addr, "mtu": choice.MTU}).Infof("using interface %s because %s", choice.Name, choice.Reason)
+	// One line for the interface: its IPv6 address on a dual-stack node
+	// comes from the interface chosen, not from a reason of its own.
+	addrs := make([]string, len(choice.Addrs))
+	for i, a := range choice.Addrs {
+		addrs[i] = a.Addr.String()
 	}
+	log.WithFields(logrus.Fields{"iface": choice.Name, "addr": strings.Join(addrs, ","), "mtu": choice.MTU}).Infof("using interface %s because %s", choice.Name, choice.Reason)
 	k, err := kernel.NewNetlink()
 	if err != nil {
 		return err

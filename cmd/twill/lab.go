@@ -62,6 +62,7 @@ func labUp(ctx context.Context, args []string) error {
 	fs.StringVar(&o.Backend, "backend", "vxlan", "backend in the manifest's net-conf.json: vxlan or host-gw")
 	fs.BoolVar(&o.DirectRouting, "direct-routing", false, `set "DirectRouting": true in the vxlan backend (peers on a node's own subnet are routed without VXLAN)`)
 	fs.IntVar(&o.RoutedNodes, "routed-nodes", 0, "put the last N nodes on a second subnet, 172.19.0.0/16, routed to the others through the underlay")
+	fs.StringVar(&o.IPFamily, "ip-family", lab.IPv4, "the cluster's IP families, as kind's ipFamily: ipv4, ipv6 or dual (underlay, Services, podCIDRs and net-conf.json follow)")
 	fs.StringVar(&o.RepoRoot, "repo", "", "Twill checkout (default: found from the working directory)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -75,7 +76,7 @@ func labUp(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("\nlab %q is up (%d nodes, CNI %s) in %s\n\n", c.Name, len(c.Nodes), c.CNI, time.Since(start).Round(100*time.Millisecond))
+	fmt.Printf("\nlab %q is up (%d nodes, IP family %s, CNI %s) in %s\n\n", c.Name, len(c.Nodes), c.Family(), c.CNI, time.Since(start).Round(100*time.Millisecond))
 	if err := printStatus(ctx, os.Stdout, c); err != nil {
 		return err
 	}
@@ -105,6 +106,7 @@ func labCompare(ctx context.Context, args []string) error {
 	fs.BoolVar(&o.Quick, "quick", false, "short runs (iperf3 -t 2, 20 pings, no tuning experiments), for tests")
 	fs.StringVar(&o.OutDir, "out", "", "directory for report.md and throughput.svg (default ./compare-<timestamp>)")
 	fs.StringVar(&o.Name, "name", compare.DefaultName, "name of the labs compare brings up and removes")
+	fs.StringVar(&o.IPFamily, "ip-family", lab.IPv4, "the labs' IP families: ipv4, ipv6 or dual (dual adds IPv6 pod → pod rows against the IPv6 underlay)")
 	fs.StringVar(&o.RepoRoot, "repo", "", "Twill checkout (default: found from the working directory)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -174,7 +176,7 @@ func labStatus(ctx context.Context, args []string) error {
 	if c.DirectRouting {
 		backend += " (DirectRouting)"
 	}
-	fmt.Printf("lab %q: %d nodes, CNI %s, backend %s, state in %s\n", c.Name, len(c.Nodes), c.CNI, backend, c.Dir)
+	fmt.Printf("lab %q: %d nodes, IP family %s, CNI %s, backend %s, state in %s\n", c.Name, len(c.Nodes), c.Family(), c.CNI, backend, c.Dir)
 	switch {
 	case c.RoutedNodes == 1:
 		fmt.Println("the last node is on a second subnet, routed to the others through the underlay")
@@ -269,11 +271,15 @@ func printStatus(ctx context.Context, w io.Writer, c *lab.Cluster) error {
 			}
 			daemons = append(daemons, d)
 		}
-		cidr := s.PodCIDR
+		cidr := strings.Join(s.PodCIDRs, ",")
 		if cidr == "" {
 			cidr = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, s.IP, ready, cidr, strings.Join(daemons, ","))
+		var ips []string
+		for _, ip := range s.Addrs() {
+			ips = append(ips, ip.String())
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, strings.Join(ips, ","), ready, cidr, strings.Join(daemons, ","))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

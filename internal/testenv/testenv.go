@@ -39,6 +39,17 @@ const GatewayIP = "172.18.0.1"
 // routed to the first: nodes there are one router hop away.
 const OtherGatewayIP = "172.20.0.1"
 
+// GatewayIPv6 is the bridge's IPv6 address, on fc00:f853:ccd:e793::/64
+// (kind's), for dual-stack nodes.
+const GatewayIPv6 = "fc00:f853:ccd:e793::1"
+
+// subnets are the underlay's subnets, each with its gateway on the bridge.
+var subnets = []struct{ cidr, gw string }{
+	{"172.18.0.0/16", GatewayIP},
+	{"172.20.0.0/16", OtherGatewayIP},
+	{"fc00:f853:ccd:e793::/64", GatewayIPv6},
+}
+
 // Env is a running control plane with an underlay.
 type Env struct {
 	// Dir holds the control plane's files, node files and logs.
@@ -84,11 +95,13 @@ func Start(ctx context.Context, dir, prefix, flanneld string) (env *Env, err err
 		return nil, err
 	}
 	e.UnderNS = e.under.Path()
-	if err := underlay.Bridge(e.UnderNS, "br0", GatewayIP+"/16", OtherGatewayIP+"/16"); err != nil {
+	if err := underlay.Bridge(e.UnderNS, "br0", GatewayIP+"/16", OtherGatewayIP+"/16", GatewayIPv6+"/64"); err != nil {
 		return nil, fmt.Errorf("setting up the underlay: %w", err)
 	}
-	if err := netns.SetSysctl(e.UnderNS, "net/ipv4/ip_forward", "1"); err != nil {
-		return nil, fmt.Errorf("setting up the underlay: %w", err)
+	for _, key := range []string{"net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"} {
+		if err := netns.SetSysctl(e.UnderNS, key, "1"); err != nil {
+			return nil, fmt.Errorf("setting up the underlay: %w", err)
+		}
 	}
 	e.CP, err = controlplane.Start(ctx, controlplane.Options{
 		Dir: filepath.Join(dir, "cp"), NetNS: e.UnderNS, AdvertiseIP: net.ParseIP(GatewayIP),
@@ -107,15 +120,27 @@ func Start(ctx context.Context, dir, prefix, flanneld string) (env *Env, err err
 	return e, nil
 }
 
-// AddNode creates a node namespace called name with eth0 = ip/16 on the
-// underlay and a default route via the bridge: 172.18.0.1 for addresses in
-// 172.18.0.0/16, else 172.20.0.1.
-func (e *Env) AddNode(name, ip string) (*Node, error) {
-	gw := GatewayIP
-	if !strings.HasPrefix(ip, "172.18.") {
-		gw = OtherGatewayIP
+// AddNode creates a node namespace called name with eth0 on the underlay
+// holding ip and the addresses more (of any family), each with the length
+// of its underlay subnet and a default route via that subnet's gateway:
+// 172.18.0.1 for 172.18.0.0/16, 172.20.0.1 for 172.20.0.0/16, GatewayIPv6
+// for fc00:f853:ccd:e793::/64.
+func (e *Env) AddNode(name, ip string, more ...string) (*Node, error) {
+	var addrs, gws []string
+	for _, a := range append([]string{ip}, more...) {
+		found := false
+		for _, s := range subnets {
+			if _, sub, _ := net.ParseCIDR(s.cidr); sub.Contains(net.ParseIP(a)) {
+				ones, _ := sub.Mask.Size()
+				addrs, gws = append(addrs, fmt.Sprintf("%s/%d", a, ones)), append(gws, s.gw)
+				found = true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("node %s: %s is on none of the underlay's subnets", name, a)
+		}
 	}
-	n := &Node{env: e, Name: name, IP: net.ParseIP(ip).To4(), NSName: e.Prefix + "-" + name, Dir: filepath.Join(e.Dir, name)}
+	n := &Node{env: e, Name: name, IP: net.ParseIP(ip), NSName: e.Prefix + "-" + name, Dir: filepath.Join(e.Dir, name)}
 	if err := os.MkdirAll(n.Dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -129,7 +154,7 @@ func (e *Env) AddNode(name, ip string) (*Node, error) {
 	if len(host) > 15 {
 		host = host[:15]
 	}
-	if err := underlay.Attach(e.UnderNS, "br0", host, n.NS, ip+"/16", gw); err != nil {
+	if err := underlay.Attach(e.UnderNS, "br0", host, n.NS, addrs, gws); err != nil {
 		return nil, fmt.Errorf("setting up node %s: %w", name, err)
 	}
 	return n, nil

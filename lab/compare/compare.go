@@ -40,6 +40,10 @@ type Options struct {
 	// RepoRoot is the Twill checkout; default found from the working
 	// directory.
 	RepoRoot string
+	// IPFamily is the labs' IP families (lab.Options.IPFamily); with
+	// "dual" every lab also measures IPv6 pod → pod against the IPv6
+	// underlay. Default "ipv4".
+	IPFamily string
 	// Tune also measures data-path settings (offloads on flannel.1 and the
 	// pods' veths) in the vxlan lab.
 	Tune bool
@@ -80,6 +84,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	if o.OutDir == "" {
 		o.OutDir = "compare-" + time.Now().UTC().Format("20060102-150405")
+	}
+	if o.IPFamily != "" && o.IPFamily != lab.IPv4 && o.IPFamily != lab.Dual {
+		return nil, fmt.Errorf("--ip-family %q: compare runs ipv4 or dual labs (dual adds the IPv6 rows)", o.IPFamily)
 	}
 	if os.Geteuid() != 0 {
 		return nil, errors.New("twill lab compare brings labs up and needs root: run it with sudo")
@@ -131,7 +138,7 @@ func runLab(ctx context.Context, o Options, p Plan, backend string) (_ *LabRun, 
 	}
 	logf("bringing up lab %q with backend %s", o.Name, backend)
 	start := time.Now()
-	c, err := lab.Up(ctx, lab.Options{Name: o.Name, Nodes: 3, CNI: "twill", Backend: backend, RepoRoot: o.RepoRoot, Log: o.Log})
+	c, err := lab.Up(ctx, lab.Options{Name: o.Name, Nodes: 3, CNI: "twill", Backend: backend, IPFamily: o.IPFamily, RepoRoot: o.RepoRoot, Log: o.Log})
 	defer func() {
 		logf("removing lab %q", o.Name)
 		if derr := lab.Down(context.WithoutCancel(ctx), o.Name); derr != nil {

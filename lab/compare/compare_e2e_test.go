@@ -12,13 +12,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twill-net/twill/family"
 	"github.com/twill-net/twill/internal/testenv/k8sbin"
 	"github.com/twill-net/twill/internal/testenv/netns"
 	"github.com/twill-net/twill/lab"
 )
 
-// TestCompareQuick runs `twill lab compare --quick` end to end: a vxlan and
-// a host-gw lab, each measured and removed.
+// TestCompareQuick runs `twill lab compare --quick --ip-family dual` end to
+// end: a vxlan and a host-gw lab, each measured over IPv4 and IPv6 and
+// removed. (Dual-stack pods get the narrower plane's MTU, IPv6 VXLAN's.)
 func TestCompareQuick(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("compare brings labs up and needs root; run as root (make test does)")
@@ -38,7 +40,7 @@ func TestCompareQuick(t *testing.T) {
 	})
 	out := t.TempDir()
 	var log bytes.Buffer
-	r, err := Run(ctx, Options{Name: name, Quick: true, OutDir: out, RepoRoot: root, Log: &log})
+	r, err := Run(ctx, Options{Name: name, Quick: true, IPFamily: lab.Dual, OutDir: out, RepoRoot: root, Log: &log})
 	if err != nil {
 		t.Fatalf("Run: %v\n%s", err, log.String())
 	}
@@ -51,10 +53,13 @@ func TestCompareQuick(t *testing.T) {
 	if len(r.Labs) != 2 || r.Labs[0].Backend != "vxlan" || r.Labs[1].Backend != "host-gw" {
 		t.Fatalf("labs measured: %+v, want vxlan then host-gw", r.Labs)
 	}
-	wantMTU := map[string]int{"underlay": 1500, "vxlan": 1450, "host-gw": 1500}
-	wantOverhead := map[string]int{"underlay": 0, "vxlan": 50, "host-gw": 0}
+	wantMTU := map[string]int{"underlay": 1500, "vxlan": 1430, "host-gw": 1500}
+	wantOverhead := map[string]int{"underlay": 0, "vxlan": 70, "host-gw": 0}
 	for _, l := range r.Labs {
-		for _, res := range []Result{l.Underlay, l.Overlay} {
+		if len(l.More) != 1 || l.More[0].Family != family.IPv6 {
+			t.Fatalf("%s lab: other families measured %+v, want IPv6", l.Backend, l.More)
+		}
+		for _, res := range []Result{l.Underlay, l.Overlay, l.More[0].Underlay, l.More[0].Overlay} {
 			if res.Median1() <= 0 || res.Median4() <= 0 || res.Bytes <= 0 {
 				t.Errorf("%s (%s lab) moved no data: 1 stream %v, 4 streams %v bit/s, %d bytes", res.Mode, l.Backend, res.Throughput1, res.Throughput4, res.Bytes)
 			}
@@ -82,8 +87,8 @@ func TestCompareQuick(t *testing.T) {
 		}
 	}
 	md, _ := os.ReadFile(filepath.Join(out, "report.md"))
-	if !strings.Contains(string(md), "**Headline:** vxlan/underlay = ") {
-		t.Errorf("report.md has no headline:\n%s", md)
+	if !strings.Contains(string(md), "**Headline:** vxlan/underlay = ") || !strings.Contains(string(md), "| vxlan IPv6 (pod → pod) | 1430 | 70 |") || !strings.Contains(string(md), "| host-gw IPv6 (pod → pod) | 1500 | 0 |") {
+		t.Errorf("report.md has no headline or no IPv6 rows:\n%s", md)
 	}
 	// Run removes its labs itself.
 	if _, err := os.Stat(filepath.Join(lab.StateRoot, name)); err == nil {

@@ -9,6 +9,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/twill-net/twill/bench/report"
+	"github.com/twill-net/twill/family"
 )
 
 func TestParseIperf(t *testing.T) {
@@ -75,8 +78,8 @@ func TestMedian(t *testing.T) {
 		xs   []float64
 		want float64
 	}{{nil, 0}, {[]float64{3}, 3}, {[]float64{5, 1, 3}, 3}, {[]float64{4, 1, 3, 2}, 2.5}} {
-		if got := median(tt.xs); got != tt.want {
-			t.Errorf("median(%v) = %v, want %v", tt.xs, got, tt.want)
+		if got := report.Median(tt.xs); got != tt.want {
+			t.Errorf("report.Median(%v) = %v, want %v", tt.xs, got, tt.want)
 		}
 	}
 }
@@ -199,6 +202,27 @@ func TestReportRendering(t *testing.T) {
 	b, _ := os.ReadFile(results)
 	if !strings.Contains(string(b), "## CNI plugin\n\nx\n") || !strings.Contains(string(b), "## Data path\n") || !strings.Contains(string(b), "### Settings tried") {
 		t.Errorf("RESULTS.md:\n%s", b)
+	}
+}
+
+// TestReportDualStackRows: a dual-stack lab's IPv6 measurements get rows
+// of their own, with ratios to the IPv6 underlay, and a headline part.
+func TestReportDualStackRows(t *testing.T) {
+	r := sampleReport()
+	l := &r.Labs[0]
+	v6 := func(mode string, mtu, over int, g float64) Result {
+		return Result{Mode: mode, MTU: mtu, Overhead: over, Throughput1: []float64{g * 1e9}, Throughput4: []float64{g * 1e9},
+			RTTs: []time.Duration{200 * time.Microsecond}, Sent: 1, BusySeconds: 1, Bytes: 1e9}
+	}
+	l.More = []FamilyRun{{Family: family.IPv6, Underlay: v6("underlay", 1500, 0, 8), Overlay: v6("vxlan", 1430, 70, 4)}}
+	if h := r.Headline(); !strings.Contains(h, "vxlan IPv6/underlay IPv6 = 0.50 (1 stream), 0.50 (4 streams)") {
+		t.Errorf("headline lacks the IPv6 ratio: %s", h)
+	}
+	md := r.Markdown()
+	for _, want := range []string{"| underlay IPv6 (node → node, vxlan lab) | 1500 | 0 | 8.00 |", "| vxlan IPv6 (pod → pod) | 1430 | 70 | 4.00 | 4.00 | **0.50 / 0.50** |"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
 	}
 }
 

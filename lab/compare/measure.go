@@ -8,10 +8,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/twill-net/twill/bench/report"
+	"github.com/twill-net/twill/family"
 	"github.com/twill-net/twill/lab"
 	"github.com/twill-net/twill/lab/images"
 )
@@ -44,10 +47,10 @@ type Result struct {
 }
 
 // Median1 and Median4 are the median throughputs in bits/s.
-func (r Result) Median1() float64 { return median(r.Throughput1) }
+func (r Result) Median1() float64 { return report.Median(r.Throughput1) }
 
 // Median4 is the median 4-stream throughput in bits/s.
-func (r Result) Median4() float64 { return median(r.Throughput4) }
+func (r Result) Median4() float64 { return report.Median(r.Throughput4) }
 
 // P50 and P99 are round-trip time percentiles.
 func (r Result) P50() time.Duration { return percentile(r.RTTs, 50) }
@@ -86,15 +89,38 @@ type LabRun struct {
 	// MasqSource the source address it left with.
 	InternetCapture Capture
 	MasqSource      net.IP
+	// More holds the same throughput and latency measurements over the
+	// lab's other IP families (a dual-stack lab: IPv6 pod → pod against
+	// the IPv6 underlay), between the same pods.
+	More []FamilyRun `json:",omitempty"`
 	// Tuning holds the data-path experiments (vxlan lab, full runs only).
 	Tuning []TuneResult
 	// Load is the machine's load average when the measurements ended.
 	Load string
 }
 
+// FamilyRun is what node-to-node and pod-to-pod traffic of one IP family
+// measured in a lab.
+type FamilyRun struct {
+	Family            family.Family
+	Underlay, Overlay Result
+}
+
 type podInfo struct {
 	name, node string
-	ip         net.IP
+	// ip is the pod's first address; ips all, one per family of the lab.
+	ip  net.IP
+	ips []net.IP
+}
+
+// ipOf is the pod's address of family f.
+func (p podInfo) ipOf(f family.Family) net.IP {
+	for _, ip := range p.ips {
+		if a, ok := netip.AddrFromSlice(ip); ok && family.Of(a) == f {
+			return ip
+		}
+	}
+	return nil
 }
 
 // measurer runs the measurements in one lab.
@@ -169,20 +195,24 @@ func (m *measurer) setup(ctx context.Context) error {
 		desc, _ := m.kubectl(ctx, "get", "pods", "-n", namespace, "-o", "wide")
 		return fmt.Errorf("measurement pods not Ready: %w\n%s", err, desc)
 	}
-	out, err := m.kubectl(ctx, "get", "pods", "-n", namespace, "-o", `jsonpath={range .items[*]}{.metadata.name} {.status.podIP}{"\n"}{end}`)
+	out, err := m.kubectl(ctx, "get", "pods", "-n", namespace, "-o", `jsonpath={range .items[*]}{.metadata.name} {.status.podIPs[*].ip}{"\n"}{end}`)
 	if err != nil {
 		return err
 	}
-	ips := map[string]net.IP{}
+	ips := map[string][]net.IP{}
 	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
-		if name, ip, ok := strings.Cut(l, " "); ok {
-			ips[name] = net.ParseIP(ip)
+		f := strings.Fields(l)
+		for _, s := range f[min(1, len(f)):] {
+			if ip := net.ParseIP(s); ip != nil {
+				ips[f[0]] = append(ips[f[0]], ip)
+			}
 		}
 	}
 	for _, p := range []*podInfo{&m.srv, &m.cli, &m.hsrv, &m.hcli} {
-		if p.ip = ips[p.name]; p.ip == nil {
-			return fmt.Errorf("pod %s has no IP:\n%s", p.name, out)
+		if p.ips = ips[p.name]; len(p.ips) != len(m.c.Families()) {
+			return fmt.Errorf("pod %s has the addresses %v, want one of each of %v:\n%s", p.name, p.ips, m.c.Families(), out)
 		}
+		p.ip = p.ips[0]
 	}
 	m.logf("pods ready: client %s on %s, server %s on %s", m.cli.ip, m.worker, m.srv.ip, m.worker2)
 	return nil
@@ -207,44 +237,16 @@ func (m *measurer) measure(ctx context.Context, backend string) (*LabRun, error)
 		Overlay:  Result{Mode: backend},
 		SrcNode:  m.hcli.ip, DstNode: m.hsrv.ip, SrcPod: m.cli.ip, DstPod: m.srv.ip,
 	}
-	modes := []struct {
-		res      *Result
-		cli, srv podInfo
-	}{{&run.Underlay, m.hcli, m.hsrv}, {&run.Overlay, m.cli, m.srv}}
-	for _, md := range modes {
-		out, err := m.podExec(ctx, md.cli, "cat", "/sys/class/net/eth0/mtu")
-		if err != nil {
-			return run, fmt.Errorf("reading the MTU: %w", err)
-		}
-		if md.res.MTU, err = parseMTU(out); err != nil {
+	fams := m.c.Families()
+	if err := m.measurePair(ctx, fams[0], &run.Underlay, &run.Overlay); err != nil {
+		return run, err
+	}
+	for _, f := range fams[1:] {
+		fr := FamilyRun{Family: f, Underlay: Result{Mode: "underlay"}, Overlay: Result{Mode: backend}}
+		if err := m.measurePair(ctx, f, &fr.Underlay, &fr.Overlay); err != nil {
 			return run, err
 		}
-	}
-	run.Overlay.Overhead = run.Underlay.MTU - run.Overlay.MTU
-	for round := 0; round < m.p.Rounds; round++ {
-		for _, streams := range []int{1, 4} {
-			for _, md := range modes {
-				bps, err := m.iperf(ctx, md.cli, md.srv.ip, streams, m.p.Seconds, md.res)
-				if err != nil {
-					return run, err
-				}
-				if streams == 1 {
-					md.res.Throughput1 = append(md.res.Throughput1, bps)
-				} else {
-					md.res.Throughput4 = append(md.res.Throughput4, bps)
-				}
-				m.logf("%s %d stream(s), round %d: %.2f Gbit/s", md.res.Mode, streams, round+1, bps/1e9)
-			}
-		}
-	}
-	for _, md := range modes {
-		out, err := m.podExec(ctx, md.cli, "ping", "-n", "-c", fmt.Sprint(m.p.Pings), "-i", m.p.Interval, "-W", "2", md.srv.ip.String())
-		md.res.RTTs = parsePingTimes(out)
-		md.res.Sent = m.p.Pings
-		if len(md.res.RTTs) == 0 {
-			return run, fmt.Errorf("ping %s from %s: no answer: %v", md.srv.ip, md.cli.name, err)
-		}
-		m.logf("%s ping: p50 %s p99 %s (%d/%d answered)", md.res.Mode, md.res.P50(), md.res.P99(), len(md.res.RTTs), md.res.Sent)
+		run.More = append(run.More, fr)
 	}
 
 	var err error
@@ -259,6 +261,8 @@ func (m *measurer) measure(ctx context.Context, backend string) (*LabRun, error)
 	run.Encap = classifyPodCapture(run.PodCapture.Output, m.hcli.ip, m.hsrv.ip, m.cli.ip, m.srv.ip)
 	m.logf("on the wire: vxlan=%v plain=%v", run.Encap.VXLAN, run.Encap.Plain)
 
+	// The internet of the lab's first family: the capture's "icmp" is
+	// IPv4's (compare runs ipv4 and dual labs).
 	filter = fmt.Sprintf("icmp and host %s", lab.InternetIP)
 	run.InternetCapture, err = m.capture(ctx, filter, 2, func() error {
 		_, err := m.podExec(ctx, m.cli, "ping", "-n", "-c", "4", "-i", "0.2", "-W", "2", lab.InternetIP.String())
@@ -270,6 +274,53 @@ func (m *measurer) measure(ctx context.Context, backend string) (*LabRun, error)
 	run.MasqSource = masqueradedSource(run.InternetCapture.Output, lab.InternetIP)
 	m.logf("pod → %s leaves with source %v", lab.InternetIP, run.MasqSource)
 	return run, nil
+}
+
+// measurePair measures, over family f, the underlay (node → node) and the
+// overlay (pod → pod), the two taking turns so drifting load hits both
+// alike: MTU, throughput with 1 and 4 streams, ping round trips.
+func (m *measurer) measurePair(ctx context.Context, f family.Family, under, over *Result) error {
+	modes := []struct {
+		res      *Result
+		cli, srv podInfo
+	}{{under, m.hcli, m.hsrv}, {over, m.cli, m.srv}}
+	for _, md := range modes {
+		out, err := m.podExec(ctx, md.cli, "cat", "/sys/class/net/eth0/mtu")
+		if err != nil {
+			return fmt.Errorf("reading the MTU: %w", err)
+		}
+		if md.res.MTU, err = parseMTU(out); err != nil {
+			return err
+		}
+	}
+	over.Overhead = under.MTU - over.MTU
+	for round := 0; round < m.p.Rounds; round++ {
+		for _, streams := range []int{1, 4} {
+			for _, md := range modes {
+				bps, err := m.iperf(ctx, md.cli, md.srv.ipOf(f), streams, m.p.Seconds, md.res)
+				if err != nil {
+					return err
+				}
+				if streams == 1 {
+					md.res.Throughput1 = append(md.res.Throughput1, bps)
+				} else {
+					md.res.Throughput4 = append(md.res.Throughput4, bps)
+				}
+				m.logf("%s %s %d stream(s), round %d: %.2f Gbit/s", md.res.Mode, f, streams, round+1, bps/1e9)
+			}
+		}
+	}
+	for _, md := range modes {
+		dst := md.srv.ipOf(f)
+		out, err := m.podExec(ctx, md.cli, "ping", "-n", "-c", fmt.Sprint(m.p.Pings), "-i", m.p.Interval, "-W", "2", dst.String())
+		md.res.RTTs = parsePingTimes(out)
+		md.res.Sent = m.p.Pings
+		if len(md.res.RTTs) == 0 {
+			return fmt.Errorf("ping %s from %s: no answer: %v", dst, md.cli.name, err)
+		}
+		m.logf("%s %s ping: p50 %s p99 %s (%d/%d answered)", md.res.Mode, f, md.res.P50(), md.res.P99(), len(md.res.RTTs), md.res.Sent)
+	}
+	return nil
 }
 
 // iperf runs one iperf3 client in cli against dst and adds the machine's

@@ -125,6 +125,12 @@ func (r *Report) rows() []row {
 		rows = append(rows,
 			row{label: "underlay (node → node, " + l.Backend + " lab)", res: l.Underlay},
 			row{label: l.Backend + " (pod → pod)", res: l.Overlay, base: &l.Underlay})
+		for j := range l.More {
+			fr := &l.More[j]
+			rows = append(rows,
+				row{label: fmt.Sprintf("underlay %s (node → node, %s lab)", fr.Family, l.Backend), res: fr.Underlay},
+				row{label: fmt.Sprintf("%s %s (pod → pod)", l.Backend, fr.Family), res: fr.Overlay, base: &fr.Underlay})
+		}
 	}
 	return rows
 }
@@ -146,7 +152,7 @@ func pairedRatio(over, under []float64) string {
 	if len(rs) == 0 {
 		return "-"
 	}
-	return fmt.Sprintf("%.2f", median(rs))
+	return fmt.Sprintf("%.2f", report.Median(rs))
 }
 
 // Headline returns the overlay/underlay throughput ratios, the figures
@@ -156,6 +162,10 @@ func (r *Report) Headline() string {
 	for _, l := range r.Labs {
 		parts = append(parts, fmt.Sprintf("%s/underlay = %s (1 stream), %s (4 streams)", l.Backend,
 			pairedRatio(l.Overlay.Throughput1, l.Underlay.Throughput1), pairedRatio(l.Overlay.Throughput4, l.Underlay.Throughput4)))
+		for _, fr := range l.More {
+			parts = append(parts, fmt.Sprintf("%s %s/underlay %s = %s (1 stream), %s (4 streams)", l.Backend, fr.Family, fr.Family,
+				pairedRatio(fr.Overlay.Throughput1, fr.Underlay.Throughput1), pairedRatio(fr.Overlay.Throughput4, fr.Underlay.Throughput4)))
+		}
 	}
 	return strings.Join(parts, "; ")
 }

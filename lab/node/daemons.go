@@ -3,8 +3,10 @@ package node
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -134,7 +136,7 @@ imageGCLowThresholdPercent: 99
 syncFrequency: 10s
 fileCheckFrequency: 10s
 nodeStatusUpdateFrequency: 4s
-`, o.CgroupRoot, ContainerdSocket, n.IP, o.ClientCAFile, o.CertFile, o.KeyFile, taints, resolv)
+`, o.CgroupRoot, ContainerdSocket, n.IPs[0], o.ClientCAFile, o.CertFile, o.KeyFile, taints, resolv)
 	path := filepath.Join(n.Dir, "kubelet.yaml")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return fmt.Errorf("writing kubelet config: %w", err)
@@ -143,13 +145,27 @@ nodeStatusUpdateFrequency: 4s
 		"--config="+path,
 		"--kubeconfig="+o.Kubeconfig,
 		"--hostname-override="+n.Name,
-		"--node-ip="+n.IP.String(),
+		"--node-ip="+joinIPs(n.IPs),
 	)
 }
 
-// StartKubeProxy writes kube-proxy's configuration (iptables mode) and
-// starts it.
-func (n *Node) StartKubeProxy(bin, kubeconfig, clusterCIDR string, cgroups []string) error {
+// joinIPs is kubelet's --node-ip for a node with addresses ips: one, or a
+// dual-stack pair, comma-separated.
+func joinIPs(ips []net.IP) string {
+	s := make([]string, len(ips))
+	for i, ip := range ips {
+		s[i] = ip.String()
+	}
+	return strings.Join(s, ",")
+}
+
+// StartKubeProxy writes kube-proxy's configuration (iptables mode, one
+// proxier per family of clusterCIDRs) and starts it.
+func (n *Node) StartKubeProxy(bin, kubeconfig string, clusterCIDRs []string, cgroups []string) error {
+	healthz := "0.0.0.0:10256"
+	if ip := n.IPs[0]; ip.To4() == nil {
+		healthz = "[::]:10256"
+	}
 	conf := fmt.Sprintf(`apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection:
@@ -157,7 +173,7 @@ clientConnection:
 mode: iptables
 clusterCIDR: %s
 hostnameOverride: %s
-healthzBindAddress: 0.0.0.0:10256
+healthzBindAddress: %q
 metricsBindAddress: 127.0.0.1:10249
 # Zero leaves the host-wide conntrack sysctls alone: nodes share a kernel.
 conntrack:
@@ -165,7 +181,7 @@ conntrack:
   min: 0
   tcpEstablishedTimeout: 0s
   tcpCloseWaitTimeout: 0s
-`, kubeconfig, clusterCIDR, n.Name)
+`, kubeconfig, strings.Join(clusterCIDRs, ","), n.Name, healthz)
 	path := filepath.Join(n.Dir, "kube-proxy.yaml")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return fmt.Errorf("writing kube-proxy config: %w", err)

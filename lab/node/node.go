@@ -46,8 +46,9 @@ var Daemons = []string{"containerd", "kubelet", "kube-proxy"}
 type Node struct {
 	// Name is the node's hostname and Kubernetes name.
 	Name string
-	// IP is the node's underlay address.
-	IP net.IP
+	// IPs are the node's underlay addresses, the primary one (kubelet's
+	// address) first.
+	IPs []net.IP
 	// Dir holds the node's private directories, configs, logs, PID files.
 	Dir string
 	// NetNS, MountNS and UTSNS are the namespace files.
@@ -57,9 +58,9 @@ type Node struct {
 // New describes the node called name whose files live in dir and whose
 // mount and UTS namespace files live in nsDir (a private mount, see
 // PrivateMount); the network namespace at netNS must exist.
-func New(name string, ip net.IP, dir, nsDir, netNS string) *Node {
+func New(name string, ips []net.IP, dir, nsDir, netNS string) *Node {
 	return &Node{
-		Name: name, IP: ip, Dir: dir, NetNS: netNS,
+		Name: name, IPs: ips, Dir: dir, NetNS: netNS,
 		MountNS: filepath.Join(nsDir, name+".mnt"),
 		UTSNS:   filepath.Join(nsDir, name+".uts"),
 	}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twill-net/twill/family"
 	"github.com/twill-net/twill/lab"
 	"github.com/twill-net/twill/lab/images"
 )
@@ -26,18 +27,35 @@ const (
 	flannelNamespace = "kube-flannel"
 	flannelDaemonSet = "kube-flannel-ds"
 	flannelConfigMap = "kube-flannel-cfg"
-	// clusterNetwork is the manifest's pod network.
-	clusterNetwork = "10.244.0.0/16"
 	// opTimeout bounds a single kubectl or node command.
 	opTimeout = 2 * time.Minute
 )
 
-// internetIP is the lab's stand-in for a host on the internet, behind the
-// underlay gateway, and internetCIDR its network.
-var (
-	internetIP   = lab.InternetIP.String()
-	internetCIDR = (&net.IPNet{IP: lab.InternetIP.Mask(net.CIDRMask(24, 32)), Mask: net.CIDRMask(24, 32)}).String()
-)
+// families are the IP families of the lab under test, IPv4 first.
+func families() []family.Family { return suite.cluster.Families() }
+
+// internetAddr is the lab's internet host of family f.
+func internetAddr(f family.Family) string { return lab.InternetAddr(f).String() }
+
+// ipOf returns the address of family f in ips, nil if there is none.
+func ipOf(ips []net.IP, f family.Family) net.IP {
+	for _, ip := range ips {
+		if (ip.To4() != nil) == (f == family.IPv4) {
+			return ip
+		}
+	}
+	return nil
+}
+
+// cidrOf returns the CIDR of family f in cidrs, nil if there is none.
+func cidrOf(cidrs []*net.IPNet, f family.Family) *net.IPNet {
+	for _, c := range cidrs {
+		if (c.IP.To4() != nil) == (f == family.IPv4) {
+			return c
+		}
+	}
+	return nil
+}
 
 // cluster returns the lab under test, or skips the test when there is none.
 func cluster(t *testing.T) *lab.Cluster {
@@ -110,7 +128,11 @@ type nodeInfo struct {
 	Name       string
 	InternalIP net.IP
 	PodCIDR    *net.IPNet
-	Ready      bool
+	// InternalIPs and PodCIDRs are the node's addresses and podCIDRs, one
+	// per family, InternalIP and PodCIDR first.
+	InternalIPs []net.IP
+	PodCIDRs    []*net.IPNet
+	Ready       bool
 	// Annotations are the node's annotations, flanneld's among them.
 	Annotations map[string]string
 }
@@ -126,7 +148,8 @@ func nodes(t *testing.T) []nodeInfo {
 				Annotations map[string]string `json:"annotations"`
 			} `json:"metadata"`
 			Spec struct {
-				PodCIDR string `json:"podCIDR"`
+				PodCIDR  string   `json:"podCIDR"`
+				PodCIDRs []string `json:"podCIDRs"`
 			} `json:"spec"`
 			Status struct {
 				Addresses []struct {
@@ -153,9 +176,20 @@ func nodes(t *testing.T) []nodeInfo {
 			}
 			n.PodCIDR = cidr
 		}
+		for _, c := range it.Spec.PodCIDRs {
+			_, cidr, err := net.ParseCIDR(c)
+			if err != nil {
+				t.Fatalf("node %s has podCIDRs %q: %v", n.Name, it.Spec.PodCIDRs, err)
+			}
+			n.PodCIDRs = append(n.PodCIDRs, cidr)
+		}
 		for _, a := range it.Status.Addresses {
 			if a.Type == "InternalIP" {
-				n.InternalIP = net.ParseIP(a.Address)
+				ip := net.ParseIP(a.Address)
+				if n.InternalIP == nil {
+					n.InternalIP = ip
+				}
+				n.InternalIPs = append(n.InternalIPs, ip)
 			}
 		}
 		for _, c := range it.Status.Conditions {
@@ -178,7 +212,7 @@ func readyNodes(t *testing.T, want int, timeout time.Duration) []nodeInfo {
 		ns = nodes(t)
 		var ready []string
 		for _, n := range ns {
-			if n.Ready && n.PodCIDR != nil {
+			if n.Ready && n.PodCIDR != nil && len(n.PodCIDRs) == len(families()) {
 				ready = append(ready, n.Name)
 			}
 		}
@@ -195,6 +229,8 @@ type pod struct {
 	Name string
 	Node string
 	IP   net.IP
+	// IPs are its addresses, one per family of the lab, IP first.
+	IPs []net.IP
 }
 
 // pods keeps one long-lived netshoot pod per node, made on first use and
@@ -262,12 +298,18 @@ func runPod(t *testing.T, name, node string) pod {
 		desc, _ := kubectlErr("describe", "pod", "-n", testNamespace, name)
 		t.Fatalf("pod %s on %s not Ready: %v\n%s\n%s", name, node, err, out, desc)
 	}
-	ipOut := strings.TrimSpace(kubectl(t, "get", "pod", "-n", testNamespace, name, "-o", "jsonpath={.status.podIP}"))
-	ip := net.ParseIP(ipOut)
-	if ip == nil {
-		t.Fatalf("pod %s on %s has no IP (got %q)", name, node, ipOut)
+	ipOut := strings.TrimSpace(kubectl(t, "get", "pod", "-n", testNamespace, name, "-o", "jsonpath={.status.podIPs[*].ip}"))
+	p := pod{Name: name, Node: node}
+	for _, s := range strings.Fields(ipOut) {
+		if ip := net.ParseIP(s); ip != nil {
+			p.IPs = append(p.IPs, ip)
+		}
 	}
-	return pod{Name: name, Node: node, IP: ip}
+	if len(p.IPs) != len(families()) {
+		t.Fatalf("pod %s on %s has the addresses %q, want one of each family %v", name, node, ipOut, families())
+	}
+	p.IP = p.IPs[0]
+	return p
 }
 
 // podExec runs a command in a test pod.
@@ -311,8 +353,8 @@ func ping(t *testing.T, p pod, ip net.IP, count int) {
 	}
 }
 
-// podsOnNode lists "namespace/name ip" of the running pods on node that use
-// the pod network (not hostNetwork).
+// podsOnNode lists "namespace/name ip…" (every address of the pod) of the
+// running pods on node that use the pod network (not hostNetwork).
 func podsOnNode(t *testing.T, node string) []string {
 	t.Helper()
 	out := kubectl(t, "get", "pods", "-A", "-o", "json", "--field-selector", "spec.nodeName="+node+",status.phase=Running")
@@ -326,7 +368,9 @@ func podsOnNode(t *testing.T, node string) []string {
 				HostNetwork bool `json:"hostNetwork"`
 			} `json:"spec"`
 			Status struct {
-				PodIP string `json:"podIP"`
+				PodIPs []struct {
+					IP string `json:"ip"`
+				} `json:"podIPs"`
 			} `json:"status"`
 		} `json:"items"`
 	}
@@ -336,7 +380,11 @@ func podsOnNode(t *testing.T, node string) []string {
 	var res []string
 	for _, it := range list.Items {
 		if !it.Spec.HostNetwork {
-			res = append(res, it.Metadata.Namespace+"/"+it.Metadata.Name+" "+it.Status.PodIP)
+			l := it.Metadata.Namespace + "/" + it.Metadata.Name
+			for _, ip := range it.Status.PodIPs {
+				l += " " + ip.IP
+			}
+			res = append(res, l)
 		}
 	}
 	return res

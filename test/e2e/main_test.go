@@ -114,8 +114,9 @@ func supervise(m *testing.M) int {
 	}
 }
 
-// setUp brings up a fresh 3-node lab (lab.Up builds the images it lacks),
-// removing whatever an earlier, interrupted run left behind.
+// setUp brings up a fresh 3-node dual-stack lab (lab.Up builds the images
+// it lacks), removing whatever an earlier, interrupted run left behind.
+// Dual-stack, so that every check runs for IPv4 and IPv6 on one lab.
 func setUp(ctx context.Context, log io.Writer) error {
 	if err := lab.Down(ctx, labName); err != nil {
 		return fmt.Errorf("removing a previous lab %q: %w", labName, err)
@@ -125,6 +126,7 @@ func setUp(ctx context.Context, log io.Writer) error {
 		Nodes:    3,
 		CNI:      "twill",
 		Backend:  "vxlan",
+		IPFamily: lab.Dual,
 		RepoRoot: suite.repoRoot,
 		Log:      log,
 	})

@@ -619,7 +619,7 @@ func (f *mfFlanneld) stop(t *testing.T) string {
 func mfStartFlanneld(t *testing.T, ctx context.Context, m *mfObjects, nsPath, dir, bin, kubeconfig, nodeName string) *mfFlanneld {
 	t.Helper()
 	ip := net.ParseIP("172.18.0.10").To4()
-	err := underlay.Connect(underlay.End{NS: nsPath, Name: "twl0", Addr: ip.String() + "/16"}, underlay.End{NS: nsPath, Name: "twl1"})
+	err := underlay.Connect(underlay.End{NS: nsPath, Name: "twl0", Addrs: []string{ip.String() + "/16"}}, underlay.End{NS: nsPath, Name: "twl1"})
 	if err != nil {
 		t.Fatalf("making the node's interface: %v", err)
 	}

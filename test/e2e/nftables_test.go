@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twill-net/twill/family"
 	"github.com/twill-net/twill/internal/testenv/netns"
 	"github.com/twill-net/twill/internal/testenv/underlay"
 )
@@ -93,12 +94,12 @@ func testNFTablesMode(t *testing.T) {
 			nodeIP = n.InternalIP.String()
 		}
 	}
-	out, err := internetCapture(t, a)
+	out, err := internetCapture(t, a, family.IPv4)
 	if err != nil {
 		t.Fatalf("pod-to-internet traffic gets no answer in nftables mode: %v\n%s", err, out)
 	}
-	if want := "IP " + nodeIP + " > " + internetIP + ": ICMP echo request"; !strings.Contains(out, want) {
-		t.Errorf("at %s want %q (masqueraded by nftables), saw:\n%s", internetIP, want, out)
+	if want := "IP " + nodeIP + " > " + internetAddr(family.IPv4) + ": ICMP echo request"; !strings.Contains(out, want) {
+		t.Errorf("at %s want %q (masqueraded by nftables), saw:\n%s", internetAddr(family.IPv4), want, out)
 	}
 	_, _ = nodeExecErr(w1, "conntrack", "-D", "-d", underlayGateway)
 	out = capture(t, onUnderlay(), "br0", "icmp and dst host "+underlayGateway, 2, 10*time.Second, nil, func() {
@@ -171,7 +172,7 @@ func testGuard(t *testing.T, a, b pod) {
 	}
 	t.Cleanup(func() { _ = stranger.Close() })
 	port := fmt.Sprintf("vstr%d", os.Getpid()%100000)
-	if err := underlay.Attach(suite.cluster.UnderlayNetNS(), "br0", port, stranger.Path(), strangerIP+"/16", underlayGateway); err != nil {
+	if err := underlay.Attach(suite.cluster.UnderlayNetNS(), "br0", port, stranger.Path(), []string{strangerIP + "/16"}, []string{underlayGateway}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = underlay.Detach(suite.cluster.UnderlayNetNS(), port) })

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,6 +20,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/twill-net/twill/doctor"
+	"github.com/twill-net/twill/family"
 	"github.com/twill-net/twill/internal/testenv/proc"
 	"github.com/twill-net/twill/status"
 )
@@ -120,7 +122,7 @@ func TestDoctor(t *testing.T) {
 
 	peerIP := map[string]string{}
 	var peerMAC string
-	for _, o := range overlayNodes(t) {
+	for _, o := range overlayNodes(t, family.IPv4) {
 		peerIP[o.Name] = o.IP.String()
 		if o.Name == w2 {
 			peerMAC = o.VtepMAC
@@ -367,11 +369,15 @@ func TestStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !view.OK() || len(view.Nodes) != len(ns) || strings.Join(view.Network, ",") != clusterNetwork {
+	var want []string
+	for _, p := range specsOf(families()) {
+		want = append(want, p.Network)
+	}
+	if !view.OK() || len(view.Nodes) != len(ns) || strings.Join(view.Network, ",") != strings.Join(want, ",") {
 		t.Errorf("view: network %v, problems %q, %d nodes", view.Network, view.Problems, len(view.Nodes))
 	}
 	for _, n := range view.Nodes {
-		if n.Lease != "valid" || n.Flanneld != "ready" || len(n.VTEPMACs) != 1 || n.VTEPMACs[0] == "" || n.Backend != "vxlan" {
+		if n.Lease != "valid" || n.Flanneld != "ready" || len(n.VTEPMACs) != len(want) || slices.Contains(n.VTEPMACs, "") || n.Backend != "vxlan" {
 			t.Errorf("node %+v", n)
 		}
 	}

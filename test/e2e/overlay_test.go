@@ -6,13 +6,18 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os/exec"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/twill-net/twill/family"
+	"github.com/twill-net/twill/lab"
 )
 
 // TestOverlay checks the overlay end to end on one lab. The subtests run in
@@ -27,7 +32,9 @@ func TestOverlay(t *testing.T) {
 	t.Run("HostState", testHostState)
 	t.Run("VXLANOnTheWire", testVXLANOnTheWire)
 	t.Run("PodToInternetMasqueraded", testPodToInternetMasqueraded)
+	t.Run("ServiceEveryFamily", testServiceEveryFamily)
 	// From here on the tests change the cluster.
+	t.Run("VXLANDeviceRecreated", testVXLANDeviceRecreated)
 	t.Run("RollingRestartLosesNoPackets", testRollingRestart)
 	t.Run("NoMasqueradeCIDRs", testNoMasqueradeCIDRs)
 	t.Run("NFTablesModeAndGuard", testNFTablesMode)
@@ -56,6 +63,9 @@ func workers(t *testing.T) (string, string) {
 	return names[0], names[1]
 }
 
+// testPodToPod: every pod has an address of each of the lab's families,
+// inside its node's podCIDR of that family, and pods on two nodes reach
+// each other over every family.
 func testPodToPod(t *testing.T) {
 	w1, w2 := workers(t)
 	a, b := podOn(t, w1), podOn(t, w2)
@@ -63,62 +73,82 @@ func testPodToPod(t *testing.T) {
 	for _, n := range nodes(t) {
 		byName[n.Name] = n
 	}
-	for _, p := range []pod{a, b} {
-		if cidr := byName[p.Node].PodCIDR; cidr == nil || !cidr.Contains(p.IP) {
-			t.Errorf("pod %s has IP %s, outside its node %s's podCIDR %v", p.Name, p.IP, p.Node, cidr)
+	for _, f := range families() {
+		for _, p := range []pod{a, b} {
+			if ip, cidr := ipOf(p.IPs, f), cidrOf(byName[p.Node].PodCIDRs, f); cidr == nil || ip == nil || !cidr.Contains(ip) {
+				t.Errorf("pod %s has the %s address %v, outside its node %s's podCIDR %v", p.Name, f, ip, p.Node, cidr)
+			}
 		}
 	}
-	ping(t, a, b.IP, 3)
-	ping(t, b, a.IP, 3)
+	for _, f := range families() {
+		ping(t, a, ipOf(b.IPs, f), 3)
+		ping(t, b, ipOf(a.IPs, f), 3)
+	}
 }
 
-// overlayNodes reads every node's facts: address and podCIDR from the API,
-// VTEP MAC from its flannel.1 device.
-func overlayNodes(t *testing.T) []overlayNode {
+// overlayNodes reads every node's facts in family f: address and podCIDR
+// from the API, VTEP MAC from the family's VXLAN device.
+func overlayNodes(t *testing.T, f family.Family) []overlayNode {
 	t.Helper()
+	dev := planeSpecs[f].Dev
 	var res []overlayNode
 	for _, n := range nodes(t) {
-		if n.PodCIDR == nil || n.InternalIP == nil {
-			t.Fatalf("node %s has podCIDR %v, InternalIP %v; want both", n.Name, n.PodCIDR, n.InternalIP)
+		ip, cidr := ipOf(n.InternalIPs, f), cidrOf(n.PodCIDRs, f)
+		if cidr == nil || ip == nil {
+			t.Fatalf("node %s has the %s podCIDR %v, InternalIP %v; want both", n.Name, f, cidr, ip)
 		}
-		out := nodeExec(t, n.Name, "ip", "-j", "link", "show", "flannel.1")
+		out := nodeExec(t, n.Name, "ip", "-j", "link", "show", dev)
 		var links []ipLink
 		if err := json.Unmarshal([]byte(out), &links); err != nil || len(links) != 1 {
-			t.Fatalf("on node %s: ip -j link show flannel.1: %v\n%s", n.Name, err, out)
+			t.Fatalf("on node %s: ip -j link show %s: %v\n%s", n.Name, dev, err, out)
 		}
-		res = append(res, overlayNode{Name: n.Name, IP: n.InternalIP, PodCIDR: n.PodCIDR, VtepMAC: links[0].Address})
+		res = append(res, overlayNode{Name: n.Name, IP: ip, PodCIDR: cidr, VtepMAC: links[0].Address})
 	}
 	return res
 }
 
-// hostStateProblems checks every node's kernel state against all others,
-// and returns the problems found, each prefixed with its node.
+// hostStateProblems checks every node's kernel state, in every family of
+// the lab, against all others, and returns the problems found, each
+// prefixed with its node.
 func hostStateProblems(t *testing.T) []string {
 	t.Helper()
-	all := overlayNodes(t)
+	specs := specsOf(families())
+	byFam := map[family.Family][]overlayNode{}
+	for _, s := range specs {
+		byFam[s.Fam] = overlayNodes(t, s.Fam)
+	}
 	var problems []string
-	for _, self := range all {
-		var peers []overlayNode
-		for _, o := range all {
-			if o.Name != self.Name {
-				peers = append(peers, o)
-			}
-		}
-		out, err := nodeExecErr(self.Name, "sh", "-c", hostStateScript)
+	for i, n := range byFam[specs[0].Fam] {
+		out, err := nodeExecErr(n.Name, "sh", "-c", hostStateScript(specs))
 		if err != nil {
-			problems = append(problems, fmt.Sprintf("%s: reading state: %v: %s", self.Name, err, out))
+			problems = append(problems, fmt.Sprintf("%s: reading state: %v: %s", n.Name, err, out))
 			continue
 		}
-		st, errs := parseHostState(out)
+		st, errs := parseHostState(out, specs)
 		for _, e := range errs {
-			problems = append(problems, fmt.Sprintf("%s: %v", self.Name, e))
+			problems = append(problems, fmt.Sprintf("%s: %v", n.Name, e))
 		}
 		var podIPs []string
-		for _, p := range podsOnNode(t, self.Name) {
-			podIPs = append(podIPs, p[strings.LastIndexByte(p, ' ')+1:])
+		pods := podsOnNode(t, n.Name)
+		for _, p := range pods {
+			podIPs = append(podIPs, strings.Fields(p)[1:]...)
 		}
-		for _, p := range append(checkHostState(self, peers, clusterNetwork, st), checkBridge(self, podIPs, st)...) {
-			problems = append(problems, self.Name+": "+p)
+		var selves []overlayNode
+		found := checkSubnetEnv(specs, st)
+		for _, s := range specs {
+			all := byFam[s.Fam]
+			self := all[i]
+			var peers []overlayNode
+			for _, o := range all {
+				if o.Name != self.Name {
+					peers = append(peers, o)
+				}
+			}
+			selves = append(selves, self)
+			found = append(found, checkHostState(self, peers, s, st)...)
+		}
+		for _, p := range append(found, checkBridge(selves, len(pods), podIPs, st)...) {
+			problems = append(problems, n.Name+": "+p)
 		}
 	}
 	return problems
@@ -130,13 +160,13 @@ func testHostState(t *testing.T) {
 	for _, n := range ns {
 		podOn(t, n.Name)
 	}
-	labIPs := map[string]string{}
+	labIPs := map[string][]net.IP{}
 	for _, n := range suite.cluster.Nodes {
-		labIPs[n.Name] = n.IP.String()
+		labIPs[n.Name] = n.Addrs()
 	}
 	for _, n := range ns {
-		if ip, ok := labIPs[n.Name]; ok && ip != n.InternalIP.String() {
-			t.Errorf("node %s: InternalIP %s differs from the lab's eth0 address %s", n.Name, n.InternalIP, ip)
+		if ips, ok := labIPs[n.Name]; ok && fmt.Sprint(ips) != fmt.Sprint(n.InternalIPs) {
+			t.Errorf("node %s: InternalIPs %v differ from the lab's eth0 addresses %v", n.Name, n.InternalIPs, ips)
 		}
 	}
 	took := eventually(t, 30*time.Second, time.Second, "every node's overlay state", func() error {
@@ -147,27 +177,42 @@ func testHostState(t *testing.T) {
 	})
 	t.Logf("host state correct on %d nodes (converged after %v)", len(ns), took.Round(time.Millisecond))
 
-	// flanneld's node annotations agree with the kernel.
-	macs := map[string]string{}
-	for _, o := range overlayNodes(t) {
-		macs[o.Name] = o.VtepMAC
+	// flanneld's node annotations agree with the kernel, under flannel's
+	// keys for each family.
+	keys := map[family.Family]struct{ data, publicIP string }{
+		family.IPv4: {"flannel.alpha.coreos.com/backend-data", "flannel.alpha.coreos.com/public-ip"},
+		family.IPv6: {"flannel.alpha.coreos.com/backend-v6-data", "flannel.alpha.coreos.com/public-ipv6"},
+	}
+	for _, f := range families() {
+		macs := map[string]string{}
+		for _, o := range overlayNodes(t, f) {
+			macs[o.Name] = o.VtepMAC
+		}
+		k := keys[f]
+		for _, n := range nodes(t) {
+			a := n.Annotations
+			var bd struct {
+				VNI     int
+				VtepMAC string
+			}
+			if err := json.Unmarshal([]byte(a[k.data]), &bd); err != nil {
+				t.Errorf("node %s: annotation %s %q: %v", n.Name, k.data, a[k.data], err)
+			} else if bd.VNI != 1 || !strings.EqualFold(bd.VtepMAC, macs[n.Name]) {
+				t.Errorf("node %s: %s = %+v, want VNI 1 and VtepMAC %s (%s's)", n.Name, k.data, bd, macs[n.Name], planeSpecs[f].Dev)
+			}
+			if got, want := a[k.publicIP], ipOf(n.InternalIPs, f).String(); got != want {
+				t.Errorf("node %s: annotation %s = %q, want %s", n.Name, k.publicIP, got, want)
+			}
+		}
 	}
 	for _, n := range nodes(t) {
-		a := n.Annotations
-		var bd struct {
-			VNI     int
-			VtepMAC string
-		}
-		if err := json.Unmarshal([]byte(a["flannel.alpha.coreos.com/backend-data"]), &bd); err != nil {
-			t.Errorf("node %s: annotation backend-data %q: %v", n.Name, a["flannel.alpha.coreos.com/backend-data"], err)
-		} else if bd.VNI != 1 || !strings.EqualFold(bd.VtepMAC, macs[n.Name]) {
-			t.Errorf("node %s: backend-data = %+v, want VNI 1 and VtepMAC %s (flannel.1's)", n.Name, bd, macs[n.Name])
-		}
-		if got := a["flannel.alpha.coreos.com/backend-type"]; got != "vxlan" {
+		if got := n.Annotations["flannel.alpha.coreos.com/backend-type"]; got != "vxlan" {
 			t.Errorf("node %s: annotation backend-type = %q, want vxlan", n.Name, got)
 		}
-		if got := a["flannel.alpha.coreos.com/public-ip"]; got != n.InternalIP.String() {
-			t.Errorf("node %s: annotation public-ip = %q, want %s", n.Name, got, n.InternalIP)
+		for _, f := range family.All {
+			if v, ok := n.Annotations[keys[f].data]; ok && !slices.Contains(families(), f) {
+				t.Errorf("node %s: annotation %s = %q on a lab without %s", n.Name, keys[f].data, v, f)
+			}
 		}
 	}
 }
@@ -226,6 +271,8 @@ func capture(t *testing.T, r runner, iface, filter string, count int, timeout ti
 	return res.out
 }
 
+// testVXLANOnTheWire: pod traffic of each family leaves the node as VXLAN
+// over the underlay of the same family, with the pod addresses inside.
 func testVXLANOnTheWire(t *testing.T) {
 	w1, w2 := workers(t)
 	a, b := podOn(t, w1), podOn(t, w2)
@@ -233,63 +280,162 @@ func testVXLANOnTheWire(t *testing.T) {
 	for _, n := range nodes(t) {
 		byName[n.Name] = n
 	}
-	ip1, ip2 := byName[w1].InternalIP, byName[w2].InternalIP
-	filter := fmt.Sprintf("udp dst port 8472 and src host %s and dst host %s", ip1, ip2)
-	out := capture(t, onNode(w1), "eth0", filter, 4, 15*time.Second, []string{"-T", "vxlan"}, func() {
-		// Ignore the result: the capture below is the assertion, and
-		// PodToPod already checks that pings are answered.
-		_, _ = podExecErr(a, "ping", "-n", "-c", "30", "-i", "0.2", "-w", "8", b.IP.String())
-	})
-	// tcpdump -T vxlan prints the outer packet, then the inner one:
-	//   IP 172.18.0.3.41234 > 172.18.0.4.8472: VXLAN, flags [I] (0x08), vni 1
-	//   IP 10.244.1.2 > 10.244.2.2: ICMP echo request, id 7, seq 1, length 64
-	outer := regexp.MustCompile(regexp.QuoteMeta(ip1.String()) + `\.\d+ > ` + regexp.QuoteMeta(ip2.String()) + `\.8472: VXLAN.*vni 1\b`)
-	inner := regexp.MustCompile(`IP ` + regexp.QuoteMeta(a.IP.String()) + ` > ` + regexp.QuoteMeta(b.IP.String()) + `: ICMP echo request`)
-	if n := len(outer.FindAllString(out, -1)); n < 4 {
-		t.Errorf("want 4 VXLAN (VNI 1) packets %s:* → %s:8472 on %s's eth0, saw %d:\n%s", ip1, ip2, w1, n, out)
-	}
-	if n := len(inner.FindAllString(out, -1)); n < 4 {
-		t.Errorf("want the encapsulated packets to be ICMP %s → %s (pod IPs kept), saw %d:\n%s", a.IP, b.IP, n, out)
+	for _, f := range families() {
+		ip1, ip2 := ipOf(byName[w1].InternalIPs, f), ipOf(byName[w2].InternalIPs, f)
+		src, dst := ipOf(a.IPs, f), ipOf(b.IPs, f)
+		filter := fmt.Sprintf("udp dst port 8472 and src host %s and dst host %s", ip1, ip2)
+		out := capture(t, onNode(w1), "eth0", filter, 4, 15*time.Second, []string{"-T", "vxlan"}, func() {
+			// Ignore the result: the capture below is the assertion, and
+			// PodToPod already checks that pings are answered.
+			_, _ = podExecErr(a, "ping", "-n", "-c", "30", "-i", "0.2", "-w", "8", dst.String())
+		})
+		// tcpdump -T vxlan prints the outer packet, then the inner one:
+		//   IP 172.18.0.3.41234 > 172.18.0.4.8472: VXLAN, flags [I] (0x08), vni 1
+		//   IP 10.244.1.2 > 10.244.2.2: ICMP echo request, id 7, seq 1, length 64
+		// and for IPv6 "IP6 …" and "ICMP6, echo request".
+		outer := regexp.MustCompile(regexp.QuoteMeta(ip1.String()) + `\.\d+ > ` + regexp.QuoteMeta(ip2.String()) + `\.8472: VXLAN.*vni 1\b`)
+		inner := regexp.MustCompile(`IP6? ` + regexp.QuoteMeta(src.String()) + ` > ` + regexp.QuoteMeta(dst.String()) + `: ICMP6?,? echo request`)
+		if n := len(outer.FindAllString(out, -1)); n < 4 {
+			t.Errorf("%s: want 4 VXLAN (VNI 1) packets %s:* → %s:8472 on %s's eth0, saw %d:\n%s", f, ip1, ip2, w1, n, out)
+		}
+		if n := len(inner.FindAllString(out, -1)); n < 4 {
+			t.Errorf("%s: want the encapsulated packets to be ICMP %s → %s (pod IPs kept), saw %d:\n%s", f, src, dst, n, out)
+		}
 	}
 }
 
-// internetCapture pings internetIP from p and returns what arrived there:
-// lines "IP <src> > 203.0.113.10: ICMP echo request".
-func internetCapture(t *testing.T, p pod) (string, error) {
+// echoRequest is how tcpdump prints an echo request of family f from src
+// to dst.
+func echoRequest(f family.Family, src, dst string) string {
+	if f == family.IPv6 {
+		return "IP6 " + src + " > " + dst + ": ICMP6, echo request"
+	}
+	return "IP " + src + " > " + dst + ": ICMP echo request"
+}
+
+// internetCapture pings the lab's internet host of family f from p and
+// returns what arrived there: echoRequest lines.
+func internetCapture(t *testing.T, p pod, f family.Family) (string, error) {
 	t.Helper()
+	dst := internetAddr(f)
+	proto, conntrackFam := "icmp", "ipv4"
+	if f == family.IPv6 {
+		proto, conntrackFam = "icmp6", "ipv6"
+	}
 	// Forget earlier flows, so the NAT decision is taken afresh for this
 	// ping (conntrack keeps a flow's translation for its lifetime).
-	_, _ = nodeExecErr(p.Node, "conntrack", "-D", "-d", internetIP)
+	_, _ = nodeExecErr(p.Node, "conntrack", "-D", "-f", conntrackFam, "-d", dst)
 	var pingOut string
 	var pingErr error
-	out := capture(t, onInternet(), "any", "icmp and host "+internetIP, 2, 10*time.Second, nil, func() {
-		pingOut, pingErr = podExecErr(p, "ping", "-n", "-c", "10", "-i", "0.2", "-w", "5", internetIP)
+	out := capture(t, onInternet(), "any", proto+" and host "+dst, 2, 10*time.Second, nil, func() {
+		pingOut, pingErr = podExecErr(p, "ping", "-n", "-c", "10", "-i", "0.2", "-w", "5", dst)
 	})
 	if pingErr != nil {
-		return out, fmt.Errorf("ping %s from pod %s: %v\n%s", internetIP, p.Name, pingErr, pingOut)
+		return out, fmt.Errorf("ping %s from pod %s: %v\n%s", dst, p.Name, pingErr, pingOut)
 	}
 	return out, nil
 }
 
+// testPodToInternetMasqueraded: a pod's traffic to the internet leaves
+// with its node's address of the family, for every family.
 func testPodToInternetMasqueraded(t *testing.T) {
 	w1, _ := workers(t)
 	a := podOn(t, w1)
-	nodeIP := ""
+	var node nodeInfo
 	for _, n := range nodes(t) {
 		if n.Name == w1 {
-			nodeIP = n.InternalIP.String()
+			node = n
 		}
 	}
-	out, err := internetCapture(t, a)
+	for _, f := range families() {
+		dst, nodeIP, podIP := internetAddr(f), ipOf(node.InternalIPs, f).String(), ipOf(a.IPs, f).String()
+		out, err := internetCapture(t, a, f)
+		if err != nil {
+			t.Fatalf("pod-to-internet traffic gets no answer: %v\ncapture at %s:\n%s", err, dst, out)
+		}
+		if want := echoRequest(f, nodeIP, dst); !strings.Contains(out, want) {
+			t.Errorf("at %s want %q (masqueraded to %s's IP), saw:\n%s", dst, want, w1, out)
+		}
+		if strings.Contains(out, podIP+" >") {
+			t.Errorf("the pod IP %s reaches %s unmasqueraded:\n%s", podIP, dst, out)
+		}
+	}
+}
+
+// testServiceEveryFamily: a ClusterIP Service that requires every family
+// of the lab gets a ClusterIP of each, and a pod on another node reaches
+// its backend through each (kube-proxy's iptables and ip6tables rules,
+// then the overlay).
+func testServiceEveryFamily(t *testing.T) {
+	w1, w2 := workers(t)
+	client, backend := podOn(t, w1), podOn(t, w2)
+	const name = "every-family"
+	policy := "SingleStack"
+	if len(families()) > 1 {
+		policy = "RequireDualStack"
+	}
+	svc, err := json.Marshal(map[string]any{
+		"apiVersion": "v1", "kind": "Service",
+		"metadata": map[string]any{"name": name, "namespace": testNamespace},
+		"spec": map[string]any{
+			"ipFamilyPolicy": policy,
+			"selector":       map[string]string{"run": backend.Name},
+			"ports":          []map[string]any{{"port": 80, "targetPort": 5201}},
+		},
+	})
 	if err != nil {
-		t.Fatalf("pod-to-internet traffic gets no answer: %v\ncapture at %s:\n%s", err, internetIP, out)
+		t.Fatal(err)
 	}
-	want := "IP " + nodeIP + " > " + internetIP + ": ICMP echo request"
-	if !strings.Contains(out, want) {
-		t.Errorf("at %s want %q (masqueraded to %s's IP), saw:\n%s", internetIP, want, w1, out)
+	cmd, err := suite.cluster.KubectlCmd(context.Background(), "apply", "-f", "-")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if strings.Contains(out, "IP "+a.IP.String()+" >") {
-		t.Errorf("the pod IP %s reaches %s unmasqueraded:\n%s", a.IP, internetIP, out)
+	cmd.Stdin = strings.NewReader(string(svc))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("creating Service %s: %v\n%s", name, err, out)
+	}
+	t.Cleanup(func() { _, _ = kubectlErr("delete", "service", "-n", testNamespace, name, "--ignore-not-found") })
+	// iperf3's server listens on both families and accepts a bare connect.
+	podExec(t, backend, "sh", "-c", "pgrep -x iperf3 >/dev/null || iperf3 -s -D")
+	ips := strings.Fields(kubectl(t, "get", "service", "-n", testNamespace, name, "-o", "jsonpath={.spec.clusterIPs[*]}"))
+	var got []net.IP
+	for _, s := range ips {
+		got = append(got, net.ParseIP(s))
+	}
+	for _, f := range families() {
+		ip := ipOf(got, f)
+		if ip == nil {
+			t.Errorf("Service %s has the ClusterIPs %v, none of %s", name, ips, f)
+			continue
+		}
+		took := eventually(t, 30*time.Second, 500*time.Millisecond, fmt.Sprintf("Service %s answers on %s", name, ip), func() error {
+			out, err := podExecErr(client, "nc", "-z", "-w", "2", ip.String(), "80")
+			if err != nil {
+				return fmt.Errorf("nc -z %s 80 from %s: %v: %s", ip, client.Name, err, out)
+			}
+			return nil
+		})
+		t.Logf("%s ClusterIP %s answers from %s (after %v)", f, ip, client.Node, took.Round(time.Millisecond))
+	}
+}
+
+// testVXLANDeviceRecreated deletes each family's VXLAN device on a worker:
+// flanneld makes it again with every peer's entries, and pods talk again.
+func testVXLANDeviceRecreated(t *testing.T) {
+	w1, w2 := workers(t)
+	a, b := podOn(t, w1), podOn(t, w2)
+	for _, f := range families() {
+		dev := planeSpecs[f].Dev
+		nodeExec(t, w1, "ip", "link", "del", dev)
+		took := eventually(t, 30*time.Second, 200*time.Millisecond, dev+" recreated on "+w1+" with all peers", func() error {
+			if p := hostStateProblems(t); len(p) > 0 {
+				return fmt.Errorf("\n  %s", strings.Join(p, "\n  "))
+			}
+			return nil
+		})
+		t.Logf("%s deleted on %s: back with every peer's entries after %v", dev, w1, took.Round(time.Millisecond))
+		ping(t, a, ipOf(b.IPs, f), 3)
+		ping(t, b, ipOf(a.IPs, f), 3)
 	}
 }
 
@@ -311,33 +457,54 @@ func restartFlannel(t *testing.T) time.Duration {
 	return time.Since(start)
 }
 
+// testRollingRestart pings from a pod to another node's pod over every
+// family at once, every 100ms, while the DaemonSet restarts: no ping of any
+// family may be lost.
 func testRollingRestart(t *testing.T) {
 	w1, w2 := workers(t)
 	a, b := podOn(t, w1), podOn(t, w2)
-	const logFile = "/tmp/restart-ping.log"
-	pid := strings.TrimSpace(podExec(t, a, "sh", "-c",
-		fmt.Sprintf("ping -n -i 0.1 %s >%s 2>&1 & echo $!", b.IP, logFile)))
+	type pinger struct {
+		f       family.Family
+		dst     net.IP
+		logFile string
+		pid     string
+	}
+	var pingers []*pinger
+	for _, f := range families() {
+		pingers = append(pingers, &pinger{f: f, dst: ipOf(b.IPs, f), logFile: fmt.Sprintf("/tmp/restart-ping-%d.log", f)})
+	}
+	for _, p := range pingers {
+		p.pid = strings.TrimSpace(podExec(t, a, "sh", "-c",
+			fmt.Sprintf("ping -n -i 0.1 %s >%s 2>&1 & echo $!", p.dst, p.logFile)))
+	}
 	stopped := false
 	stop := func() {
 		if !stopped {
 			stopped = true
-			_, _ = podExecErr(a, "kill", "-INT", pid)
+			for _, p := range pingers {
+				_, _ = podExecErr(a, "kill", "-INT", p.pid)
+			}
 		}
 	}
 	t.Cleanup(stop)
-	readLog := func() pingLog {
-		out, err := podExecErr(a, "cat", logFile)
+	readLog := func(p *pinger) pingLog {
+		out, err := podExecErr(a, "cat", p.logFile)
 		if err != nil {
 			t.Fatalf("reading the ping log in %s: %v\n%s", a.Name, err, out)
 		}
 		return parsePingLog(out)
 	}
-	eventually(t, 10*time.Second, 200*time.Millisecond, "ping answered before the restart", func() error {
-		if n := len(readLog().replies); n < 5 {
-			return fmt.Errorf("%d replies so far", n)
+	replies := func(want func(*pinger) int) func() error {
+		return func() error {
+			for _, p := range pingers {
+				if n := len(readLog(p).replies); n < want(p) {
+					return fmt.Errorf("%s: %d replies so far, want %d", p.f, n, want(p))
+				}
+			}
+			return nil
 		}
-		return nil
-	})
+	}
+	eventually(t, 10*time.Second, 200*time.Millisecond, "ping answered before the restart", replies(func(*pinger) int { return 5 }))
 
 	before := flannelPods(t)
 	took := restartFlannel(t)
@@ -349,25 +516,25 @@ func testRollingRestart(t *testing.T) {
 	}
 	// Keep pinging a little after the last pod is Ready: a restart that
 	// broke something on its way out shows up here.
-	atRollout := len(readLog().replies)
-	eventually(t, 10*time.Second, 200*time.Millisecond, "pings answered after the restart", func() error {
-		if n := len(readLog().replies); n < atRollout+10 {
-			return fmt.Errorf("%d replies, want %d", n, atRollout+10)
-		}
-		return nil
-	})
+	atRollout := map[*pinger]int{}
+	for _, p := range pingers {
+		atRollout[p] = len(readLog(p).replies)
+	}
+	eventually(t, 10*time.Second, 200*time.Millisecond, "pings answered after the restart", replies(func(p *pinger) int { return atRollout[p] + 10 }))
 	stop()
-	var l pingLog
-	eventually(t, 10*time.Second, 200*time.Millisecond, "ping summary", func() error {
-		if l = readLog(); !l.done {
-			return fmt.Errorf("ping %s in %s has not printed its summary", pid, a.Name)
+	for _, p := range pingers {
+		var l pingLog
+		eventually(t, 10*time.Second, 200*time.Millisecond, "ping summary", func() error {
+			if l = readLog(p); !l.done {
+				return fmt.Errorf("ping %s in %s has not printed its summary", p.pid, a.Name)
+			}
+			return nil
+		})
+		lost := l.lost()
+		t.Logf("rolling restart of %d flanneld pods took %v; %s: %d pings every 100ms, %d lost", len(after), took.Round(time.Millisecond), p.f, l.transmitted, len(lost))
+		if len(lost) > 0 {
+			t.Errorf("%s pings %s → %s lost during the rolling restart: icmp_seq %v", p.f, ipOf(a.IPs, p.f), p.dst, lost)
 		}
-		return nil
-	})
-	lost := l.lost()
-	t.Logf("rolling restart of %d flanneld pods took %v; %d pings every 100ms, %d lost", len(after), took.Round(time.Millisecond), l.transmitted, len(lost))
-	if len(lost) > 0 {
-		t.Errorf("pings %s → %s lost during the rolling restart: icmp_seq %v", a.IP, b.IP, lost)
 	}
 }
 
@@ -417,6 +584,8 @@ func switchNetConf(t *testing.T, edit func(conf map[string]any)) (restore func()
 	return restore
 }
 
+// testNoMasqueradeCIDRs lists the internet's network of every family in
+// NoMasqueradeCIDRs: pods then reach it with their own addresses.
 func testNoMasqueradeCIDRs(t *testing.T) {
 	w1, _ := workers(t)
 	a := podOn(t, w1)
@@ -425,7 +594,11 @@ func testNoMasqueradeCIDRs(t *testing.T) {
 	if err := json.Unmarshal([]byte(orig), &conf); err != nil {
 		t.Fatalf("net-conf.json in %s is not JSON: %v\n%s", flannelConfigMap, err, orig)
 	}
-	conf["NoMasqueradeCIDRs"] = []string{internetCIDR}
+	var cidrs []string
+	for _, f := range families() {
+		cidrs = append(cidrs, lab.InternetPrefix(f).String())
+	}
+	conf["NoMasqueradeCIDRs"] = cidrs
 	changed, err := json.MarshalIndent(conf, "", "  ")
 	if err != nil {
 		t.Fatal(err)
@@ -435,27 +608,33 @@ func testNoMasqueradeCIDRs(t *testing.T) {
 		setNetConf(t, orig)
 		restartFlannel(t)
 		// Masquerading is back once the pod IP stops leaving the node.
-		eventually(t, 30*time.Second, time.Second, "masquerade restored", func() error {
-			out, _ := internetCapture(t, a)
-			if strings.Contains(out, "IP "+a.IP.String()+" > "+internetIP) {
-				return fmt.Errorf("pod IP still leaves the node unmasqueraded:\n%s", out)
-			}
-			return nil
-		})
+		for _, f := range families() {
+			podIP := ipOf(a.IPs, f).String()
+			eventually(t, 30*time.Second, time.Second, f.String()+" masquerade restored", func() error {
+				out, _ := internetCapture(t, a, f)
+				if strings.Contains(out, podIP+" > "+internetAddr(f)) {
+					return fmt.Errorf("pod IP still leaves the node unmasqueraded:\n%s", out)
+				}
+				return nil
+			})
+		}
 	})
 	restartFlannel(t)
 
 	// The internet side has no route back to pods, so the pings go
 	// unanswered; what matters is the source address on the wire.
-	want := "IP " + a.IP.String() + " > " + internetIP + ": ICMP echo request"
-	took := eventually(t, 30*time.Second, time.Second, "pod IP kept towards "+internetCIDR, func() error {
-		out, _ := internetCapture(t, a)
-		if !strings.Contains(out, want) {
-			return fmt.Errorf("at %s want %q, saw:\n%s", internetIP, want, out)
-		}
-		return nil
-	})
-	t.Logf("pod %s reaches %s with its own address (%v after the restart)", a.Name, internetIP, took.Round(time.Millisecond))
+	for _, f := range families() {
+		dst := internetAddr(f)
+		want := echoRequest(f, ipOf(a.IPs, f).String(), dst)
+		took := eventually(t, 30*time.Second, time.Second, "pod IP kept towards "+lab.InternetPrefix(f).String(), func() error {
+			out, _ := internetCapture(t, a, f)
+			if !strings.Contains(out, want) {
+				return fmt.Errorf("at %s want %q, saw:\n%s", dst, want, out)
+			}
+			return nil
+		})
+		t.Logf("pod %s reaches %s with its own address (%v after the restart)", a.Name, dst, took.Round(time.Millisecond))
+	}
 }
 
 // testBackendSwitch moves the running cluster to host-gw through the
@@ -471,17 +650,21 @@ func testBackendSwitch(t *testing.T) {
 	all := nodes(t)
 	for _, self := range all {
 		eventually(t, 60*time.Second, time.Second, self.Name+" on host-gw", func() error {
-			if out, err := nodeExecErr(self.Name, "ip", "link", "show", "flannel.1"); err == nil {
-				return fmt.Errorf("flannel.1 still exists: %s", out)
-			}
-			for _, peer := range all {
-				if peer.Name == self.Name {
-					continue
+			for _, s := range specsOf(families()) {
+				if out, err := nodeExecErr(self.Name, "ip", "link", "show", s.Dev); err == nil {
+					return fmt.Errorf("%s still exists: %s", s.Dev, out)
 				}
-				want := fmt.Sprintf("%s via %s dev eth0", peer.PodCIDR, peer.InternalIP)
-				out, _ := nodeExecErr(self.Name, "ip", "route", "show", peer.PodCIDR.String())
-				if strings.TrimSpace(out) != want {
-					return fmt.Errorf("route to %s: %q, want %q", peer.PodCIDR, strings.TrimSpace(out), want)
+				for _, peer := range all {
+					if peer.Name == self.Name {
+						continue
+					}
+					cidr := cidrOf(peer.PodCIDRs, s.Fam)
+					// ip -6 route adds "metric 1024 pref medium".
+					want := fmt.Sprintf("%s via %s dev eth0", cidr, ipOf(peer.InternalIPs, s.Fam))
+					out, _ := nodeExecErr(self.Name, "ip", s.IPFlag, "route", "show", cidr.String())
+					if got := strings.TrimSpace(out); got != want && !strings.HasPrefix(got, want+" metric ") {
+						return fmt.Errorf("route to %s: %q, want %q", cidr, got, want)
+					}
 				}
 			}
 			env, _ := nodeExecErr(self.Name, "cat", "/run/flannel/subnet.env")
@@ -491,14 +674,18 @@ func testBackendSwitch(t *testing.T) {
 			return nil
 		})
 	}
-	ping(t, a, b.IP, 3)
-	ping(t, b, a.IP, 3)
+	for _, f := range families() {
+		ping(t, a, ipOf(b.IPs, f), 3)
+		ping(t, b, ipOf(a.IPs, f), 3)
+	}
 
 	restore()
 	eventually(t, 60*time.Second, time.Second, "back on vxlan, nothing of host-gw left", func() error {
 		for _, n := range all {
-			if out, _ := nodeExecErr(n.Name, "ip", "route", "show", "dev", "eth0"); strings.Contains(out, "10.244.") {
-				return fmt.Errorf("%s keeps host-gw routes on eth0:\n%s", n.Name, out)
+			for _, s := range specsOf(families()) {
+				if out, _ := nodeExecErr(n.Name, "ip", s.IPFlag, "route", "show", "dev", "eth0"); strings.Contains(out, s.PodsPrefix) {
+					return fmt.Errorf("%s keeps host-gw routes on eth0:\n%s", n.Name, out)
+				}
 			}
 		}
 		if problems := hostStateProblems(t); len(problems) > 0 {
@@ -506,33 +693,39 @@ func testBackendSwitch(t *testing.T) {
 		}
 		return nil
 	})
-	ping(t, a, b.IP, 3)
-	ping(t, b, a.IP, 3)
+	for _, f := range families() {
+		ping(t, a, ipOf(b.IPs, f), 3)
+		ping(t, b, ipOf(a.IPs, f), 3)
+	}
 }
 
 // peerEntries reports which of victim's route, neighbour and FDB entries
-// are still on node.
-func peerEntries(t *testing.T, node string, victim overlayNode) []string {
+// (victims: one per family) are still on node.
+func peerEntries(t *testing.T, node string, victims []overlayNode) []string {
 	t.Helper()
-	out, err := nodeExecErr(node, "sh", "-c", hostStateScript)
+	specs := specsOf(families())
+	out, err := nodeExecErr(node, "sh", "-c", hostStateScript(specs))
 	if err != nil {
 		return []string{fmt.Sprintf("reading state: %v", err)}
 	}
-	st, _ := parseHostState(out)
+	st, _ := parseHostState(out, specs)
 	var left []string
-	for _, r := range st.Routes {
-		if r.Dst == victim.PodCIDR.String() {
-			left = append(left, "route "+r.Dst)
+	for i, s := range specs {
+		victim, pl := victims[i], st.Planes[s.Fam]
+		for _, r := range pl.Routes {
+			if r.Dst == victim.PodCIDR.String() {
+				left = append(left, "route "+r.Dst)
+			}
 		}
-	}
-	for _, n := range st.Neighs {
-		if n.Dst == victim.vtepIP() {
-			left = append(left, "neighbour "+n.Dst)
+		for _, n := range pl.Neighs {
+			if n.Dst == victim.vtepIP() {
+				left = append(left, "neighbour "+n.Dst)
+			}
 		}
-	}
-	for _, f := range st.FDB {
-		if strings.EqualFold(f.MAC, victim.VtepMAC) {
-			left = append(left, "fdb "+f.MAC+" dst "+f.Dst)
+		for _, f := range pl.FDB {
+			if strings.EqualFold(f.MAC, victim.VtepMAC) {
+				left = append(left, "fdb "+f.MAC+" dst "+f.Dst)
+			}
 		}
 	}
 	return left
@@ -540,20 +733,21 @@ func peerEntries(t *testing.T, node string, victim overlayNode) []string {
 
 func testNodeDeleted(t *testing.T) {
 	_, victimName := workers(t)
-	all := overlayNodes(t)
-	var victim overlayNode
+	var victims []overlayNode
 	var others []string
-	for _, n := range all {
-		if n.Name == victimName {
-			victim = n
-		} else {
-			others = append(others, n.Name)
+	for _, f := range families() {
+		for _, n := range overlayNodes(t, f) {
+			if n.Name == victimName {
+				victims = append(victims, n)
+			} else if f == families()[0] {
+				others = append(others, n.Name)
+			}
 		}
 	}
 	eventually(t, 30*time.Second, time.Second, "peers know "+victimName, func() error {
 		for _, o := range others {
-			if left := peerEntries(t, o, victim); len(left) != 3 {
-				return fmt.Errorf("%s has %v for %s, want route, neighbour and fdb", o, left, victimName)
+			if left := peerEntries(t, o, victims); len(left) != 3*len(victims) {
+				return fmt.Errorf("%s has %v for %s, want route, neighbour and fdb of each family", o, left, victimName)
 			}
 		}
 		return nil
@@ -564,7 +758,7 @@ func testNodeDeleted(t *testing.T) {
 	eventually(t, 15*time.Second, 100*time.Millisecond, "peers forget "+victimName, func() error {
 		var msgs []string
 		for _, o := range others {
-			if left := peerEntries(t, o, victim); len(left) > 0 {
+			if left := peerEntries(t, o, victims); len(left) > 0 {
 				msgs = append(msgs, fmt.Sprintf("%s still has %v", o, left))
 			}
 		}
@@ -573,8 +767,8 @@ func testNodeDeleted(t *testing.T) {
 		}
 		return nil
 	})
-	t.Logf("Node %s deleted: its route, neighbour and FDB entries left %d peers within %v of the delete call",
-		victimName, len(others), time.Since(start).Round(time.Millisecond))
+	t.Logf("Node %s deleted: its route, neighbour and FDB entries (%d families) left %d peers within %v of the delete call",
+		victimName, len(victims), len(others), time.Since(start).Round(time.Millisecond))
 
 	// Remove the node's machine too; its pod went with its Node object.
 	forgetPodOn(victimName)
@@ -586,7 +780,10 @@ func testNodeDeleted(t *testing.T) {
 	_, _ = kubectlErr("delete", "pod", "-n", testNamespace, "net-"+victimName, "--grace-period=0", "--force", "--ignore-not-found")
 	// The survivors still reach each other.
 	if len(others) >= 2 {
-		ping(t, podOn(t, others[0]), podOn(t, others[1]).IP, 3)
+		a, b := podOn(t, others[0]), podOn(t, others[1])
+		for _, f := range families() {
+			ping(t, a, ipOf(b.IPs, f), 3)
+		}
 	}
 }
 
@@ -605,8 +802,10 @@ func testNodeAdded(t *testing.T) {
 	fresh := podOn(t, n.Name)
 	for _, o := range before {
 		p := podOn(t, o.Name)
-		ping(t, p, fresh.IP, 3)
-		ping(t, fresh, p.IP, 3)
+		for _, f := range families() {
+			ping(t, p, ipOf(fresh.IPs, f), 3)
+			ping(t, fresh, ipOf(p.IPs, f), 3)
+		}
 	}
 	t.Logf("node %s (%s) Ready %v after AddNode, reachable from %d nodes after %v", n.Name, n.IP, ready.Round(time.Millisecond), len(before), time.Since(start).Round(time.Millisecond))
 	eventually(t, 30*time.Second, time.Second, "every node's overlay state with the new node", func() error {

@@ -14,6 +14,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,14 +33,50 @@ import (
 // Defaults for Options.
 const (
 	DefaultAdvertiseIP = "172.18.0.2"
-	DefaultClusterCIDR = "10.244.0.0/16"
-	DefaultServiceCIDR = "10.96.0.0/16"
-	// APIServerServiceIP is the first address of DefaultServiceCIDR, the
-	// ClusterIP of the `kubernetes` Service.
-	APIServerServiceIP = "10.96.0.1"
 	// Port is the API server's secure port.
 	Port = 6443
 )
+
+// Network is one IP family's ranges of the cluster.
+type Network struct {
+	// ClusterCIDR is the pod network the controller manager hands node
+	// podCIDRs from, NodeMaskSize long each.
+	ClusterCIDR  string
+	NodeMaskSize int
+	// ServiceCIDR is the range of Service ClusterIPs.
+	ServiceCIDR string
+}
+
+// The ranges of kind's clusters, one per family: IPv4 is the default.
+var (
+	IPv4 = Network{ClusterCIDR: "10.244.0.0/16", NodeMaskSize: 24, ServiceCIDR: "10.96.0.0/16"}
+	IPv6 = Network{ClusterCIDR: "fd00:10:244::/56", NodeMaskSize: 64, ServiceCIDR: "fd00:10:96::/112"}
+)
+
+// APIServerServiceIP is the first address of the network's Service range,
+// the ClusterIP of the `kubernetes` Service in that family.
+func (n Network) APIServerServiceIP() net.IP {
+	p, err := netip.ParsePrefix(n.ServiceCIDR)
+	if err != nil {
+		return nil
+	}
+	return net.IP(p.Masked().Addr().Next().AsSlice())
+}
+
+// joined is the networks' field f, comma-separated, as the Kubernetes
+// components take dual-stack ranges.
+func joined(nets []Network, f func(Network) string) string {
+	s := make([]string, len(nets))
+	for i, n := range nets {
+		s[i] = f(n)
+	}
+	return strings.Join(s, ",")
+}
+
+// ClusterCIDRs are the pod networks of nets, e.g. for kube-proxy.
+func ClusterCIDRs(nets []Network) []string {
+	return strings.Split(joined(nets, func(n Network) string { return n.ClusterCIDR }), ",")
+}
 
 // Options configure Start.
 type Options struct {
@@ -59,13 +96,14 @@ type Options struct {
 	// ExtraSANs are more DNS names for the API server certificate.
 	ExtraSANs []string
 	// ControllerManager starts kube-controller-manager, allocating node
-	// pod CIDRs from ClusterCIDR with NodeCIDRMaskSize.
+	// pod CIDRs from the Networks' ClusterCIDRs.
 	ControllerManager bool
 	// Scheduler starts kube-scheduler.
 	Scheduler bool
-	// ClusterCIDR defaults to DefaultClusterCIDR, NodeCIDRMaskSize to 24.
-	ClusterCIDR      string
-	NodeCIDRMaskSize int
+	// Networks are the cluster's ranges, one per IP family, the primary
+	// first (its family is AdvertiseIP's); default [IPv4]. Two make a
+	// dual-stack cluster.
+	Networks []Network
 	// BinDir holds the Kubernetes binaries; default k8sbin.Dir().
 	BinDir string
 	// Ready bounds the wait for /readyz; default 2 minutes.
@@ -107,11 +145,8 @@ func Start(ctx context.Context, o Options) (*ControlPlane, error) {
 	if o.AdvertiseIP == nil {
 		o.AdvertiseIP = net.ParseIP(DefaultAdvertiseIP)
 	}
-	if o.ClusterCIDR == "" {
-		o.ClusterCIDR = DefaultClusterCIDR
-	}
-	if o.NodeCIDRMaskSize == 0 {
-		o.NodeCIDRMaskSize = 24
+	if len(o.Networks) == 0 {
+		o.Networks = []Network{IPv4}
 	}
 	if o.Ready == 0 {
 		o.Ready = 2 * time.Minute
@@ -181,10 +216,15 @@ func Start(ctx context.Context, o Options) (*ControlPlane, error) {
 	); err != nil {
 		return nil, err
 	}
+	bind := "0.0.0.0"
+	if o.AdvertiseIP.To4() == nil {
+		bind = "::"
+	}
+	services := joined(o.Networks, func(n Network) string { return n.ServiceCIDR })
 	if err := start("kube-apiserver", bin("kube-apiserver"),
 		"--etcd-servers=http://127.0.0.1:2379",
 		"--advertise-address="+o.AdvertiseIP.String(),
-		"--bind-address=0.0.0.0",
+		"--bind-address="+bind,
 		fmt.Sprintf("--secure-port=%d", Port),
 		"--tls-cert-file="+p("apiserver.crt"),
 		"--tls-private-key-file="+p("apiserver.key"),
@@ -196,7 +236,7 @@ func Start(ctx context.Context, o Options) (*ControlPlane, error) {
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file="+p("sa.pub"),
 		"--service-account-signing-key-file="+p("sa.key"),
-		"--service-cluster-ip-range="+DefaultServiceCIDR,
+		"--service-cluster-ip-range="+services,
 		"--authorization-mode=Node,RBAC",
 		"--enable-admission-plugins=NodeRestriction",
 		"--allow-privileged=true",
@@ -208,23 +248,24 @@ func Start(ctx context.Context, o Options) (*ControlPlane, error) {
 		return nil, err
 	}
 	if o.ControllerManager {
-		fmt.Fprintf(o.Log, "starting kube-controller-manager (node CIDRs from %s, /%d each)\n", o.ClusterCIDR, o.NodeCIDRMaskSize)
+		clusterCIDRs := joined(o.Networks, func(n Network) string { return n.ClusterCIDR })
+		fmt.Fprintf(o.Log, "starting kube-controller-manager (node CIDRs from %s, /%s each)\n", clusterCIDRs,
+			joined(o.Networks, func(n Network) string { return fmt.Sprint(n.NodeMaskSize) }))
 		kc := filepath.Join(dir, "controller-manager.kubeconfig")
-		if err := start("kube-controller-manager", bin("kube-controller-manager"),
-			"--kubeconfig="+kc,
-			"--authentication-kubeconfig="+kc,
-			"--authorization-kubeconfig="+kc,
+		if err := start("kube-controller-manager", bin("kube-controller-manager"), append([]string{
+			"--kubeconfig=" + kc,
+			"--authentication-kubeconfig=" + kc,
+			"--authorization-kubeconfig=" + kc,
 			"--bind-address=127.0.0.1",
 			"--leader-elect=false",
 			"--allocate-node-cidrs=true",
-			"--cluster-cidr="+o.ClusterCIDR,
-			fmt.Sprintf("--node-cidr-mask-size=%d", o.NodeCIDRMaskSize),
-			"--service-cluster-ip-range="+DefaultServiceCIDR,
-			"--service-account-private-key-file="+p("sa.key"),
-			"--root-ca-file="+p("ca.crt"),
+			"--cluster-cidr=" + clusterCIDRs,
+			"--service-cluster-ip-range=" + services,
+			"--service-account-private-key-file=" + p("sa.key"),
+			"--root-ca-file=" + p("ca.crt"),
 			"--use-service-account-credentials=true",
 			"--profiling=false",
-		); err != nil {
+		}, nodeMaskFlags(o.Networks)...)...); err != nil {
 			return nil, err
 		}
 	}
@@ -254,6 +295,24 @@ func Start(ctx context.Context, o Options) (*ControlPlane, error) {
 	}
 	ok = true
 	return cp, nil
+}
+
+// nodeMaskFlags are the controller manager's podCIDR lengths: one flag for
+// a single family, one per family for dual-stack (where the controller
+// manager refuses the plain one).
+func nodeMaskFlags(nets []Network) []string {
+	if len(nets) == 1 {
+		return []string{fmt.Sprintf("--node-cidr-mask-size=%d", nets[0].NodeMaskSize)}
+	}
+	var out []string
+	for _, n := range nets {
+		f := "ipv4"
+		if ip := n.APIServerServiceIP(); ip != nil && ip.To4() == nil {
+			f = "ipv6"
+		}
+		out = append(out, fmt.Sprintf("--node-cidr-mask-size-%s=%d", f, n.NodeMaskSize))
+	}
+	return out
 }
 
 // Stop stops the control plane's processes (scheduler, controller manager,
@@ -308,7 +367,10 @@ func (cp *ControlPlane) writePKI(o Options) error {
 	}
 	cp.CA = ca
 	sans := append([]string{"kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local", "localhost"}, o.ExtraSANs...)
-	ips := []net.IP{o.AdvertiseIP, net.ParseIP("127.0.0.1"), net.ParseIP(APIServerServiceIP)}
+	ips := []net.IP{o.AdvertiseIP, net.ParseIP("127.0.0.1")}
+	for _, n := range o.Networks {
+		ips = append(ips, n.APIServerServiceIP())
+	}
 	if err := ca.IssueFiles(dir, "apiserver", pki.Spec{CommonName: "kube-apiserver", DNSNames: sans, IPs: ips, Server: true}); err != nil {
 		return err
 	}

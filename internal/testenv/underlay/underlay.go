@@ -16,6 +16,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/twill-net/twill/internal/testenv/netns"
 )
@@ -26,16 +27,24 @@ type End struct {
 	NS string
 	// Name is the interface's name there.
 	Name string
-	// Addr is its address in CIDR notation (172.18.0.2/16); empty for none.
-	Addr string
-	// Gateway, when set, is the next hop of a default route through the end.
-	Gateway string
+	// Addrs are its addresses in CIDR notation (172.18.0.2/16,
+	// fc00:f853:ccd:e793::2/64), of any family; IPv6 ones skip duplicate
+	// address detection, so they are usable at once.
+	Addrs []string
+	// Gateways are the next hops of default routes through the end, one
+	// per family at most.
+	Gateways []string
 	// Bridge, when set, is the bridge in NS the end is a port of.
 	Bridge string
+	// MAC, when set, is the end's Ethernet address (else the kernel's
+	// random one). A host that comes back with the same addresses and MAC,
+	// as a Docker container does, is reachable at once: its neighbours'
+	// caches still hold the right entry.
+	MAC string
 }
 
 // Bridge makes a bridge called name in the namespace at ns, up, holding the
-// gateway addresses addrs (CIDR notation).
+// gateway addresses addrs (CIDR notation, any family).
 func Bridge(ns, name string, addrs ...string) error {
 	return in(ns, func(h *netlink.Handle) error {
 		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}
@@ -56,9 +65,9 @@ func Bridge(ns, name string, addrs ...string) error {
 
 // Attach puts the node namespace at node on bridge in the namespace at ns:
 // a veth pair with the port called port on the bridge and eth0 in the node,
-// addressed addr (CIDR notation), with a default route via gw.
-func Attach(ns, bridge, port, node, addr, gw string) error {
-	err := Connect(End{NS: ns, Name: port, Bridge: bridge}, End{NS: node, Name: "eth0", Addr: addr, Gateway: gw})
+// addressed addrs (CIDR notation), with a default route via each of gws.
+func Attach(ns, bridge, port, node string, addrs, gws []string) error {
+	err := Connect(End{NS: ns, Name: port, Bridge: bridge}, End{NS: node, Name: "eth0", Addrs: addrs, Gateways: gws})
 	if err != nil {
 		return fmt.Errorf("attaching %s to bridge %s: %w", node, bridge, err)
 	}
@@ -115,6 +124,15 @@ func (e End) configure(h *netlink.Handle) error {
 	if err != nil {
 		return fmt.Errorf("finding %s: %w", e.Name, err)
 	}
+	if e.MAC != "" {
+		mac, err := net.ParseMAC(e.MAC)
+		if err == nil {
+			err = h.LinkSetHardwareAddr(l, mac)
+		}
+		if err != nil {
+			return fmt.Errorf("setting %s's MAC to %s: %w", e.Name, e.MAC, err)
+		}
+	}
 	if e.Bridge != "" {
 		br, err := h.LinkByName(e.Bridge)
 		if err != nil {
@@ -124,18 +142,18 @@ func (e End) configure(h *netlink.Handle) error {
 			return fmt.Errorf("adding %s to bridge %s: %w", e.Name, e.Bridge, err)
 		}
 	}
-	if e.Addr != "" {
-		if err := addAddr(h, l, e.Addr); err != nil {
+	for _, a := range e.Addrs {
+		if err := addAddr(h, l, a); err != nil {
 			return fmt.Errorf("addressing %s: %w", e.Name, err)
 		}
 	}
 	if err := h.LinkSetUp(l); err != nil {
 		return fmt.Errorf("bringing %s up: %w", e.Name, err)
 	}
-	if e.Gateway != "" {
-		gw := net.ParseIP(e.Gateway)
+	for _, g := range e.Gateways {
+		gw := net.ParseIP(g)
 		if gw == nil {
-			return fmt.Errorf("gateway %q is not an IP address", e.Gateway)
+			return fmt.Errorf("gateway %q is not an IP address", g)
 		}
 		if err := h.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: gw}); err != nil {
 			return fmt.Errorf("adding default route via %s: %w", gw, err)
@@ -148,7 +166,7 @@ func (e End) configure(h *netlink.Handle) error {
 // and addrB (CIDR notation, empty for none); a failure fails the test.
 func Veth(t netns.T, a *netns.NS, ifA, addrA string, b *netns.NS, ifB, addrB string) {
 	t.Helper()
-	if err := Connect(End{NS: a.Path(), Name: ifA, Addr: addrA}, End{NS: b.Path(), Name: ifB, Addr: addrB}); err != nil {
+	if err := Connect(End{NS: a.Path(), Name: ifA, Addrs: nonEmpty(addrA)}, End{NS: b.Path(), Name: ifB, Addrs: nonEmpty(addrB)}); err != nil {
 		t.Fatalf("connecting %s and %s: %v", a.Name, b.Name, err)
 	}
 }
@@ -176,11 +194,23 @@ func in(ns string, fn func(h *netlink.Handle) error) error {
 	return fn(h)
 }
 
+// nonEmpty is s as a list, empty for "".
+func nonEmpty(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return []string{s}
+}
+
+// addAddr adds cidr to l without duplicate address detection (IFA_F_NODAD,
+// which IPv4 ignores): an IPv6 address would otherwise stay "tentative",
+// unusable as a source, for a second or more after it is added.
 func addAddr(h *netlink.Handle, l netlink.Link, cidr string) error {
 	a, err := netlink.ParseAddr(cidr)
 	if err != nil {
 		return err
 	}
+	a.Flags |= unix.IFA_F_NODAD
 	if err := h.AddrAdd(l, a); err != nil {
 		return fmt.Errorf("adding %s: %w", cidr, err)
 	}

@@ -27,10 +27,10 @@ func TestBridgeAttachDetach(t *testing.T) {
 	if err := netns.SetSysctl(under.Path(), "net/ipv4/ip_forward", "1"); err != nil {
 		t.Fatal(err)
 	}
-	if err := Attach(under.Path(), "br0", "v1", n1.Path(), "172.18.0.10/16", "172.18.0.1"); err != nil {
+	if err := Attach(under.Path(), "br0", "v1", n1.Path(), []string{"172.18.0.10/16"}, []string{"172.18.0.1"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := Attach(under.Path(), "br0", "v2", n2.Path(), "172.20.0.10/16", "172.20.0.1"); err != nil {
+	if err := Attach(under.Path(), "br0", "v2", n2.Path(), []string{"172.20.0.10/16"}, []string{"172.20.0.1"}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -66,19 +66,30 @@ func TestBridgeAttachDetach(t *testing.T) {
 	}
 }
 
-// TestConnect checks plain pairs: between two namespaces with addresses
-// and a default route, and both ends in one namespace.
+// TestConnect checks plain pairs: between two namespaces with addresses of
+// both families and a default route per family, and both ends in one
+// namespace.
 func TestConnect(t *testing.T) {
 	a, b := netns.New(t), netns.New(t)
 	requirePing(t)
-	err := Connect(End{NS: a.Path(), Name: "inet0", Addr: "203.0.113.1/24"}, End{NS: b.Path(), Name: "eth0", Addr: "203.0.113.10/24", Gateway: "203.0.113.1"})
+	err := Connect(End{NS: a.Path(), Name: "inet0", Addrs: []string{"203.0.113.1/24", "2001:db8::1/64"}},
+		End{NS: b.Path(), Name: "eth0", Addrs: []string{"203.0.113.10/24", "2001:db8::10/64"}, Gateways: []string{"203.0.113.1", "2001:db8::1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if route := b.Run(t, "ip", "route", "show", "default"); strings.TrimSpace(route) != "default via 203.0.113.1 dev eth0" {
 		t.Errorf("default route: %q", route)
 	}
+	if route := b.Run(t, "ip", "-6", "route", "show", "default"); !strings.HasPrefix(strings.TrimSpace(route), "default via 2001:db8::1 dev eth0 ") {
+		t.Errorf("IPv6 default route: %q", route)
+	}
+	// Without duplicate address detection the address is usable at once:
+	// no "tentative" flag, and the first ping is answered.
+	if addr := b.Run(t, "ip", "-o", "-6", "addr", "show", "dev", "eth0", "scope", "global"); !strings.Contains(addr, "2001:db8::10/64") || strings.Contains(addr, "tentative") {
+		t.Errorf("IPv6 address: %q, want 2001:db8::10/64, not tentative", addr)
+	}
 	b.Run(t, "ping", "-c", "1", "-W", "5", "203.0.113.1")
+	b.Run(t, "ping", "-6", "-c", "1", "-W", "5", "2001:db8::1")
 
 	Veth(t, a, "twl0", "172.18.0.10/16", a, "twl1", "")
 	out := a.Run(t, "ip", "-o", "link", "show", "type", "veth")
@@ -89,7 +100,7 @@ func TestConnect(t *testing.T) {
 		t.Errorf("twl1 has addresses: %q", addr)
 	}
 
-	if err := Connect(End{NS: a.Path(), Name: "x0", Addr: "not-an-address"}, End{NS: b.Path(), Name: "x1"}); err == nil || !strings.Contains(err.Error(), "addressing x0") {
+	if err := Connect(End{NS: a.Path(), Name: "x0", Addrs: []string{"not-an-address"}}, End{NS: b.Path(), Name: "x1"}); err == nil || !strings.Contains(err.Error(), "addressing x0") {
 		t.Errorf("bad address: %v, want an error about addressing x0", err)
 	}
 }
