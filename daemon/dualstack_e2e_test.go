@@ -30,6 +30,7 @@ echo "### neigh";  ip -6 neigh show dev flannel-v6.1
 echo "### fdb";    bridge fdb show dev flannel-v6.1
 echo "### nat";    ip6tables-save -t nat | grep -e FLANNEL
 echo "### filter"; ip6tables-save -t filter | grep -e FLANNEL
+echo "### guard";  ipset save FLANNEL-VXLAN-PEERS-V6 | grep ^add
 `
 
 // TestDualStack runs two dual-stack flanneld processes against a real API
@@ -37,7 +38,8 @@ echo "### filter"; ip6tables-save -t filter | grep -e FLANNEL
 // (VNI 1, the node's IPv6 underlay address as local, MTU 1500 − 70, the v6
 // subnet address as a /128), one neighbour, FDB entry and onlink route for
 // the peer, flannel's ip6tables chains with the IPv6 no-masquerade
-// destination; pods' subnets reach each other over IPv6; and further full
+// destination and the tunnel guard with its IPv6 set of peers; pods'
+// subnets reach each other over IPv6; and further full
 // reconciles (every second) change nothing: the state stays byte for byte
 // the same and every reconcile reports no change.
 func TestDualStack(t *testing.T) {
@@ -73,10 +75,15 @@ func TestDualStack(t *testing.T) {
 		},
 		"filter": {
 			`^:FLANNEL-FWD - \[0:0\]$`,
+			`^:FLANNEL-VXLAN-GUARD - \[0:0\]$`,
+			`^-A INPUT -m comment --comment "flanneld vxlan guard" -j FLANNEL-VXLAN-GUARD$`,
 			`^-A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD$`,
 			`^-A FLANNEL-FWD -s fd00:10:244::/56 -m comment --comment "flanneld forward" -j ACCEPT$`,
 			`^-A FLANNEL-FWD -d fd00:10:244::/56 -m comment --comment "flanneld forward" -j ACCEPT$`,
+			`^-A FLANNEL-VXLAN-GUARD -p udp -m udp --dport 8472 -m set ! --match-set FLANNEL-VXLAN-PEERS-V6 src -m comment --comment "flanneld vxlan guard" -j DROP$`,
 		},
+		// The tunnel guard lets in VXLAN from the one IPv6 peer.
+		"guard": {`^add FLANNEL-VXLAN-PEERS-V6 fc00:f853:ccd:e793::12$`},
 	}
 	var state string
 	eventually(t, 30*time.Second, "n1's IPv6 plane", func() error {
