@@ -297,13 +297,20 @@ func TestMetrics(t *testing.T) {
 	w1, w2 := workers(t)
 	peers := float64(len(ns) - 1)
 	m := scrape(t, w1)
-	for _, key := range []string{
-		`twill_peers_known{backend="vxlan",family="ipv4"}`,
-		`twill_peers_programmed{backend="vxlan",family="ipv4"}`,
-		`twill_kernel_entries{kind="route"}`, `twill_kernel_entries{kind="neigh"}`, `twill_kernel_entries{kind="fdb"}`,
-	} {
-		if m[key] != peers {
-			t.Errorf("%s = %v, want %v", key, m[key], peers)
+	want := map[string]float64{}
+	for _, f := range families() {
+		fl := strings.ToLower(f.String())
+		want[`twill_peers_known{backend="vxlan",family="`+fl+`"}`] = peers
+		want[`twill_peers_programmed{backend="vxlan",family="`+fl+`"}`] = peers
+	}
+	// Kernel entries are counted over every family's plane: one route,
+	// neighbour and FDB entry per peer and family.
+	for _, kind := range []string{"route", "neigh", "fdb"} {
+		want[`twill_kernel_entries{kind="`+kind+`"}`] = peers * float64(len(families()))
+	}
+	for key, w := range want {
+		if m[key] != w {
+			t.Errorf("%s = %v, want %v", key, m[key], w)
 		}
 	}
 	build := false
