@@ -18,7 +18,7 @@ CNI_PLUGINS := \
 export CGO_ENABLED := 0
 export GOFLAGS := -buildvcs=false
 
-.PHONY: all build plugins deps k8s image image-test lab lab-down test unit e2e bench fuzz-long lint dist compare clean
+.PHONY: all build plugins deps k8s coredns image image-test lab lab-down test unit e2e bench fuzz-long lint dist compare clean
 
 all: build plugins
 
@@ -38,6 +38,10 @@ deps:
 ## k8s: build the Kubernetes binaries for the lab (cached after the first run)
 k8s:
 	bash hack/k8s-build.sh
+
+## coredns: build CoreDNS, the lab's cluster DNS, from its Go module (cached)
+coredns:
+	bash hack/coredns-build.sh
 
 ## image: build Twill's container image with docker, podman or buildah
 image: build plugins

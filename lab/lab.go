@@ -149,7 +149,10 @@ func labCgroup(lab string) string        { return "/twill-lab/" + lab }
 func podsCgroup(lab, n string) string    { return labCgroup(lab) + "/pods/" + n }
 func daemonsCgroup(lab, n string) string { return labCgroup(lab) + "/daemons/" + n }
 func (c *Cluster) node(n Node) *node.Node {
-	return node.New(n.Name, n.Addrs(), c.nodeDir(n.Name), c.nsDir(), n.NetNS)
+	nd := node.New(n.Name, n.Addrs(), c.nodeDir(n.Name), c.nsDir(), n.NetNS)
+	nd.Nameservers = c.nameservers()
+	nd.RegistryMirror = c.RegistryAddr()
+	return nd
 }
 
 // Addrs returns the node's underlay addresses, the primary first.

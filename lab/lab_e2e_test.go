@@ -126,6 +126,12 @@ func TestLabNoCNI(t *testing.T) {
 	}
 
 	worker := name + "-worker"
+	t.Run("cluster DNS Pending without a CNI", func(t *testing.T) {
+		// As on kind: CoreDNS is there from the start and waits for a CNI.
+		if phases := waitDNSPods(ctx, t, c, "Pending"); phases != "" {
+			t.Errorf("CoreDNS pods without a CNI: %s, want 2 Pending", phases)
+		}
+	})
 	t.Run("node namespaces", func(t *testing.T) {
 		out, err := c.Exec(ctx, worker, "sh", "-c", "hostname; ip -4 -o addr show eth0; ip route show default")
 		if err != nil {
@@ -204,6 +210,56 @@ func TestLabNoCNI(t *testing.T) {
 		out, err := c.Kubectl(ctx, "exec", "hostpod", "--", "ip", "-4", "-o", "addr", "show", "eth0")
 		if err != nil || !strings.Contains(out, "172.18.0.3/16") {
 			t.Errorf("hostNetwork pod does not see the worker's eth0: %v %s", err, out)
+		}
+		// The node's resolver is the internet host's DNS server.
+		out, err = c.Kubectl(ctx, "exec", "hostpod", "--", "dig", "+short", "+tries=2", "+time=3", "example.com")
+		if err != nil || strings.TrimSpace(out) != InternetIP.String() {
+			t.Errorf("dig example.com on the node = %q (%v), want the internet host %s", strings.TrimSpace(out), err, InternetIP)
+		}
+	})
+	t.Run("tutorial image name offline", func(t *testing.T) {
+		// Tutorials run nicolaka/netshoot, which (":latest") kubelet always
+		// pulls; the lab has no route out, so the pull goes to the lab's
+		// registry, the nodes' mirror of docker.io.
+		if _, err := c.Kubectl(ctx, "run", "tutorial", "--image=nicolaka/netshoot",
+			`--overrides={"spec":{"hostNetwork":true,"tolerations":[{"operator":"Exists"}],"nodeSelector":{"kubernetes.io/hostname":"`+worker+`"}}}`,
+			"--", "sleep", "infinity"); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := c.Kubectl(ctx, "wait", "--for=condition=Ready", "pod/tutorial", "--timeout=120s"); err != nil {
+			desc, _ := c.Kubectl(ctx, "describe", "pod", "tutorial")
+			t.Fatalf("%v\n%s\n%s", err, out, desc)
+		}
+		if policy, _ := c.Kubectl(ctx, "get", "pod", "tutorial", "-o", "jsonpath={.spec.containers[0].imagePullPolicy}"); policy != "Always" {
+			t.Errorf("imagePullPolicy = %q, want Always (the default for :latest): the test must pull", policy)
+		}
+		if b, err := os.ReadFile(c.RegistryLog()); err != nil || !strings.Contains(string(b), "/v2/nicolaka/netshoot/manifests/latest") {
+			t.Errorf("the lab registry's log shows no pull of nicolaka/netshoot (%v):\n%s", err, b)
+		}
+		// A name the lab does not have fails as it would offline.
+		if _, err := c.Kubectl(ctx, "run", "unknown-image", "--image=nicolaka/netshoot:v0.0.0-none",
+			`--overrides={"spec":{"hostNetwork":true,"tolerations":[{"operator":"Exists"}],"nodeSelector":{"kubernetes.io/hostname":"`+worker+`"}}}`,
+			"--", "sleep", "infinity"); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			reason, _ := c.Kubectl(ctx, "get", "pod", "unknown-image", "-o", "jsonpath={.status.containerStatuses[0].state.waiting.reason}")
+			if reason == "ErrImagePull" || reason == "ImagePullBackOff" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("a pod with an image the lab lacks is waiting for %q, want ErrImagePull or ImagePullBackOff", reason)
+			}
+			time.Sleep(time.Second)
+		}
+	})
+	t.Run("cluster DNS runs once Twill is applied", func(t *testing.T) {
+		if err := c.ApplyManifest(ctx, "vxlan"); err != nil {
+			t.Fatal(err)
+		}
+		if phases := waitDNSPods(ctx, t, c, "Running"); phases != "" {
+			t.Errorf("CoreDNS pods with Twill: %s, want 2 Running", phases)
 		}
 	})
 
@@ -344,4 +400,33 @@ func hasCommand(pids []int, prefix string) bool {
 		}
 	}
 	return false
+}
+
+// waitDNSPods waits up to 3 minutes for both CoreDNS pods to be in phase
+// (Running ones also Ready, Pending ones unschedulable, as on a node that
+// is not Ready), and returns "" or what they were at the end.
+func waitDNSPods(ctx context.Context, t *testing.T, c *Cluster, phase string) string {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		out, err := c.Kubectl(ctx, "get", "pods", "-n", "kube-system", "-l", "k8s-app=kube-dns", "-o",
+			`jsonpath={range .items[*]}{.status.phase}/{.status.conditions[?(@.type=="Ready")].status}/{.status.conditions[?(@.type=="PodScheduled")].reason} {end}`)
+		got := strings.Fields(out)
+		ok := err == nil && len(got) == 2
+		for _, p := range got {
+			switch phase {
+			case "Running":
+				ok = ok && strings.HasPrefix(p, "Running/True/")
+			case "Pending":
+				ok = ok && p == "Pending//Unschedulable"
+			}
+		}
+		if ok {
+			return ""
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Sprintf("%q (%v)", strings.TrimSpace(out), err)
+		}
+		time.Sleep(time.Second)
+	}
 }

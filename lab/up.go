@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +23,7 @@ import (
 	"github.com/twill-net/twill/internal/testenv/pki"
 	"github.com/twill-net/twill/lab/images"
 	"github.com/twill-net/twill/lab/node"
+	"github.com/twill-net/twill/lab/registry"
 )
 
 // TwillImageArchive is where hack/image.sh writes Twill's image, relative to
@@ -102,9 +104,13 @@ func Up(ctx context.Context, o Options) (_ *Cluster, err error) {
 		return nil, fmt.Errorf("removing leftovers of an earlier lab %q: %w", o.Name, err)
 	}
 
-	step("building images (pause, netshoot) if they changed")
+	step("building images (pause, netshoot, CoreDNS) if they changed")
 	if err := images.Build(ctx, root, o.Log); err != nil {
 		return nil, fmt.Errorf("building the lab images: %w", err)
+	}
+	corednsBin, err := images.CoreDNSBinary(ctx, root, o.Log)
+	if err != nil {
+		return nil, err
 	}
 	archives := make([]string, 0, 3)
 	for _, im := range images.All() {
@@ -177,6 +183,18 @@ func Up(ctx context.Context, o Options) (_ *Cluster, err error) {
 	if err := createUnderlay(o.Name, fams, o.RoutedNodes > 0); err != nil {
 		return nil, err
 	}
+	inetCgroups, err := node.MakeCgroup(daemonsCgroup(c.Name, "internet"))
+	if err != nil {
+		return nil, err
+	}
+	if err := c.startInternetDNS(corednsBin, inetCgroups); err != nil {
+		return nil, err
+	}
+	step("DNS server on the internet host (%s), the nodes' resolver: %s resolve to it, other names are NXDOMAIN; log %s", JoinIPs(c.nameservers()), strings.Join(InternetDomains, ", "), c.InternetDNSLog())
+	if err := c.startRegistry(inetCgroups); err != nil {
+		return nil, err
+	}
+	step("image registry on the internet host (%s), the nodes' mirror of %s; log %s", c.RegistryAddr(), strings.Join(registry.Mirrored, ", "), c.RegistryLog())
 	for i := 0; i < o.Nodes; i++ {
 		n, err := c.createNode(ctx, i, isRouted(i, o.Nodes, o.RoutedNodes))
 		if err != nil {
@@ -223,6 +241,16 @@ func Up(ctx context.Context, o Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	step("all %d nodes registered", len(c.Nodes))
+	for _, im := range images.All() {
+		if len(im.Aliases) > 0 {
+			step("image %s also tagged %s in every node", im.Ref, strings.Join(im.Aliases, ", "))
+		}
+	}
+
+	step("applying the cluster DNS: CoreDNS %s, Service kube-system/kube-dns at %s (Pending until a CNI runs)", images.CoreDNSVersion, JoinIPs(c.DNSServiceIPs()))
+	if err := c.applyDNS(ctx); err != nil {
+		return nil, err
+	}
 
 	if o.CNI == "twill" {
 		dr := ""
@@ -234,6 +262,9 @@ func Up(ctx context.Context, o Options) (_ *Cluster, err error) {
 			return nil, err
 		}
 		step("all nodes Ready")
+	}
+	if err := c.waitRegistry(ctx, 2*time.Minute); err != nil {
+		return nil, err
 	}
 	if err := c.save(); err != nil {
 		return nil, err
@@ -295,6 +326,11 @@ func (c *Cluster) startNode(ctx context.Context, cp *controlplane.ControlPlane, 
 	if err := nd.ImportImages(ctx, archives...); err != nil {
 		return err
 	}
+	for _, im := range images.All() {
+		if err := nd.TagImages(ctx, im.Ref, im.Aliases...); err != nil {
+			return err
+		}
+	}
 	if err := nd.StartKubelet(node.KubeletOptions{
 		Bin:          filepath.Join(binDir, "kubelet"),
 		Kubeconfig:   kubeletKC,
@@ -304,10 +340,22 @@ func (c *Cluster) startNode(ctx context.Context, cp *controlplane.ControlPlane, 
 		CgroupRoot:   podsCgroup(c.Name, n.Name),
 		Cgroups:      daemons,
 		ControlPlane: n.Index == 0,
+		// One server, the primary family's, as kind configures it.
+		ClusterDNS:    c.DNSServiceIPs()[:1],
+		ClusterDomain: ClusterDomain,
 	}); err != nil {
 		return err
 	}
 	return nd.StartKubeProxy(filepath.Join(binDir, "kube-proxy"), proxyKC, controlplane.ClusterCIDRs(c.networks()), daemons)
+}
+
+// JoinIPs lists ips, comma-separated, for people to read.
+func JoinIPs(ips []net.IP) string {
+	s := make([]string, len(ips))
+	for i, ip := range ips {
+		s[i] = ip.String()
+	}
+	return strings.Join(s, ", ")
 }
 
 // networks are the control plane's ranges for the lab's families.

@@ -6,15 +6,20 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/twill-net/twill/lab"
 	"github.com/twill-net/twill/lab/compare"
+	"github.com/twill-net/twill/lab/images"
+	"github.com/twill-net/twill/lab/registry"
 	"github.com/twill-net/twill/status"
 )
 
@@ -39,6 +44,9 @@ func runLab(ctx context.Context, args []string) int {
 		return labDoctor(ctx, args[1:])
 	case "compare":
 		err = labCompare(ctx, args[1:])
+	case "registry":
+		// Not in the usage: twill lab up runs it on the lab's internet host.
+		err = labRegistry(ctx, args[1:])
 	default:
 		fmt.Fprintf(os.Stderr, "twill lab: unknown command %q\n\n%s", args[0], usage)
 		return 2
@@ -182,6 +190,16 @@ func labStatus(ctx context.Context, args []string) error {
 		fmt.Println("the last node is on a second subnet, routed to the others through the underlay")
 	case c.RoutedNodes > 1:
 		fmt.Printf("the last %d nodes are on a second subnet, routed to the others through the underlay\n", c.RoutedNodes)
+	}
+	fmt.Printf("cluster DNS: Service kube-system/kube-dns at %s (CoreDNS %s); outside %s, %s resolve to the lab's internet host\n",
+		lab.JoinIPs(c.DNSServiceIPs()), images.CoreDNSVersion, lab.ClusterDomain, strings.Join(lab.InternetDomains, ", "))
+	if refs, err := c.Images(ctx); err != nil {
+		fmt.Printf("images: %v\n", err)
+	} else {
+		fmt.Println("images in every node (there is no registry: a pod with any other image fails to pull):")
+		for _, r := range refs {
+			fmt.Println("  " + r)
+		}
 	}
 	fmt.Println()
 	if err := printStatus(ctx, os.Stdout, c); err != nil {
@@ -366,4 +384,38 @@ func runAttached(cmd *exec.Cmd) int {
 		return 1
 	}
 	return 0
+}
+
+// labRegistry serves the lab's images (lab/registry) until it is stopped;
+// twill lab up runs it in the lab's internet namespace.
+func labRegistry(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("twill lab registry", flag.ContinueOnError)
+	listen := fs.String("listen", fmt.Sprintf(":%d", registry.Port), "address to listen on")
+	dir := fs.String("dir", "", "directory for the image blobs (required)")
+	ready := fs.String("ready", "", "file written once every image is loaded")
+	var imgs []registry.Image
+	fs.Func("image", "ARCHIVE=REF[,REF...]: a docker-archive and the names it is served under (repeatable)", func(s string) error {
+		im, err := registry.ParseImage(s)
+		imgs = append(imgs, im)
+		return err
+	})
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *dir == "" || len(imgs) == 0 {
+		return errors.New("--dir and at least one --image are required")
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", *listen, err)
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	var readyErr error
+	err = registry.Serve(ctx, ln, *dir, imgs, os.Stderr, func() {
+		if *ready != "" {
+			readyErr = os.WriteFile(*ready, []byte("ready\n"), 0o644)
+		}
+	})
+	return errors.Join(err, readyErr)
 }

@@ -68,10 +68,22 @@ func TestBuild(t *testing.T) {
 	t.Run("netshoot", func(t *testing.T) {
 		a := readArchive(t, filepath.Join(root, NetshootArchive))
 		a.wantRef(t, NetshootRef)
-		for _, tool := range []string{"usr/bin/ping", "usr/sbin/tcpdump", "usr/bin/iperf3", "usr/bin/curl", "usr/bin/ip", "usr/bin/nc", "usr/bin/ps", "usr/sbin/iptables"} {
+		for _, tool := range []string{"usr/bin/ping", "usr/sbin/tcpdump", "usr/bin/iperf3", "usr/bin/curl", "usr/bin/ip", "usr/bin/nc", "usr/bin/ps", "usr/sbin/iptables",
+			"usr/bin/dig", "usr/bin/nslookup", "usr/bin/ss"} {
 			if !a.has(tool) {
 				t.Errorf("netshoot lacks /%s", tool)
 			}
+		}
+	})
+
+	t.Run("coredns", func(t *testing.T) {
+		a := readArchive(t, filepath.Join(root, CoreDNSArchive))
+		a.wantRef(t, CoreDNSRef)
+		if got := strings.Join(a.config.Config.Entrypoint, " "); got != "/coredns" {
+			t.Errorf("entrypoint = %q, want /coredns", got)
+		}
+		if !a.has("coredns") || len(a.files) != 1 {
+			t.Errorf("the CoreDNS image holds %v, want /coredns alone", a.names())
 		}
 	})
 

@@ -1,5 +1,6 @@
 // Package images builds the container images Twill's lab needs besides Twill
-// itself: the pod sandbox ("pause") image and the netshoot test image. There
+// itself: the pod sandbox ("pause") image, the netshoot test image and the
+// CoreDNS image of the cluster DNS. There
 // is no registry in the lab, so each image is written as a docker-archive that
 // `ctr -n k8s.io images import` loads into a node's containerd with its
 // reference intact. Builds are cached: an archive newer than everything it is
@@ -33,6 +34,17 @@ const (
 	// NetshootArchive is where the netshoot image's archive goes, relative to
 	// the repository root.
 	NetshootArchive = "_output/images/netshoot.tar"
+	// NetshootAlias is the name tutorials use for netshoot; every node
+	// carries the lab's netshoot under it too, so they run verbatim.
+	NetshootAlias = "docker.io/nicolaka/netshoot:latest"
+	// CoreDNSVersion is the CoreDNS release hack/tools/coredns pins.
+	CoreDNSVersion = "v1.15.0"
+	// CoreDNSRef is the reference of the cluster DNS image: the name
+	// kubeadm deploys, so manifests written for kubeadm run unchanged.
+	CoreDNSRef = "registry.k8s.io/coredns/coredns:" + CoreDNSVersion
+	// CoreDNSArchive is where the CoreDNS image's archive goes, relative to
+	// the repository root.
+	CoreDNSArchive = "_output/images/coredns.tar"
 	// BaseRef is the Debian base image netshoot is built from; it lives only
 	// in buildah's local storage, made by hack/debian-base.sh.
 	BaseRef = "docker.io/library/debian:bookworm-slim"
@@ -44,17 +56,22 @@ type Image struct {
 	Ref string
 	// Archive is the docker-archive's path relative to the repository root.
 	Archive string
+	// Aliases are further references of the same image, tagged in every
+	// node after the import.
+	Aliases []string
 }
 
 // All lists the images Build makes, for the lab to import into each node.
 func All() []Image {
 	return []Image{
 		{Ref: PauseRef, Archive: PauseArchive},
-		{Ref: NetshootRef, Archive: NetshootArchive},
+		{Ref: NetshootRef, Archive: NetshootArchive, Aliases: []string{NetshootAlias}},
+		{Ref: CoreDNSRef, Archive: CoreDNSArchive},
 	}
 }
 
-// Build makes the pause and netshoot archives under repoRoot/_output/images,
+// Build makes the pause, netshoot and CoreDNS archives under
+// repoRoot/_output/images,
 // skipping each one whose archive is newer than its inputs. It needs root,
 // buildah and the Go toolchain; progress and tool output go to log. Only one
 // Build runs at a time per repository (a lock file serialises callers).
@@ -85,6 +102,9 @@ func Build(ctx context.Context, repoRoot string, log io.Writer) error {
 	}
 	if err := b.netshoot(ctx); err != nil {
 		return fmt.Errorf("building %s: %w", NetshootRef, err)
+	}
+	if err := b.coredns(ctx); err != nil {
+		return fmt.Errorf("building %s: %w", CoreDNSRef, err)
 	}
 	return nil
 }
@@ -171,7 +191,7 @@ func (b *builder) netshoot(ctx context.Context) error {
 		fmt.Fprintf(b.log, "images: %s is up to date\n", NetshootArchive)
 		return nil
 	}
-	fmt.Fprintf(b.log, "images: building %s (installs Debian packages from deb.debian.org)\n", NetshootRef)
+	fmt.Fprintf(b.log, "images: building %s (installs Debian packages from the mirror of hack/debian-base.sh)\n", NetshootRef)
 	// chroot isolation with the host's network: buildah makes no network
 	// namespace, bridge or firewall rule of its own, so nothing is added to
 	// the host's network and apt reaches the Debian mirror directly.
@@ -182,6 +202,67 @@ func (b *builder) netshoot(ctx context.Context) error {
 		return err
 	}
 	return b.push(ctx, NetshootRef, archive)
+}
+
+// CoreDNSBinary builds CoreDNS with hack/coredns-build.sh when its cached
+// binary is missing or stale, and returns the binary's path; the script's
+// progress goes to log.
+func CoreDNSBinary(ctx context.Context, repoRoot string, log io.Writer) (string, error) {
+	if log == nil {
+		log = io.Discard
+	}
+	var out bytes.Buffer
+	cmd := exec.CommandContext(ctx, "bash", filepath.Join(repoRoot, "hack", "coredns-build.sh"))
+	cmd.Dir = repoRoot
+	cmd.Stdout, cmd.Stderr = &out, log
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("building CoreDNS (hack/coredns-build.sh): %w", err)
+	}
+	bin := strings.TrimSpace(out.String())
+	if bin == "" {
+		return "", errors.New("hack/coredns-build.sh printed no binary path")
+	}
+	return bin, nil
+}
+
+// coredns builds the CoreDNS binary (hack/coredns-build.sh, cached) and
+// puts it alone in an image, as CoreDNS's own image does. The image's user
+// is root: the Deployment drops every capability but NET_BIND_SERVICE, which
+// a non-root user would need as a file capability on the binary.
+func (b *builder) coredns(ctx context.Context) error {
+	archive := filepath.Join(b.root, CoreDNSArchive)
+	bin, err := CoreDNSBinary(ctx, b.root, b.log)
+	if err != nil {
+		return err
+	}
+	fresh, err := upToDate(archive, append(b.recipeFiles(), bin), time.Time{})
+	if err != nil {
+		return err
+	}
+	if fresh {
+		fmt.Fprintf(b.log, "images: %s is up to date\n", CoreDNSArchive)
+		return nil
+	}
+	fmt.Fprintf(b.log, "images: building %s\n", CoreDNSRef)
+	ctr, err := b.output(ctx, "buildah", "from", "--pull=never", "scratch")
+	if err != nil {
+		return err
+	}
+	defer b.cleanupContainer(ctr)
+	steps := [][]string{
+		{"buildah", "copy", "--chmod", "0755", ctr, bin, "/coredns"},
+		{"buildah", "config", "--entrypoint", `["/coredns"]`, "--cmd", "", "--user", "0:0",
+			"--port", "53/udp", "--port", "53/tcp", "--port", "9153/tcp",
+			"--label", "org.opencontainers.image.title=twill-lab-coredns",
+			"--label", "org.opencontainers.image.version=" + CoreDNSVersion, ctr},
+		{"buildah", "commit", "--quiet", "--rm", "--format", "docker", ctr, CoreDNSRef},
+	}
+	for _, s := range steps {
+		if err := b.run(exec.CommandContext(ctx, s[0], s[1:]...)); err != nil {
+			return err
+		}
+	}
+	return b.push(ctx, CoreDNSRef, archive)
 }
 
 // baseImage makes sure the Debian base image exists in buildah's storage,

@@ -3,6 +3,7 @@ package images
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -71,3 +72,19 @@ func TestUpToDateMissingInput(t *testing.T) {
 }
 
 func ptr(t time.Time) *time.Time { return &t }
+
+// TestCoreDNSVersionPinned: the image's tag is the release the tools module
+// builds, so the lab never names one CoreDNS and runs another.
+func TestCoreDNSVersionPinned(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "hack", "tools", "coredns", "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "require github.com/coredns/coredns " + CoreDNSVersion + "\n"
+	if !strings.Contains(string(b), want) {
+		t.Errorf("hack/tools/coredns/go.mod does not pin CoreDNS %s (CoreDNSVersion): want a line %q", CoreDNSVersion, strings.TrimSpace(want))
+	}
+	if !strings.HasSuffix(CoreDNSRef, ":"+CoreDNSVersion) {
+		t.Errorf("CoreDNSRef %s is not tagged %s", CoreDNSRef, CoreDNSVersion)
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/twill-net/twill/lab/registry"
 )
 
 // containerdConfig is containerd 1.6's configuration for a lab node; every
@@ -38,6 +40,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/opt/cni/bin"
     conf_dir = "/etc/cni/net.d"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = %q
 `
 
 // ContainerdSocket is containerd's socket inside a node.
@@ -46,8 +50,19 @@ const ContainerdSocket = "/run/containerd/containerd.sock"
 // StartContainerd starts containerd with sandboxImage as the pod sandbox
 // image and waits until it answers.
 func (n *Node) StartContainerd(ctx context.Context, cgroups []string, sandboxImage string) error {
+	certs := filepath.Join(n.Dir, "certs.d")
+	if n.RegistryMirror != "" {
+		for _, r := range registry.Mirrored {
+			if err := os.MkdirAll(filepath.Join(certs, r), 0o755); err != nil {
+				return fmt.Errorf("creating containerd's registry hosts: %w", err)
+			}
+			if err := os.WriteFile(filepath.Join(certs, r, "hosts.toml"), []byte(registry.HostsTOML(r, n.RegistryMirror)), 0o644); err != nil {
+				return fmt.Errorf("writing containerd's hosts.toml for %s: %w", r, err)
+			}
+		}
+	}
 	conf := filepath.Join(n.Dir, "containerd.toml")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, containerdConfig, sandboxImage), 0o644); err != nil {
+	if err := os.WriteFile(conf, fmt.Appendf(nil, containerdConfig, sandboxImage, certs), 0o644); err != nil {
 		return fmt.Errorf("writing containerd config: %w", err)
 	}
 	if err := n.Start("containerd", "/usr/bin/containerd", cgroups, "--config", conf); err != nil {
@@ -70,6 +85,17 @@ func (n *Node) ImportImages(ctx context.Context, archives ...string) error {
 	return nil
 }
 
+// TagImages gives the image ref further references in containerd's k8s.io
+// namespace, replacing what they named before.
+func (n *Node) TagImages(ctx context.Context, ref string, aliases ...string) error {
+	for _, a := range aliases {
+		if _, err := n.Run(ctx, "ctr", "--address", ContainerdSocket, "-n", "k8s.io", "images", "tag", "--force", ref, a); err != nil {
+			return fmt.Errorf("tagging %s as %s: %w", ref, a, err)
+		}
+	}
+	return nil
+}
+
 // KubeletOptions configure StartKubelet.
 type KubeletOptions struct {
 	// Bin is the kubelet binary.
@@ -87,6 +113,11 @@ type KubeletOptions struct {
 	Cgroups []string
 	// ControlPlane taints the node like kind's control-plane node.
 	ControlPlane bool
+	// ClusterDNS are the cluster DNS Service's addresses and ClusterDomain
+	// its domain, written into every pod's resolv.conf; none leaves pods
+	// with the node's resolver.
+	ClusterDNS    []net.IP
+	ClusterDomain string
 }
 
 // StartKubelet writes the kubelet's configuration and starts it.
@@ -98,6 +129,13 @@ func (n *Node) StartKubelet(o KubeletOptions) error {
 	resolv := "/etc/resolv.conf"
 	if _, err := os.Stat(filepath.Join(n.Dir, "resolv.conf")); err == nil {
 		resolv = filepath.Join(n.Dir, "resolv.conf")
+	}
+	dns := ""
+	if len(o.ClusterDNS) > 0 {
+		dns = "clusterDomain: " + o.ClusterDomain + "\nclusterDNS:\n"
+		for _, ip := range o.ClusterDNS {
+			dns += "- " + ip.String() + "\n"
+		}
 	}
 	conf := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -136,7 +174,7 @@ imageGCLowThresholdPercent: 99
 syncFrequency: 10s
 fileCheckFrequency: 10s
 nodeStatusUpdateFrequency: 4s
-`, o.CgroupRoot, ContainerdSocket, n.IPs[0], o.ClientCAFile, o.CertFile, o.KeyFile, taints, resolv)
+%s`, o.CgroupRoot, ContainerdSocket, n.IPs[0], o.ClientCAFile, o.CertFile, o.KeyFile, taints, resolv, dns)
 	path := filepath.Join(n.Dir, "kubelet.yaml")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return fmt.Errorf("writing kubelet config: %w", err)

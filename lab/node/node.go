@@ -53,6 +53,13 @@ type Node struct {
 	Dir string
 	// NetNS, MountNS and UTSNS are the namespace files.
 	NetNS, MountNS, UTSNS string
+	// Nameservers go into the node's own /etc/resolv.conf (Setup), the
+	// resolver of the node, its hostNetwork pods and CoreDNS's upstream;
+	// none means a resolver that answers nothing (127.0.0.1).
+	Nameservers []net.IP
+	// RegistryMirror is the host:port of the lab's registry, the mirror of
+	// registry.Mirrored for the node's containerd; empty means none.
+	RegistryMirror string
 }
 
 // New describes the node called name whose files live in dir and whose
@@ -140,7 +147,7 @@ func (n *Node) Setup(ctx context.Context) error {
 		fmt.Fprintf(&s, "mount --bind %s %s\n", q(filepath.Join(n.Dir, "root", d)), q(d))
 	}
 	if fi, err := os.Lstat("/etc/resolv.conf"); err == nil && fi.Mode().IsRegular() {
-		if err := os.WriteFile(filepath.Join(n.Dir, "resolv.conf"), []byte("# twill lab node: no DNS server in the lab\nnameserver 127.0.0.1\n"), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(n.Dir, "resolv.conf"), resolvConf(n.Nameservers), 0o644); err != nil {
 			return fmt.Errorf("writing resolv.conf: %w", err)
 		}
 		fmt.Fprintf(&s, "mount --bind %s /etc/resolv.conf\n", q(filepath.Join(n.Dir, "resolv.conf")))
@@ -153,6 +160,19 @@ func (n *Node) Setup(ctx context.Context) error {
 		return fmt.Errorf("setting up the namespaces of node %s: %w: %s", n.Name, err, bytes.TrimSpace(out))
 	}
 	return nil
+}
+
+// resolvConf is a node's /etc/resolv.conf with servers.
+func resolvConf(servers []net.IP) []byte {
+	if len(servers) == 0 {
+		return []byte("# twill lab node: no DNS server in the lab\nnameserver 127.0.0.1\n")
+	}
+	var b strings.Builder
+	b.WriteString("# twill lab node: the DNS server of the lab's internet host\n")
+	for _, ip := range servers {
+		fmt.Fprintf(&b, "nameserver %s\n", ip)
+	}
+	return []byte(b.String())
 }
 
 // Command returns a command running argv in the node's namespaces.

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -158,4 +159,14 @@ func unmountAll(dir string) error {
 		}
 	}
 	return nil
+}
+
+func TestResolvConf(t *testing.T) {
+	got := string(resolvConf([]net.IP{net.ParseIP("203.0.113.10"), net.ParseIP("2001:db8::10")}))
+	if !strings.Contains(got, "\nnameserver 203.0.113.10\nnameserver 2001:db8::10\n") {
+		t.Errorf("resolv.conf with two servers:\n%s", got)
+	}
+	if got := string(resolvConf(nil)); !strings.Contains(got, "\nnameserver 127.0.0.1\n") {
+		t.Errorf("resolv.conf without servers:\n%s", got)
+	}
 }

@@ -1,0 +1,78 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/twill-net/twill/internal/testenv/proc"
+	"github.com/twill-net/twill/lab/images"
+	"github.com/twill-net/twill/lab/registry"
+)
+
+// RegistryAddr is the lab registry's host:port on the internet host, in the
+// lab's primary family: what every node's containerd pulls the mirrored
+// registries' images from.
+func (c *Cluster) RegistryAddr() string {
+	return net.JoinHostPort(InternetAddr(c.Families()[0]).String(), strconv.Itoa(registry.Port))
+}
+
+// RegistryLog is the lab registry's log, one line per request.
+func (c *Cluster) RegistryLog() string {
+	return filepath.Join(c.controlPlaneDir(), "logs", "registry.log")
+}
+
+func (c *Cluster) registryDir() string { return filepath.Join(c.controlPlaneDir(), "registry") }
+
+// startRegistry runs `twill lab registry` (bin/twill of the checkout) in the
+// internet namespace, serving every lab image under its names. Down stops
+// it with the control plane's daemons.
+func (c *Cluster) startRegistry(cgroups []string) error {
+	bin := filepath.Join(c.RepoRoot, "bin", "twill")
+	if _, err := os.Stat(bin); err != nil {
+		return fmt.Errorf("the lab's registry runs %s: %w; run `make build`", bin, err)
+	}
+	args := []string{"lab", "registry", "--listen", fmt.Sprintf(":%d", registry.Port),
+		"--dir", filepath.Join(c.registryDir(), "blobs"), "--ready", filepath.Join(c.registryDir(), "ready")}
+	for _, im := range images.All() {
+		refs := append([]string{im.Ref}, im.Aliases...)
+		args = append(args, "--image", filepath.Join(c.RepoRoot, im.Archive)+"="+strings.Join(refs, ","))
+	}
+	if err := os.MkdirAll(c.registryDir(), 0o755); err != nil {
+		return fmt.Errorf("creating %s: %w", c.registryDir(), err)
+	}
+	_, err := proc.Start(proc.Spec{
+		Path: bin, Args: args,
+		NetNS:   c.InternetNetNS(),
+		Cgroups: cgroups,
+		Dir:     c.registryDir(),
+		Log:     c.RegistryLog(),
+		PIDFile: filepath.Join(c.controlPlaneDir(), "run", "registry.pid"),
+	})
+	if err != nil {
+		return fmt.Errorf("starting the lab's registry: %w", err)
+	}
+	return nil
+}
+
+// waitRegistry waits until the registry has loaded every image.
+func (c *Cluster) waitRegistry(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		if _, err := os.Stat(filepath.Join(c.registryDir(), "ready")); err == nil {
+			return nil
+		}
+		if p, err := proc.Load(filepath.Join(c.controlPlaneDir(), "run", "registry.pid")); err != nil || !p.Alive() {
+			return fmt.Errorf("the lab's registry exited; see %s", c.RegistryLog())
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("the lab's registry did not load its images within %v; see %s", timeout, c.RegistryLog())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

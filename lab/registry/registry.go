@@ -1,0 +1,144 @@
+// Package registry is the lab's image registry. The lab has no route out,
+// so an image name from a tutorial (nicolaka/netshoot, registry.k8s.io/…)
+// cannot be pulled from where it lives; the lab's internet host serves the
+// lab's own images under those names instead, and every node's containerd
+// uses it as the mirror of those registries. A pod whose image is pulled
+// (imagePullPolicy Always, the default for :latest) then gets the lab's copy;
+// a name the registry does not hold fails as it would without a network.
+//
+// The registry protocol is go-containerregistry's (pkg/registry), with blobs
+// on disk; Serve loads docker-archives into it by pushing them to itself.
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	ggcr "github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+)
+
+// Port is where the lab's registry listens on the internet host.
+const Port = 5000
+
+// Mirrored are the registries whose names the lab's registry answers for;
+// each node's containerd sends their pulls to it.
+var Mirrored = []string{"docker.io", "registry.k8s.io"}
+
+// Image is a docker-archive and the references it is served under.
+type Image struct {
+	Archive string
+	Refs    []string
+}
+
+// ParseImage reads ARCHIVE=REF[,REF...], the command line's form of Image.
+func ParseImage(s string) (Image, error) {
+	archive, refs, ok := strings.Cut(s, "=")
+	if !ok || archive == "" || refs == "" {
+		return Image{}, fmt.Errorf("image %q: want ARCHIVE=REF[,REF...]", s)
+	}
+	im := Image{Archive: archive, Refs: strings.Split(refs, ",")}
+	for _, r := range im.Refs {
+		if _, err := name.NewTag(r); err != nil {
+			return Image{}, fmt.Errorf("image %q: reference %q: %w", s, r, err)
+		}
+	}
+	return im, nil
+}
+
+// Repository is the path a reference is served under (its repository and
+// tag without the registry): "nicolaka/netshoot:latest" for
+// docker.io/nicolaka/netshoot:latest, "library/debian:12" for debian:12.
+func Repository(ref string) (string, error) {
+	t, err := name.NewTag(ref)
+	if err != nil {
+		return "", fmt.Errorf("reference %q: %w", ref, err)
+	}
+	return t.RepositoryStr() + ":" + t.TagStr(), nil
+}
+
+// Serve runs the registry on ln until ctx ends, keeping blobs under dir,
+// after loading every image (a failed one is logged and skipped: the others
+// are still served). ready is called once all are loaded; the log receives
+// one line per request.
+func Serve(ctx context.Context, ln net.Listener, dir string, images []Image, logw io.Writer, ready func()) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("creating the registry's blob directory: %w", err)
+	}
+	l := log.New(logw, "registry: ", log.LstdFlags)
+	srv := &http.Server{
+		Handler:           ggcr.New(ggcr.WithBlobHandler(ggcr.NewDiskBlobHandler(dir)), ggcr.Logger(l)),
+		ReadHeaderTimeout: 30 * time.Second,
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	host := ln.Addr().String()
+	var failed []string
+	for _, im := range images {
+		if err := load(ctx, host, im); err != nil {
+			l.Printf("not serving %s: %v", im.Archive, err)
+			failed = append(failed, im.Archive)
+			continue
+		}
+		l.Printf("serving %s as %s", filepath.Base(im.Archive), strings.Join(im.Refs, ", "))
+	}
+	if len(failed) == 0 && ready != nil {
+		ready()
+	}
+	select {
+	case err := <-served:
+		return fmt.Errorf("serving the registry: %w", err)
+	case <-ctx.Done():
+	}
+	shut, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shut); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("stopping the registry: %w", err)
+	}
+	return nil
+}
+
+// load pushes an archive to the registry at host under each of its refs.
+func load(ctx context.Context, host string, im Image) error {
+	img, err := tarball.ImageFromPath(im.Archive, nil)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", im.Archive, err)
+	}
+	for _, r := range im.Refs {
+		repo, err := Repository(r)
+		if err != nil {
+			return err
+		}
+		dst, err := name.NewTag(host+"/"+repo, name.Insecure)
+		if err != nil {
+			return fmt.Errorf("reference %s on %s: %w", repo, host, err)
+		}
+		if err := remote.Write(dst, img, remote.WithContext(ctx)); err != nil {
+			return fmt.Errorf("pushing %s as %s: %w", im.Archive, repo, err)
+		}
+	}
+	return nil
+}
+
+// HostsTOML is containerd's hosts.toml for a mirrored registry: pulls and
+// resolves go to the lab's registry at addr (host:port, plain HTTP), and to
+// nowhere else (the lab has no route to the registry's own server).
+func HostsTOML(registry, addr string) string {
+	server := "https://" + registry
+	if registry == "docker.io" {
+		server = "https://registry-1.docker.io"
+	}
+	return fmt.Sprintf("# The lab's registry on its internet host mirrors %s (lab/registry).\nserver = %q\n\n[host.\"http://%s\"]\n  capabilities = [\"pull\", \"resolve\"]\n", registry, server, addr)
+}
