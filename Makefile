@@ -18,7 +18,7 @@ CNI_PLUGINS := \
 export CGO_ENABLED := 0
 export GOFLAGS := -buildvcs=false
 
-.PHONY: all build plugins deps k8s coredns image image-test lab lab-down test unit e2e bench fuzz-long lint dist compare clean
+.PHONY: all build plugins deps k8s coredns conformance-build conformance image image-test lab lab-down test unit e2e bench fuzz-long lint dist compare clean
 
 all: build plugins
 
@@ -42,6 +42,14 @@ k8s:
 ## coredns: build CoreDNS, the lab's cluster DNS, from its Go module (cached)
 coredns:
 	bash hack/coredns-build.sh
+
+## conformance-build: build Kubernetes' network e2e suite and agnhost for the lab (cached)
+conformance-build:
+	bash hack/conformance-build.sh
+
+## conformance: Kubernetes' [sig-network] [Conformance] tests on a fresh lab; summary in bench/conformance.md
+conformance: deps build plugins k8s conformance-build
+	bash hack/conformance.sh
 
 ## image: build Twill's container image with docker, podman or buildah
 image: build plugins
@@ -68,7 +76,7 @@ unit:
 	CGO_ENABLED=1 $(GO) test -race -count=1 ./...
 	bash hack/fuzz.sh
 
-e2e: k8s
+e2e: k8s conformance-build
 	CGO_ENABLED=1 $(GO) test -race -tags e2e -count=1 -timeout 10m ./daemon/...
 	bash hack/e2e.sh
 

@@ -2,7 +2,9 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/twill-net/twill/internal/testenv/proc"
 	"github.com/twill-net/twill/lab/images"
+	"github.com/twill-net/twill/lab/node"
 	"github.com/twill-net/twill/lab/registry"
 )
 
@@ -29,17 +32,38 @@ func (c *Cluster) RegistryLog() string {
 
 func (c *Cluster) registryDir() string { return filepath.Join(c.controlPlaneDir(), "registry") }
 
+// ServeImages restarts the lab's registry serving, besides the lab's own
+// images, extra (for `twill lab conformance`, Kubernetes' test images), and
+// waits until it has loaded them all.
+func (c *Cluster) ServeImages(ctx context.Context, extra []images.Image) error {
+	pidFile := filepath.Join(c.controlPlaneDir(), "run", "registry.pid")
+	if err := proc.StopFile(pidFile, 5*time.Second); err != nil {
+		return fmt.Errorf("stopping the lab's registry: %w", err)
+	}
+	if err := os.Remove(filepath.Join(c.registryDir(), "ready")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("restarting the lab's registry: %w", err)
+	}
+	cgroups, err := node.MakeCgroup(daemonsCgroup(c.Name, "internet"))
+	if err != nil {
+		return err
+	}
+	if err := c.startRegistry(cgroups, extra...); err != nil {
+		return err
+	}
+	return c.waitRegistry(ctx, 5*time.Minute)
+}
+
 // startRegistry runs `twill lab registry` (bin/twill of the checkout) in the
-// internet namespace, serving every lab image under its names. Down stops
-// it with the control plane's daemons.
-func (c *Cluster) startRegistry(cgroups []string) error {
+// internet namespace, serving every lab image, and extra, under their names.
+// Down stops it with the control plane's daemons.
+func (c *Cluster) startRegistry(cgroups []string, extra ...images.Image) error {
 	bin := filepath.Join(c.RepoRoot, "bin", "twill")
 	if _, err := os.Stat(bin); err != nil {
 		return fmt.Errorf("the lab's registry runs %s: %w; run `make build`", bin, err)
 	}
 	args := []string{"lab", "registry", "--listen", fmt.Sprintf(":%d", registry.Port),
 		"--dir", filepath.Join(c.registryDir(), "blobs"), "--ready", filepath.Join(c.registryDir(), "ready")}
-	for _, im := range images.All() {
+	for _, im := range append(images.All(), extra...) {
 		refs := append([]string{im.Ref}, im.Aliases...)
 		args = append(args, "--image", filepath.Join(c.RepoRoot, im.Archive)+"="+strings.Join(refs, ","))
 	}

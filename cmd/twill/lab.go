@@ -16,8 +16,10 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/twill-net/twill/internal/testenv/k8sbin"
 	"github.com/twill-net/twill/lab"
 	"github.com/twill-net/twill/lab/compare"
+	"github.com/twill-net/twill/lab/conformance"
 	"github.com/twill-net/twill/lab/images"
 	"github.com/twill-net/twill/lab/registry"
 	"github.com/twill-net/twill/status"
@@ -44,6 +46,8 @@ func runLab(ctx context.Context, args []string) int {
 		return labDoctor(ctx, args[1:])
 	case "compare":
 		err = labCompare(ctx, args[1:])
+	case "conformance":
+		err = labConformance(ctx, args[1:])
 	case "registry":
 		// Not in the usage: twill lab up runs it on the lab's internet host.
 		err = labRegistry(ctx, args[1:])
@@ -418,4 +422,48 @@ func labRegistry(ctx context.Context, args []string) error {
 		}
 	})
 	return errors.Join(err, readyErr)
+}
+
+// labConformance runs Kubernetes' network conformance tests on a lab and
+// prints (and with --results writes) the summary; failed tests are an error.
+func labConformance(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("twill lab conformance", flag.ContinueOnError)
+	name := fs.String("name", lab.DefaultName, "lab name")
+	quick := fs.Bool("quick", false, "only the pod-to-pod granular checks and DNS (what make test runs)")
+	focus := fs.String("focus", "", "a regular expression on test names instead (default: every [sig-network] [Conformance] test)")
+	results := fs.String("results", "", "write the summary as Markdown to this file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c, err := lab.Load(*name)
+	if err != nil {
+		return err
+	}
+	o := conformance.LabOptions{Focus: *focus, Log: os.Stdout}
+	if *quick {
+		o.Focus = conformance.Quick
+	}
+	s, err := conformance.RunLab(ctx, c, o)
+	if err != nil {
+		return err
+	}
+	what := fmt.Sprintf("`twill lab conformance` on lab %q (%d nodes, IP family %s, backend %s), %s, %s.",
+		c.Name, len(c.Nodes), c.Family(), c.Backend, time.Now().UTC().Format("2006-01-02"), k8sbin.Version)
+	fmt.Println()
+	if err := s.Markdown(os.Stdout, what); err != nil {
+		return err
+	}
+	if *results != "" {
+		var b strings.Builder
+		if err := s.Markdown(&b, what); err != nil {
+			return err
+		}
+		if err := os.WriteFile(*results, []byte(b.String()), 0o644); err != nil {
+			return fmt.Errorf("writing %s: %w", *results, err)
+		}
+	}
+	if len(s.Failed) > 0 {
+		return fmt.Errorf("%d of %d tests failed", len(s.Failed), len(s.Failed)+len(s.Passed))
+	}
+	return nil
 }

@@ -26,6 +26,8 @@ Usage:
   twill lab kubectl [--name NAME] ARGS...
   twill lab exec [--name NAME] NODE -- CMD...
   twill lab compare [--quick] [--out DIR]   (overlay vs native, measured in labs of its own)
+  twill lab conformance [--name NAME] [--quick] [--focus REGEXP] [--results FILE]
+                                             (Kubernetes' network conformance tests on the lab)
   twill version
 `
 

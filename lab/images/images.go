@@ -76,27 +76,11 @@ func All() []Image {
 // buildah and the Go toolchain; progress and tool output go to log. Only one
 // Build runs at a time per repository (a lock file serialises callers).
 func Build(ctx context.Context, repoRoot string, log io.Writer) error {
-	if log == nil {
-		log = io.Discard
-	}
-	root, err := filepath.Abs(repoRoot)
-	if err != nil {
-		return fmt.Errorf("resolving repository root %q: %w", repoRoot, err)
-	}
-	if _, err := exec.LookPath("buildah"); err != nil {
-		return errors.New("building lab images: buildah not found; install it with `make deps` (as root)")
-	}
-	outDir := filepath.Join(root, "_output", "images")
-	if err := os.MkdirAll(outDir, 0o755); err != nil {
-		return fmt.Errorf("creating %s: %w", outDir, err)
-	}
-	unlock, err := lock(ctx, filepath.Join(outDir, ".build.lock"))
+	b, unlock, err := newBuilder(ctx, repoRoot, log)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-
-	b := &builder{root: root, log: log}
 	if err := b.pause(ctx); err != nil {
 		return fmt.Errorf("building %s: %w", PauseRef, err)
 	}
@@ -113,6 +97,42 @@ func Build(ctx context.Context, repoRoot string, log io.Writer) error {
 type builder struct {
 	root string
 	log  io.Writer
+}
+
+// newBuilder checks for buildah, makes the archives' directory under repoRoot
+// and takes its lock: one build at a time per repository. The returned
+// function releases the lock.
+func newBuilder(ctx context.Context, repoRoot string, log io.Writer) (*builder, func(), error) {
+	if log == nil {
+		log = io.Discard
+	}
+	root, err := filepath.Abs(repoRoot)
+	if err != nil {
+		return nil, nil, fmt.Errorf("resolving repository root %q: %w", repoRoot, err)
+	}
+	if _, err := exec.LookPath("buildah"); err != nil {
+		return nil, nil, errors.New("building lab images: buildah not found; install it with `make deps` (as root)")
+	}
+	outDir := filepath.Join(root, "_output", "images")
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		return nil, nil, fmt.Errorf("creating %s: %w", outDir, err)
+	}
+	unlock, err := lock(ctx, filepath.Join(outDir, ".build.lock"))
+	if err != nil {
+		return nil, nil, err
+	}
+	return &builder{root: root, log: log}, unlock, nil
+}
+
+// commit runs the buildah steps that fill the working container, commits
+// it as ref and writes ref's archive.
+func (b *builder) commit(ctx context.Context, steps [][]string, ref, archive string) error {
+	for _, s := range steps {
+		if err := b.run(exec.CommandContext(ctx, s[0], s[1:]...)); err != nil {
+			return err
+		}
+	}
+	return b.push(ctx, ref, archive)
 }
 
 // recipeFiles are this package's own non-test sources: a change to how an
@@ -168,12 +188,7 @@ func (b *builder) pause(ctx context.Context) error {
 			"--label", "org.opencontainers.image.title=twill-lab-pause", ctr},
 		{"buildah", "commit", "--quiet", "--rm", "--format", "docker", ctr, PauseRef},
 	}
-	for _, s := range steps {
-		if err := b.run(exec.CommandContext(ctx, s[0], s[1:]...)); err != nil {
-			return err
-		}
-	}
-	return b.push(ctx, PauseRef, archive)
+	return b.commit(ctx, steps, PauseRef, archive)
 }
 
 func (b *builder) netshoot(ctx context.Context) error {
@@ -208,21 +223,28 @@ func (b *builder) netshoot(ctx context.Context) error {
 // binary is missing or stale, and returns the binary's path; the script's
 // progress goes to log.
 func CoreDNSBinary(ctx context.Context, repoRoot string, log io.Writer) (string, error) {
+	return BuildScript(ctx, repoRoot, "hack/coredns-build.sh", log)
+}
+
+// BuildScript runs one of the repository's cached build scripts (script,
+// relative to repoRoot), which prints where its result is, and returns
+// that; the script's progress goes to log.
+func BuildScript(ctx context.Context, repoRoot, script string, log io.Writer) (string, error) {
 	if log == nil {
 		log = io.Discard
 	}
 	var out bytes.Buffer
-	cmd := exec.CommandContext(ctx, "bash", filepath.Join(repoRoot, "hack", "coredns-build.sh"))
+	cmd := exec.CommandContext(ctx, "bash", filepath.Join(repoRoot, script))
 	cmd.Dir = repoRoot
 	cmd.Stdout, cmd.Stderr = &out, log
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("building CoreDNS (hack/coredns-build.sh): %w", err)
+		return "", fmt.Errorf("%s: %w", script, err)
 	}
-	bin := strings.TrimSpace(out.String())
-	if bin == "" {
-		return "", errors.New("hack/coredns-build.sh printed no binary path")
+	res := strings.TrimSpace(out.String())
+	if res == "" {
+		return "", fmt.Errorf("%s printed no path", script)
 	}
-	return bin, nil
+	return res, nil
 }
 
 // coredns builds the CoreDNS binary (hack/coredns-build.sh, cached) and
@@ -257,12 +279,7 @@ func (b *builder) coredns(ctx context.Context) error {
 			"--label", "org.opencontainers.image.version=" + CoreDNSVersion, ctr},
 		{"buildah", "commit", "--quiet", "--rm", "--format", "docker", ctr, CoreDNSRef},
 	}
-	for _, s := range steps {
-		if err := b.run(exec.CommandContext(ctx, s[0], s[1:]...)); err != nil {
-			return err
-		}
-	}
-	return b.push(ctx, CoreDNSRef, archive)
+	return b.commit(ctx, steps, CoreDNSRef, archive)
 }
 
 // baseImage makes sure the Debian base image exists in buildah's storage,

@@ -88,3 +88,38 @@ func TestCoreDNSVersionPinned(t *testing.T) {
 		t.Errorf("CoreDNSRef %s is not tagged %s", CoreDNSRef, CoreDNSVersion)
 	}
 }
+
+func TestConformanceImages(t *testing.T) {
+	listed := []string{
+		"registry.k8s.io/e2e-test-images/agnhost:2.66.1",
+		"registry.k8s.io/e2e-test-images/agnhost:2.55",
+		"gcr.io/k8s-authenticated-test/agnhost:2.6",
+		"registry.k8s.io/e2e-test-images/busybox:1.37.0-2",
+		"registry.k8s.io/e2e-test-images/glibc-dns-testing:2.1.1",
+		"registry.k8s.io/pause:3.10.2",
+		"registry.k8s.io/e2e-test-images/volume/nfs:1.6.0",
+		"",
+	}
+	imgs, missing := ConformanceImages(listed)
+	got := map[string]string{}
+	for _, im := range imgs {
+		got[im.Archive] = strings.Join(im.Aliases, ",")
+	}
+	want := map[string]string{
+		AgnhostArchive:  "registry.k8s.io/e2e-test-images/agnhost:2.66.1,registry.k8s.io/e2e-test-images/agnhost:2.55",
+		BusyboxArchive:  "registry.k8s.io/e2e-test-images/busybox:1.37.0-2",
+		NetshootArchive: "registry.k8s.io/e2e-test-images/glibc-dns-testing:2.1.1",
+		PauseArchive:    "registry.k8s.io/pause:3.10.2",
+	}
+	if len(got) != len(want) {
+		t.Errorf("images = %v, want %v", got, want)
+	}
+	for a, w := range want {
+		if got[a] != w {
+			t.Errorf("%s served as %q, want %q", a, got[a], w)
+		}
+	}
+	if strings.Join(missing, ",") != "gcr.io/k8s-authenticated-test/agnhost:2.6,registry.k8s.io/e2e-test-images/volume/nfs:1.6.0" {
+		t.Errorf("missing = %v, want the private agnhost and the NFS server", missing)
+	}
+}
