@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -100,10 +101,12 @@ func labUp(ctx context.Context, args []string) error {
 	worker := c.Nodes[len(c.Nodes)-1].Name
 	fmt.Printf("\nTry:\n")
 	if c.CNI == "none" {
-		fmt.Printf("  %s apply -f Documentation/kube-flannel.yml   # nodes stay NotReady until a CNI runs\n", kubectl)
+		fmt.Printf("  %s apply -f Documentation/kube-flannel.yml   # nodes stay NotReady and CoreDNS Pending until a CNI runs\n", kubectl)
 	}
 	fmt.Printf("  %s get nodes -o wide\n", kubectl)
 	fmt.Printf("  %s get pod -A -o wide\n", kubectl)
+	fmt.Printf("  %s get pod -n kube-system -l k8s-app=kube-dns\n", kubectl)
+	fmt.Printf("  %s run tmp --rm -it --image nicolaka/netshoot -- nslookup kubernetes.default   # pulled from the lab's registry\n", kubectl)
 	fmt.Printf("  twill lab exec%s %s -- ip -c route\n", nf, worker)
 	fmt.Printf("  %s create deployment pods --image=localhost/twill-lab/netshoot:1 --replicas=2 -- sleep infinity\n", kubectl)
 	fmt.Printf("  %s get pod -o wide\n", kubectl)
@@ -447,8 +450,9 @@ func labConformance(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	what := fmt.Sprintf("`twill lab conformance` on lab %q (%d nodes, IP family %s, backend %s), %s, %s.",
-		c.Name, len(c.Nodes), c.Family(), c.Backend, time.Now().UTC().Format("2006-01-02"), k8sbin.Version)
+	load, _ := os.ReadFile("/proc/loadavg")
+	what := fmt.Sprintf("`twill lab conformance` (what `make conformance` runs, on a fresh lab) on lab %q: %d nodes, IP family %s, backend %s, Kubernetes %s; %s, %d CPUs, load average at the end %s. No test is left out by Twill; a test the suite skips itself is listed with its reason.",
+		c.Name, len(c.Nodes), c.Family(), c.Backend, k8sbin.Version, time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), strings.Join(strings.Fields(string(load))[:3], " / "))
 	fmt.Println()
 	if err := s.Markdown(os.Stdout, what); err != nil {
 		return err
