@@ -203,7 +203,8 @@ func labStatus(ctx context.Context, args []string) error {
 	if refs, err := c.Images(ctx); err != nil {
 		fmt.Printf("images: %v\n", err)
 	} else {
-		fmt.Println("images in every node (there is no registry: a pod with any other image fails to pull):")
+		fmt.Printf("images in every node, and in the lab's registry at %s (the nodes' mirror of %s; any other image fails to pull):\n",
+			c.RegistryAddr(), strings.Join(registry.Mirrored, ", "))
 		for _, r := range refs {
 			fmt.Println("  " + r)
 		}
