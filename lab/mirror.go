@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -63,9 +64,23 @@ func (c *Cluster) startRegistry(cgroups []string, extra ...images.Image) error {
 	}
 	args := []string{"lab", "registry", "--listen", fmt.Sprintf(":%d", registry.Port),
 		"--dir", filepath.Join(c.registryDir(), "blobs"), "--ready", filepath.Join(c.registryDir(), "ready")}
+	// One --image per archive, with the names of the mirrored registries
+	// only: the nodes import the lab's own names.
+	refs := map[string][]string{}
+	var archives []string
 	for _, im := range append(images.All(), extra...) {
-		refs := append([]string{im.Ref}, im.Aliases...)
-		args = append(args, "--image", filepath.Join(c.RepoRoot, im.Archive)+"="+strings.Join(refs, ","))
+		for _, r := range append([]string{im.Ref}, im.Aliases...) {
+			if !registry.Mirrors(r) || slices.Contains(refs[im.Archive], r) {
+				continue
+			}
+			if refs[im.Archive] == nil {
+				archives = append(archives, im.Archive)
+			}
+			refs[im.Archive] = append(refs[im.Archive], r)
+		}
+	}
+	for _, a := range archives {
+		args = append(args, "--image", filepath.Join(c.RepoRoot, a)+"="+strings.Join(refs[a], ","))
 	}
 	if err := os.MkdirAll(c.registryDir(), 0o755); err != nil {
 		return fmt.Errorf("creating %s: %w", c.registryDir(), err)

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -61,11 +60,7 @@ func ConformanceImages(listed []string) (imgs []Image, missing []string) {
 		im, ok := testImages[base]
 		// Only the registries the lab mirrors reach its registry (an image
 		// of a private registry is what the tests expect to fail to pull).
-		host, _, _ := strings.Cut(repo, "/")
-		if !strings.ContainsAny(host, ".:") {
-			host = "docker.io"
-		}
-		if !ok || !slices.Contains(registry.Mirrored, host) {
+		if !ok || !registry.Mirrors(ref) {
 			missing = append(missing, ref)
 			continue
 		}

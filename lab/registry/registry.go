@@ -20,11 +20,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	ggcr "github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
@@ -35,6 +38,20 @@ const Port = 5000
 // Mirrored are the registries whose names the lab's registry answers for;
 // each node's containerd sends their pulls to it.
 var Mirrored = []string{"docker.io", "registry.k8s.io"}
+
+// Mirrors reports whether ref names an image of a registry the lab's
+// registry stands in for (a name without a registry is docker.io's).
+func Mirrors(ref string) bool {
+	t, err := name.NewTag(ref)
+	if err != nil {
+		return false
+	}
+	host := t.RegistryStr()
+	if host == name.DefaultRegistry {
+		host = "docker.io"
+	}
+	return slices.Contains(Mirrored, host)
+}
 
 // Image is a docker-archive and the references it is served under.
 type Image struct {
@@ -110,6 +127,17 @@ func Serve(ctx context.Context, ln net.Listener, dir string, images []Image, log
 	return nil
 }
 
+// NameLabel is the image label that tells the registry's copies apart: each
+// reference is served as the archive's image with this label set to the
+// reference. The layers are the same; the configuration, and so the image
+// ID, differ. A node that imported the archive under another name then
+// never pulls an image with the ID of its own: containerd 1.6's CRI loses
+// the imported name when a pull under a new name lands on an existing ID
+// (seen in the lab: a pod of the imported netshoot failed with
+// ErrImageNeverPull after a test pulled the same image as
+// glibc-dns-testing).
+const NameLabel = "dev.twill-net.lab.registry.name"
+
 // load pushes an archive to the registry at host under each of its refs.
 func load(ctx context.Context, host string, im Image) error {
 	img, err := tarball.ImageFromPath(im.Archive, nil)
@@ -121,15 +149,33 @@ func load(ctx context.Context, host string, im Image) error {
 		if err != nil {
 			return err
 		}
+		named, err := withName(img, r)
+		if err != nil {
+			return fmt.Errorf("%s as %s: %w", im.Archive, r, err)
+		}
 		dst, err := name.NewTag(host+"/"+repo, name.Insecure)
 		if err != nil {
 			return fmt.Errorf("reference %s on %s: %w", repo, host, err)
 		}
-		if err := remote.Write(dst, img, remote.WithContext(ctx)); err != nil {
+		if err := remote.Write(dst, named, remote.WithContext(ctx)); err != nil {
 			return fmt.Errorf("pushing %s as %s: %w", im.Archive, repo, err)
 		}
 	}
 	return nil
+}
+
+// withName is img with NameLabel set to ref.
+func withName(img v1.Image, ref string) (v1.Image, error) {
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return nil, fmt.Errorf("reading the image configuration: %w", err)
+	}
+	cfg = cfg.DeepCopy()
+	if cfg.Config.Labels == nil {
+		cfg.Config.Labels = map[string]string{}
+	}
+	cfg.Config.Labels[NameLabel] = ref
+	return mutate.ConfigFile(img, cfg)
 }
 
 // HostsTOML is containerd's hosts.toml for a mirrored registry: pulls and

@@ -31,6 +31,21 @@ func TestRepository(t *testing.T) {
 	}
 }
 
+func TestMirrors(t *testing.T) {
+	for ref, want := range map[string]bool{
+		"nicolaka/netshoot":                       true,
+		"docker.io/library/debian:12":             true,
+		"registry.k8s.io/pause:3.10.2":            true,
+		"localhost/twill-lab/netshoot:1":          false,
+		"gcr.io/k8s-authenticated-test/agnhost:2": false,
+		"Not A Ref": false,
+	} {
+		if got := Mirrors(ref); got != want {
+			t.Errorf("Mirrors(%q) = %v, want %v", ref, got, want)
+		}
+	}
+}
+
 func TestParseImage(t *testing.T) {
 	im, err := ParseImage("/a/n.tar=docker.io/nicolaka/netshoot:latest,localhost/twill-lab/netshoot:1")
 	if err != nil || im.Archive != "/a/n.tar" || len(im.Refs) != 2 {
@@ -96,18 +111,41 @@ func TestServe(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("the registry was not ready within a minute")
 	}
-	want, _ := img.Digest()
+	// Each name is the archive's image (the same layers) with its own
+	// configuration: no two names, and no name and the archive, share an
+	// image ID.
+	wantLayers, _ := img.Layers()
+	archiveID, _ := img.ConfigName()
 	host := ln.Addr().String()
-	for _, repo := range []string{"nicolaka/netshoot:latest", "e2e-test-images/agnhost:2.53"} {
-		ref, _ := name.NewTag(host+"/"+repo, name.Insecure)
-		got, err := remote.Image(ref)
+	ids := map[string]string{archiveID.String(): "the archive"}
+	for _, ref := range images[0].Refs {
+		repo, _ := Repository(ref)
+		tag, _ := name.NewTag(host+"/"+repo, name.Insecure)
+		got, err := remote.Image(tag)
 		if err != nil {
 			t.Errorf("pulling %s: %v", repo, err)
 			continue
 		}
-		if d, _ := got.Digest(); d != want {
-			t.Errorf("%s has digest %s, want the archive's %s", repo, d, want)
+		layers, _ := got.Layers()
+		if len(layers) != len(wantLayers) {
+			t.Fatalf("%s has %d layers, the archive %d", repo, len(layers), len(wantLayers))
 		}
+		for i := range layers {
+			a, _ := layers[i].DiffID()
+			b, _ := wantLayers[i].DiffID()
+			if a != b {
+				t.Errorf("%s layer %d is %s, the archive's %s", repo, i, a, b)
+			}
+		}
+		cfg, _ := got.ConfigFile()
+		if cfg.Config.Labels[NameLabel] != ref {
+			t.Errorf("%s labelled %q, want %q", repo, cfg.Config.Labels[NameLabel], ref)
+		}
+		id, _ := got.ConfigName()
+		if other, ok := ids[id.String()]; ok {
+			t.Errorf("%s has the image ID of %s", repo, other)
+		}
+		ids[id.String()] = repo
 	}
 	missing, _ := name.NewTag(host+"/nicolaka/netshoot:v0.1", name.Insecure)
 	if _, err := remote.Image(missing); err == nil {
