@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -43,7 +44,9 @@ type Manager struct {
 	// touched by the list, which the informer runs one at a time, and is
 	// nil once that list is done.
 	initial Handler
-	lists   int
+	lists   atomic.Int64 // completed lists of all nodes
+	// fetched counts the nodes read one by one for their podCIDRs.
+	fetched atomic.Int64
 
 	mu     sync.Mutex
 	warned map[string]string // node → last warning sent as an event
@@ -292,24 +295,17 @@ func (m *Manager) Watch(ctx context.Context, h Handler) error {
 	lw := &strippedListWatch{ListWatch: &cache.ListWatch{
 		ListWithContextFunc: m.listStripped,
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-			w, err := m.api.WatchNodes(ctx, opts)
+			w, err := m.watchPeers(ctx, opts)
 			if err != nil {
 				return nil, err
 			}
 			m.rec.WatchStarted()
-			return tap(w, m.rec.APIContact), nil
+			return w, nil
 		},
 		DisableChunking: true, // listStripped pages by itself
 	}}
-	m.informer = cache.NewSharedIndexInformerWithOptions(lw, &v1.Node{}, cache.SharedIndexInformerOptions{ObjectDescription: "nodes"})
-	if err := m.informer.SetTransform(func(obj any) (any, error) {
-		if n, ok := obj.(*v1.Node); ok {
-			return m.ann.Strip(n), nil
-		}
-		return obj, nil // PeerNodes from the list, and tombstones, pass through
-	}); err != nil {
-		return fmt.Errorf("setting the node transform: %w", err)
-	}
+	// Both the list and the watch yield PeerNodes: nothing else is cached.
+	m.informer = cache.NewSharedIndexInformerWithOptions(lw, &PeerNode{}, cache.SharedIndexInformerOptions{ObjectDescription: "nodes"})
 	_, err := m.informer.AddEventHandler(cache.ResourceEventHandlerDetailedFuncs{
 		AddFunc: func(obj any, isInInitialList bool) {
 			// Nodes of the initial list are the caller's first full
@@ -414,8 +410,7 @@ func (m *Manager) listStripped(ctx context.Context, opts metav1.ListOptions) (ru
 		}
 		if page.Continue == "" {
 			m.initial = nil // relists after a watch expired are not early work
-			m.rec.Listed(m.lists > 0)
-			m.lists++
+			m.rec.Listed(m.lists.Add(1) > 1)
 			return out, nil
 		}
 		opts.Continue = page.Continue
@@ -443,6 +438,9 @@ func (strippedListWatch) IsWatchListSemanticsUnSupported() bool { return true }
 func sameLeaseFields(a, b *PeerNode) bool {
 	return slices.Equal(a.PodCIDRs, b.PodCIDRs) && maps.Equal(a.Annotations, b.Annotations)
 }
+
+// listCount is how many times all nodes were listed.
+func (m *Manager) listCount() int64 { return m.lists.Load() }
 
 // Node returns the cached node; none before Watch started the cache.
 func (m *Manager) Node(name string) (*PeerNode, bool) {
@@ -568,9 +566,70 @@ func (m *Manager) wrote(kind string, err error) {
 	}
 }
 
-// tappedWatch is a watch whose every event (bookmarks included, which the
-// informer's handlers never see) calls seen on its way to the reflector.
-type tappedWatch struct {
+// peerWatcher is an API that watches the nodes' metadata alone, as
+// PeerNodes without podCIDRs (restAPI does); other APIs' watches of whole
+// Nodes are stripped as they arrive.
+type peerWatcher interface {
+	WatchPeerMetadata(ctx context.Context, opts metav1.ListOptions, ann Annotations) (watch.Interface, error)
+}
+
+// watchPeers starts a watch whose events carry *PeerNode (or, for ERROR
+// events, what the API server sent).
+func (m *Manager) watchPeers(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+	if pw, ok := m.api.(peerWatcher); ok {
+		w, err := pw.WatchPeerMetadata(ctx, opts, m.ann)
+		if err != nil {
+			return nil, err
+		}
+		return relay(w, m.rec.APIContact, func(ev *watch.Event) error { return m.complete(ctx, ev) }, m.log), nil
+	}
+	w, err := m.api.WatchNodes(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	return relay(w, m.rec.APIContact, func(ev *watch.Event) error {
+		if n, ok := ev.Object.(*v1.Node); ok {
+			ev.Object = m.ann.Strip(n)
+		}
+		return nil
+	}, m.log), nil
+}
+
+// complete gives a node of the metadata watch its podCIDRs. The API server
+// never lets a podCIDR change once set, so the cache's are kept when it
+// holds this node (the same UID) with podCIDRs; otherwise one GET reads
+// them. A node without podCIDRs yet is read again at each of its events,
+// so a podCIDR set after the annotations arrives with the event of its own
+// write. An error ends the watch before the event reaches the cache: the
+// informer watches again from the event before and gets this one again.
+func (m *Manager) complete(ctx context.Context, ev *watch.Event) error {
+	p, ok := ev.Object.(*PeerNode)
+	if !ok || (ev.Type != watch.Added && ev.Type != watch.Modified) {
+		return nil
+	}
+	if c, ok := m.Node(p.Name); ok && c.UID == p.UID && len(c.PodCIDRs) > 0 {
+		p.PodCIDRs = c.PodCIDRs
+		return nil
+	}
+	n, err := m.api.GetNode(ctx, p.Name)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil // deleted since: its DELETED event follows
+	case err != nil:
+		return fmt.Errorf("reading node %s for its podCIDRs: %w", p.Name, err)
+	}
+	m.rec.APIContact()
+	m.fetched.Add(1)
+	if n.UID == p.UID { // else deleted and made again since: its events follow
+		p.PodCIDRs = m.ann.Strip(n).PodCIDRs
+	}
+	return nil
+}
+
+// relayedWatch is a watch whose every event (bookmarks included, which the
+// informer's handlers never see) calls seen, then fix, on its way to the
+// reflector.
+type relayedWatch struct {
 	in   watch.Interface
 	out  chan watch.Event
 	done chan struct{}
@@ -578,12 +637,24 @@ type tappedWatch struct {
 }
 
 // tap returns w with seen called for each of its events.
-func tap(w watch.Interface, seen func()) watch.Interface {
-	t := &tappedWatch{in: w, out: make(chan watch.Event), done: make(chan struct{})}
+func tap(w watch.Interface, seen func()) watch.Interface { return relay(w, seen, nil, nil) }
+
+// relay returns w with seen, then fix (if not nil), called for each of its
+// events. When fix fails, the event is dropped and the watch ends (logged
+// to log), so the reflector watches again from the last event it got.
+func relay(w watch.Interface, seen func(), fix func(*watch.Event) error, log logrus.FieldLogger) watch.Interface {
+	t := &relayedWatch{in: w, out: make(chan watch.Event), done: make(chan struct{})}
 	go func() {
 		defer close(t.out)
 		for ev := range w.ResultChan() {
 			seen()
+			if fix != nil {
+				if err := fix(&ev); err != nil {
+					log.WithError(err).Warn("ending the node watch to start it again")
+					w.Stop()
+					return
+				}
+			}
 			select {
 			case t.out <- ev:
 			case <-t.done:
@@ -595,11 +666,11 @@ func tap(w watch.Interface, seen func()) watch.Interface {
 }
 
 // ResultChan implements watch.Interface.
-func (t *tappedWatch) ResultChan() <-chan watch.Event { return t.out }
+func (t *relayedWatch) ResultChan() <-chan watch.Event { return t.out }
 
 // Stop implements watch.Interface. The forwarding goroutine ends even when
 // nobody reads the last event.
-func (t *tappedWatch) Stop() {
+func (t *relayedWatch) Stop() {
 	t.once.Do(func() { close(t.done) })
 	t.in.Stop()
 }

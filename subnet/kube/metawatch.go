@@ -1,0 +1,186 @@
+package kube
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"google.golang.org/protobuf/encoding/protowire"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+)
+
+// Every kubelet rewrites its Node's status every few seconds to a minute,
+// and the API server sends each write to every watcher of Nodes: at 5,000
+// nodes that is most of what flanneld ever receives, and none of it matters
+// to a peer. The node watch therefore asks for metadata only
+// (PartialObjectMetadata: name, UID, resourceVersion, annotations; no spec,
+// no status) and skims each event as the list pages are skimmed. The
+// podCIDRs, which the metadata lacks, come from the cache or one GET (see
+// Manager.complete).
+
+// metadataAccept asks the API server for PartialObjectMetadata instead of
+// Nodes, in protobuf, else in JSON.
+const metadataAccept = "application/vnd.kubernetes.protobuf;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+
+// maxWatchFrame bounds one event of the watch stream. A Node's metadata is
+// a few KB; a frame beyond this is a broken stream, not a Node.
+const maxWatchFrame = 16 << 20
+
+// Field numbers of metav1.WatchEvent and runtime.RawExtension.
+const (
+	watchEventType   = 1
+	watchEventObject = 2
+	rawExtensionRaw  = 1
+)
+
+// metadataDecoder reads a watch stream of PartialObjectMetadata and
+// returns each event's object as a *PeerNode without podCIDRs (or, for
+// ERROR events, the *metav1.Status the API server sent).
+type metadataDecoder struct {
+	body   io.Closer
+	r      *bufio.Reader
+	ann    Annotations
+	prefix string
+	buf    []byte
+	json   *json.Decoder // set when the API server answered in JSON
+}
+
+// newMetadataDecoder reads body, in protobuf frames or JSON, whichever the
+// API server chose.
+func newMetadataDecoder(body io.ReadCloser, ann Annotations) *metadataDecoder {
+	d := &metadataDecoder{body: body, r: bufio.NewReaderSize(body, 16<<10), ann: ann, prefix: ann.prefix()}
+	if b, err := d.r.Peek(1); err == nil && b[0] == '{' {
+		d.json = json.NewDecoder(d.r)
+	}
+	return d
+}
+
+// Decode implements watch.Decoder.
+func (d *metadataDecoder) Decode() (watch.EventType, runtime.Object, error) {
+	if d.json != nil {
+		return d.decodeJSON()
+	}
+	var hdr [4]byte
+	if _, err := io.ReadFull(d.r, hdr[:]); err != nil {
+		return "", nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n > maxWatchFrame {
+		return "", nil, fmt.Errorf("a node watch event of %d bytes (more than %d): the stream is broken", n, maxWatchFrame)
+	}
+	if cap(d.buf) < int(n) {
+		d.buf = make([]byte, n)
+	}
+	d.buf = d.buf[:n]
+	if _, err := io.ReadFull(d.r, d.buf); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return "", nil, err
+	}
+	return d.decodeEvent(d.buf)
+}
+
+// decodeEvent reads one metav1.WatchEvent in protobuf (no magic prefix:
+// the stream's frames are raw; the object inside has one).
+func (d *metadataDecoder) decodeEvent(frame []byte) (watch.EventType, runtime.Object, error) {
+	var typ, obj []byte
+	err := eachField(frame, func(num protowire.Number, v []byte) error {
+		switch num {
+		case watchEventType:
+			typ = v
+		case watchEventObject:
+			return eachField(v, func(num protowire.Number, v []byte) error {
+				if num == rawExtensionRaw {
+					obj = v
+				}
+				return nil
+			})
+		}
+		return nil
+	})
+	if err != nil {
+		return "", nil, fmt.Errorf("reading a node watch event: %w", err)
+	}
+	kind, raw, err := unwrap(obj)
+	if err != nil {
+		return "", nil, fmt.Errorf("reading the object of a node watch %s event: %w", typ, err)
+	}
+	switch string(kind) {
+	case "PartialObjectMetadata", "Node":
+		p := &PeerNode{}
+		if err := d.ann.skimNode(raw, d.prefix, p); err != nil {
+			return "", nil, fmt.Errorf("reading the node of a watch %s event: %w", typ, err)
+		}
+		p.PodCIDRs = nil // complete() decides where they come from
+		return watch.EventType(typ), p, nil
+	case "Status":
+		st := &metav1.Status{}
+		if err := st.Unmarshal(raw); err != nil {
+			return "", nil, fmt.Errorf("reading the Status of a node watch %s event: %w", typ, err)
+		}
+		return watch.EventType(typ), st, nil
+	}
+	return "", nil, fmt.Errorf("the node watch sent a %q in a %s event, where PartialObjectMetadata was expected", kind, typ)
+}
+
+// decodeJSON reads one event of a JSON watch stream.
+func (d *metadataDecoder) decodeJSON() (watch.EventType, runtime.Object, error) {
+	var ev struct {
+		Type   watch.EventType `json:"type"`
+		Object json.RawMessage `json:"object"`
+	}
+	if err := d.json.Decode(&ev); err != nil {
+		return "", nil, err
+	}
+	var tm metav1.TypeMeta
+	if err := json.Unmarshal(ev.Object, &tm); err != nil {
+		return "", nil, fmt.Errorf("reading the object of a node watch %s event: %w", ev.Type, err)
+	}
+	if tm.Kind == "Status" {
+		st := &metav1.Status{}
+		if err := json.Unmarshal(ev.Object, st); err != nil {
+			return "", nil, fmt.Errorf("reading the Status of a node watch %s event: %w", ev.Type, err)
+		}
+		return ev.Type, st, nil
+	}
+	var m metav1.PartialObjectMetadata
+	if err := json.Unmarshal(ev.Object, &m); err != nil {
+		return "", nil, fmt.Errorf("reading the node of a watch %s event: %w", ev.Type, err)
+	}
+	p := &PeerNode{}
+	p.Name, p.UID, p.ResourceVersion = m.Name, m.UID, m.ResourceVersion
+	for k, v := range m.Annotations {
+		if strings.HasPrefix(k, d.prefix) {
+			if p.Annotations == nil {
+				p.Annotations = make(map[string]string, 5)
+			}
+			p.Annotations[d.ann.internKey([]byte(k))] = v
+		}
+	}
+	return ev.Type, p, nil
+}
+
+// Close implements watch.Decoder.
+func (d *metadataDecoder) Close() { _ = d.body.Close() }
+
+// WatchPeerMetadata watches the nodes' metadata only and returns PeerNodes
+// without podCIDRs (see metadataDecoder).
+func (a *restAPI) WatchPeerMetadata(ctx context.Context, opts metav1.ListOptions, ann Annotations) (watch.Interface, error) {
+	opts.Watch = true
+	body, err := a.c.Get().Resource("nodes").VersionedParams(&opts, a.pc).
+		SetHeader("Accept", metadataAccept).Stream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return watch.NewStreamWatcher(newMetadataDecoder(body, ann),
+		apierrors.NewClientErrorReporter(http.StatusInternalServerError, "GET", "ClientWatchDecoding")), nil
+}
