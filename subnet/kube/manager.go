@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	mrand "math/rand/v2"
 	"net/netip"
 	"slices"
 	"strings"
@@ -47,6 +48,10 @@ type Manager struct {
 	lists   atomic.Int64 // completed lists of all nodes
 	// fetched counts the nodes read one by one for their podCIDRs.
 	fetched atomic.Int64
+	// known is every node the reflector was told of (name → UID), by the
+	// last list and the watch events since (see metadataEvents).
+	knownMu sync.Mutex
+	known   map[string]types.UID
 
 	mu     sync.Mutex
 	warned map[string]string // node → last warning sent as an event
@@ -409,6 +414,7 @@ func (m *Manager) listStripped(ctx context.Context, opts metav1.ListOptions) (ru
 			m.initial.InitialPage(page.Items)
 		}
 		if page.Continue == "" {
+			m.trackList(out.Items)
 			m.initial = nil // relists after a watch expired are not early work
 			m.rec.Listed(m.lists.Add(1) > 1)
 			return out, nil
@@ -568,31 +574,116 @@ func (m *Manager) wrote(kind string, err error) {
 
 // peerWatcher is an API that watches the nodes' metadata alone, as
 // PeerNodes without podCIDRs (restAPI does); other APIs' watches of whole
-// Nodes are stripped as they arrive.
+// Nodes are stripped as they arrive. It reports whether the watch starts
+// with the current state of every node (a watch-list: ADDED events, then
+// a bookmark with the initial-events-end annotation).
 type peerWatcher interface {
-	WatchPeerMetadata(ctx context.Context, opts metav1.ListOptions, ann Annotations) (watch.Interface, error)
+	WatchPeerMetadata(ctx context.Context, opts metav1.ListOptions, ann Annotations) (w watch.Interface, initialEvents bool, err error)
 }
+
+var _ peerWatcher = (*restAPI)(nil)
+
+// watchTimeout is how long one node watch runs, at least: every start
+// of a watch-list resends every node's metadata, so they are rare (the
+// API server's own default for watches is 30 to 60 minutes).
+const watchTimeout = 30 * time.Minute
 
 // watchPeers starts a watch whose events carry *PeerNode (or, for ERROR
 // events, what the API server sent).
 func (m *Manager) watchPeers(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
 	if pw, ok := m.api.(peerWatcher); ok {
-		w, err := pw.WatchPeerMetadata(ctx, opts, m.ann)
+		timeout := int64((watchTimeout + time.Duration(mrand.Int64N(int64(watchTimeout)))) / time.Second)
+		opts.TimeoutSeconds = &timeout
+		w, initial, err := pw.WatchPeerMetadata(ctx, opts, m.ann)
 		if err != nil {
 			return nil, err
 		}
-		return relay(w, m.rec.APIContact, func(ev *watch.Event) error { return m.complete(ctx, ev) }, m.log), nil
+		return m.relay(w, m.metadataEvents(ctx, initial)), nil
 	}
 	w, err := m.api.WatchNodes(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
-	return relay(w, m.rec.APIContact, func(ev *watch.Event) error {
+	return m.relay(w, func(ev watch.Event) ([]watch.Event, error) {
 		if n, ok := ev.Object.(*v1.Node); ok {
 			ev.Object = m.ann.Strip(n)
 		}
-		return nil
-	}, m.log), nil
+		return []watch.Event{ev}, nil
+	}), nil
+}
+
+// metadataEvents completes the metadata watch's nodes (see complete).
+// With initial events, it notes the nodes they name and, at the bookmark
+// that ends them, deletes every node the reflector was told of that they
+// did not name: it was deleted while no watch ran, and a watch-list sends
+// no DELETED event for it.
+func (m *Manager) metadataEvents(ctx context.Context, initial bool) func(watch.Event) ([]watch.Event, error) {
+	var named map[string]bool
+	if initial {
+		named = map[string]bool{}
+	}
+	return func(ev watch.Event) ([]watch.Event, error) {
+		switch ev.Type {
+		case watch.Added, watch.Modified:
+			if err := m.complete(ctx, &ev); err != nil {
+				return nil, err
+			}
+			if p, ok := ev.Object.(*PeerNode); ok && named != nil {
+				named[p.Name] = true
+			}
+		case watch.Bookmark:
+			if p, ok := ev.Object.(*PeerNode); ok && named != nil && p.Annotations[metav1.InitialEventsAnnotationKey] == "true" {
+				out := m.goneFrom(named)
+				named = nil
+				return append(out, ev), nil
+			}
+		}
+		return []watch.Event{ev}, nil
+	}
+}
+
+// goneFrom returns DELETED events for the nodes the reflector knows that
+// named lacks.
+func (m *Manager) goneFrom(named map[string]bool) []watch.Event {
+	m.knownMu.Lock()
+	defer m.knownMu.Unlock()
+	var out []watch.Event
+	for name, uid := range m.known {
+		if !named[name] {
+			out = append(out, watch.Event{Type: watch.Deleted, Object: &PeerNode{ObjectMeta: metav1.ObjectMeta{Name: name, UID: uid}}})
+		}
+	}
+	return out
+}
+
+// trackList notes the nodes of a whole list: the reflector replaces its
+// store with them.
+func (m *Manager) trackList(items []PeerNode) {
+	m.knownMu.Lock()
+	defer m.knownMu.Unlock()
+	m.known = make(map[string]types.UID, len(items))
+	for i := range items {
+		m.known[items[i].Name] = items[i].UID
+	}
+}
+
+// trackEvent notes one event the reflector was given.
+func (m *Manager) trackEvent(ev *watch.Event) {
+	p, ok := ev.Object.(*PeerNode)
+	if !ok {
+		return
+	}
+	m.knownMu.Lock()
+	defer m.knownMu.Unlock()
+	switch ev.Type {
+	case watch.Added, watch.Modified:
+		if m.known == nil {
+			m.known = map[string]types.UID{}
+		}
+		m.known[p.Name] = p.UID
+	case watch.Deleted:
+		delete(m.known, p.Name)
+	}
 }
 
 // complete gives a node of the metadata watch its podCIDRs. The API server
@@ -637,28 +728,41 @@ type relayedWatch struct {
 }
 
 // tap returns w with seen called for each of its events.
-func tap(w watch.Interface, seen func()) watch.Interface { return relay(w, seen, nil, nil) }
+func tap(w watch.Interface, seen func()) watch.Interface {
+	return relay(w, seen, func(ev watch.Event) ([]watch.Event, error) { return []watch.Event{ev}, nil }, nil, nil)
+}
 
-// relay returns w with seen, then fix (if not nil), called for each of its
-// events. When fix fails, the event is dropped and the watch ends (logged
-// to log), so the reflector watches again from the last event it got.
-func relay(w watch.Interface, seen func(), fix func(*watch.Event) error, log logrus.FieldLogger) watch.Interface {
+// relay passes w's events through m's bookkeeping and fix.
+func (m *Manager) relay(w watch.Interface, fix func(watch.Event) ([]watch.Event, error)) watch.Interface {
+	return relay(w, m.rec.APIContact, fix, m.trackEvent, m.log)
+}
+
+// relay returns w with seen, then fix, called for each of its events; fix
+// says which events to pass on instead, and sent sees each one passed on
+// (if not nil). When fix fails, the event is dropped and the watch ends
+// (logged to log), so the reflector watches again from the last event it
+// got.
+func relay(w watch.Interface, seen func(), fix func(watch.Event) ([]watch.Event, error), sent func(*watch.Event), log logrus.FieldLogger) watch.Interface {
 	t := &relayedWatch{in: w, out: make(chan watch.Event), done: make(chan struct{})}
 	go func() {
 		defer close(t.out)
 		for ev := range w.ResultChan() {
 			seen()
-			if fix != nil {
-				if err := fix(&ev); err != nil {
-					log.WithError(err).Warn("ending the node watch to start it again")
-					w.Stop()
+			evs, err := fix(ev)
+			if err != nil {
+				log.WithError(err).Warn("ending the node watch to start it again")
+				w.Stop()
+				return
+			}
+			for i := range evs {
+				select {
+				case t.out <- evs[i]:
+				case <-t.done:
 					return
 				}
-			}
-			select {
-			case t.out <- ev:
-			case <-t.done:
-				return
+				if sent != nil {
+					sent(&evs[i])
+				}
 			}
 		}
 	}()
