@@ -51,7 +51,7 @@ type gatedAPI struct {
 	mu      sync.Mutex
 	open    chan struct{} // closed while watches may start
 	gone    int
-	running []watch.Interface
+	running []*cuttable
 }
 
 func (g *gatedAPI) ListPeerNodes(ctx context.Context, opts metav1.ListOptions, ann Annotations) (*PeerNodeList, error) {
@@ -74,11 +74,49 @@ func (g *gatedAPI) WatchPeerMetadata(ctx context.Context, opts metav1.ListOption
 		return nil, false, apierrors.NewResourceExpired("test: too old resource version")
 	}
 	w, initial, err := g.API.(peerWatcher).WatchPeerMetadata(ctx, opts, ann)
-	if err == nil {
-		g.running = append(g.running, w)
+	if err != nil {
+		return nil, false, err
 	}
-	return w, initial, err
+	c := newCuttable(w)
+	g.running = append(g.running, c)
+	return c, initial, nil
 }
+
+// cuttable is a watch that hold ends cleanly, as an API server ends a
+// watch whose time is up: the channel closes, no error.
+type cuttable struct {
+	in       watch.Interface
+	out      chan watch.Event
+	cut      chan struct{}
+	stopOnce sync.Once
+}
+
+func newCuttable(in watch.Interface) *cuttable {
+	c := &cuttable{in: in, out: make(chan watch.Event), cut: make(chan struct{})}
+	go func() {
+		defer close(c.out)
+		defer in.Stop()
+		for {
+			select {
+			case ev, ok := <-in.ResultChan():
+				if !ok {
+					return
+				}
+				select {
+				case c.out <- ev:
+				case <-c.cut:
+					return
+				}
+			case <-c.cut:
+				return
+			}
+		}
+	}()
+	return c
+}
+
+func (c *cuttable) ResultChan() <-chan watch.Event { return c.out }
+func (c *cuttable) Stop()                          { c.stopOnce.Do(func() { close(c.cut) }) }
 
 // hold ends the running watches and keeps new ones waiting until release.
 func (g *gatedAPI) hold() {
@@ -301,10 +339,14 @@ func TestNodeWatch(t *testing.T) {
 	})
 
 	t.Run("node created while the watch is down is seen", func(t *testing.T) {
+		lists := e.m.listCount()
 		e.api.hold()
 		e.create(t, "in-gap", "10.244.8.0/24", "172.18.0.13")
 		e.api.release(0)
 		waitFor(t, "the node made in the gap", func() bool { return e.publicIP(t, "in-gap") == "172.18.0.13" })
+		if n := e.m.listCount() - lists; n != 0 {
+			t.Errorf("%d relists; the watch should have started again without", n)
+		}
 	})
 
 	t.Run("node deleted while the watch is down is gone", func(t *testing.T) {
@@ -315,11 +357,15 @@ func TestNodeWatch(t *testing.T) {
 		if err := e.cs.CoreV1().Nodes().Delete(context.Background(), "deleted-in-gap", metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
+		lists := e.m.listCount()
 		e.api.release(0)
 		waitFor(t, "the node deleted in the gap gone", func() bool {
 			_, ok := e.m.Node("deleted-in-gap")
 			return !ok && e.ch.of("deleted-in-gap") > before
 		})
+		if n := e.m.listCount() - lists; n != 0 {
+			t.Errorf("%d relists; the watch should have started again without", n)
+		}
 	})
 
 	t.Run("node created before a 410 Gone is seen by the relist", func(t *testing.T) {
