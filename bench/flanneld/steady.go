@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -115,6 +116,8 @@ func measureSteady(bins []binary, load steadyLoad, round int) ([]steadyResult, e
 		node *testenv.Node
 	}
 	var rs []running
+	release := make(chan struct{})
+	defer close(release) // after every flanneld is stopped (defers run last first)
 	for i, b := range order {
 		name := "bench-" + b.name
 		own := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1.NodeSpec{PodCIDR: fmt.Sprintf("10.255.%d.0/24", 255-i)}}
@@ -133,7 +136,7 @@ func measureSteady(bins []binary, load steadyLoad, round int) ([]steadyResult, e
 		if cpuProfile != "" && b == bins[len(bins)-1] {
 			args = append(args, "--cpu-profile="+cpuProfile)
 		}
-		cmd, err := node.StartFlanneld(c.netConf, args...)
+		cmd, err := pinned(func() (*exec.Cmd, error) { return node.StartFlanneld(c.netConf, args...) }, release)
 		if err != nil {
 			return nil, err
 		}
@@ -149,8 +152,11 @@ func measureSteady(bins []binary, load steadyLoad, round int) ([]steadyResult, e
 	}
 	// Each flanneld has every other's node as a peer by now.
 	for _, r := range rs {
-		if err := waitRoutes(ctx, r.h, c.devices, func(n int) bool { return n >= load.peers+len(rs)-1 }); err != nil {
-			return nil, err
+		wctx, wcancel := context.WithTimeout(ctx, 2*time.Minute)
+		err := waitRoutes(wctx, r.h, c.devices, func(n int) bool { return n >= load.peers+len(rs)-1 })
+		wcancel()
+		if err != nil {
+			return nil, fmt.Errorf("%s: waiting for the other builds' nodes: %w (see %s)", r.b.name, err, r.log)
 		}
 	}
 
@@ -284,6 +290,28 @@ func measureSteady(bins []binary, load steadyLoad, round int) ([]steadyResult, e
 		}
 	}
 	return out, nil
+}
+
+// pinned runs start on an OS thread kept until release is closed.
+// testenv starts flanneld with a parent-death signal, which the kernel ties
+// to the thread that forked it, and Go ends a thread whose goroutine exits
+// locked to it (network namespace work does): a flanneld forked there would
+// be killed mid-run, as one was when two ran side by side.
+func pinned(start func() (*exec.Cmd, error), release <-chan struct{}) (*exec.Cmd, error) {
+	type started struct {
+		cmd *exec.Cmd
+		err error
+	}
+	ch := make(chan started)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		cmd, err := start()
+		ch <- started{cmd, err}
+		<-release
+	}()
+	r := <-ch
+	return r.cmd, r.err
 }
 
 // updateStatuses rewrites load.updates peers' statuses, spread evenly over
