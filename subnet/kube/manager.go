@@ -39,8 +39,10 @@ type Manager struct {
 	log      logrus.FieldLogger
 	rec      metrics.Recorder
 
-	informer cache.SharedIndexInformer
-	stop     context.CancelFunc
+	// store is the informer's cache of PeerNodes, set by Watch.
+	storeMu sync.Mutex
+	store   cache.Store
+	stop    context.CancelFunc
 	// initial gets the pages of the first list (see Watch); it is only
 	// touched by the list, which the informer runs one at a time, and is
 	// nil once that list is done.
@@ -292,7 +294,7 @@ type Handler interface {
 	Changed(name string)
 }
 
-// Watch starts one shared informer over all nodes that keeps only what a
+// Watch starts one informer over all nodes that keeps only what a
 // peer needs, and tells h about them. It returns once the cache is synced;
 // the caller then reconciles all nodes of the initial list at once.
 func (m *Manager) Watch(ctx context.Context, h Handler) error {
@@ -310,8 +312,10 @@ func (m *Manager) Watch(ctx context.Context, h Handler) error {
 		DisableChunking: true, // listStripped pages by itself
 	}}
 	// Both the list and the watch yield PeerNodes: nothing else is cached.
-	m.informer = cache.NewSharedIndexInformerWithOptions(lw, &PeerNode{}, cache.SharedIndexInformerOptions{ObjectDescription: "nodes"})
-	_, err := m.informer.AddEventHandler(cache.ResourceEventHandlerDetailedFuncs{
+	// One handler, called on the informer's own goroutine: a shared
+	// informer's fan-out would hand each of a kubelet's status updates
+	// through two more goroutines only to drop it.
+	handler := cache.ResourceEventHandlerDetailedFuncs{
 		AddFunc: func(obj any, isInInitialList bool) {
 			// Nodes of the initial list are the caller's first full
 			// reconcile's business, which runs once the cache is synced.
@@ -340,14 +344,15 @@ func (m *Manager) Watch(ctx context.Context, h Handler) error {
 				h.Changed(n.Key)
 			}
 		},
-	})
-	if err != nil {
-		return fmt.Errorf("adding node event handler: %w", err)
 	}
+	store, ctrl := cache.NewInformerWithOptions(cache.InformerOptions{ListerWatcher: lw, ObjectType: &PeerNode{}, Handler: handler})
+	m.storeMu.Lock()
+	m.store = store
+	m.storeMu.Unlock()
 	ictx, cancel := context.WithCancel(ctx)
 	m.stop = cancel
-	go m.informer.RunWithContext(ictx)
-	if !cache.WaitForCacheSync(ctx.Done(), m.informer.HasSynced) {
+	go ctrl.RunWithContext(ictx)
+	if !cache.WaitForCacheSync(ctx.Done(), ctrl.HasSynced) {
 		return fmt.Errorf("waiting for the node cache to sync: %w", ctx.Err())
 	}
 	return nil
@@ -445,15 +450,23 @@ func sameLeaseFields(a, b *PeerNode) bool {
 	return slices.Equal(a.PodCIDRs, b.PodCIDRs) && maps.Equal(a.Annotations, b.Annotations)
 }
 
+// cache returns the informer's store, nil before Watch.
+func (m *Manager) cache() cache.Store {
+	m.storeMu.Lock()
+	defer m.storeMu.Unlock()
+	return m.store
+}
+
 // listCount is how many times all nodes were listed.
 func (m *Manager) listCount() int64 { return m.lists.Load() }
 
 // Node returns the cached node; none before Watch started the cache.
 func (m *Manager) Node(name string) (*PeerNode, bool) {
-	if m.informer == nil {
+	store := m.cache()
+	if store == nil {
 		return nil, false
 	}
-	obj, ok, err := m.informer.GetStore().GetByKey(name)
+	obj, ok, err := store.GetByKey(name)
 	if err != nil || !ok {
 		return nil, false
 	}
@@ -478,10 +491,11 @@ func (m *Manager) Lease(name string) (*lease.Lease, error) {
 
 // Names lists every cached node; none before Watch started the cache.
 func (m *Manager) Names() []string {
-	if m.informer == nil {
+	store := m.cache()
+	if store == nil {
 		return nil
 	}
-	return m.informer.GetStore().ListKeys()
+	return store.ListKeys()
 }
 
 // eventKey names the Warning Events of one node and reason.
