@@ -59,9 +59,17 @@ type metadataDecoder struct {
 	// refused, when set, is called if an ERROR other than 410 Gone comes
 	// before the initial events end: the API server cannot serve
 	// watch-lists (kube-apiserver refuses them when etcd lacks progress
-	// notifications), and the stream ends quietly so a plain watch
-	// follows.
+	// notifications), and the stream ends quietly.
 	refused func()
+	// peeked is an event Decode returns before reading on.
+	peeked *decoded
+}
+
+// decoded is one decoded event.
+type decoded struct {
+	typ watch.EventType
+	obj runtime.Object
+	err error
 }
 
 // newMetadataDecoder reads body, gzipped or not, in protobuf frames or
@@ -99,6 +107,10 @@ func (d *metadataDecoder) sniff() error {
 
 // Decode implements watch.Decoder.
 func (d *metadataDecoder) Decode() (watch.EventType, runtime.Object, error) {
+	if p := d.peeked; p != nil {
+		d.peeked = nil
+		return p.typ, p.obj, p.err
+	}
 	if !d.sniffed {
 		if err := d.sniff(); err != nil {
 			return "", nil, err
@@ -268,7 +280,19 @@ func (a *restAPI) WatchPeerMetadata(ctx context.Context, opts metav1.ListOptions
 	}
 	d := newMetadataDecoder(body, ann)
 	if list {
-		d.refused = func() { a.noWatchList.Store(true) }
+		// The first event says whether the API server serves the
+		// watch-list (it sends the initial events, or the end of none,
+		// at once). A refusal must not reach the reflector: it would
+		// list every node again.
+		refused := false
+		d.refused = func() { refused = true }
+		typ, obj, err := d.Decode()
+		if refused {
+			d.Close()
+			a.noWatchList.Store(true)
+			return a.WatchPeerMetadata(ctx, metav1.ListOptions{ResourceVersion: opts.ResourceVersion, TimeoutSeconds: opts.TimeoutSeconds}, ann)
+		}
+		d.peeked = &decoded{typ, obj, err}
 	}
 	return watch.NewStreamWatcher(d,
 		apierrors.NewClientErrorReporter(http.StatusInternalServerError, "GET", "ClientWatchDecoding")), list, nil

@@ -302,6 +302,9 @@ func TestNodeWatch(t *testing.T) {
 		if e.ch.of("before-watch") != before+1 {
 			t.Errorf("handler told %d times, want once", e.ch.of("before-watch")-before)
 		}
+		if n := e.m.listCount(); n != 1 {
+			t.Errorf("%d lists of all nodes by now, want 1: starting the watch must not cost another", n)
+		}
 	})
 
 	t.Run("status-only update does not enqueue", func(t *testing.T) {
