@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	mrand "math/rand/v2"
+	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
@@ -592,7 +594,7 @@ func (m *Manager) wrote(kind string, err error) {
 // with the current state of every node (a watch-list: ADDED events, then
 // a bookmark with the initial-events-end annotation).
 type peerWatcher interface {
-	WatchPeerMetadata(ctx context.Context, opts metav1.ListOptions, ann Annotations) (w watch.Interface, initialEvents bool, err error)
+	WatchPeerMetadata(ctx context.Context, opts metav1.ListOptions, ann Annotations) (d watch.Decoder, initialEvents bool, err error)
 }
 
 var _ peerWatcher = (*restAPI)(nil)
@@ -608,11 +610,13 @@ func (m *Manager) watchPeers(ctx context.Context, opts metav1.ListOptions) (watc
 	if pw, ok := m.api.(peerWatcher); ok {
 		timeout := int64((watchTimeout + time.Duration(mrand.Int64N(int64(watchTimeout)))) / time.Second)
 		opts.TimeoutSeconds = &timeout
-		w, initial, err := pw.WatchPeerMetadata(ctx, opts, m.ann)
+		d, initial, err := pw.WatchPeerMetadata(ctx, opts, m.ann)
 		if err != nil {
 			return nil, err
 		}
-		return m.relay(w, m.metadataEvents(ctx, initial)), nil
+		// Completed as they are decoded: no goroutine more per event.
+		fd := &fixingDecoder{in: d, seen: m.rec.APIContact, fix: m.metadataEvents(ctx, initial), sent: m.trackEvent, log: m.log}
+		return watch.NewStreamWatcher(fd, apierrors.NewClientErrorReporter(http.StatusInternalServerError, "GET", "ClientWatchDecoding")), nil
 	}
 	w, err := m.api.WatchNodes(ctx, opts)
 	if err != nil {
@@ -681,7 +685,10 @@ func (m *Manager) trackList(items []PeerNode) {
 	}
 }
 
-// trackEvent notes one event the reflector was given.
+// trackEvent notes one event the reflector is given. The decoder notes it
+// as it hands it over: an event a stopped watch then drops stays noted,
+// which costs at most one DELETED event for a node the reflector never
+// held (its handler then finds nothing to do).
 func (m *Manager) trackEvent(ev *watch.Event) {
 	p, ok := ev.Object.(*PeerNode)
 	if !ok {
@@ -730,6 +737,42 @@ func (m *Manager) complete(ctx context.Context, ev *watch.Event) error {
 	}
 	return nil
 }
+
+// fixingDecoder is a watch decoder whose every event (bookmarks included,
+// which the informer's handlers never see) calls seen, then fix, which says
+// which events to return instead; sent sees each one returned. When fix
+// fails, the stream ends as if closed (logged to log), so the reflector
+// watches again from the last event it got.
+type fixingDecoder struct {
+	in    watch.Decoder
+	seen  func()
+	fix   func(watch.Event) ([]watch.Event, error)
+	sent  func(*watch.Event)
+	log   logrus.FieldLogger
+	queue []watch.Event
+}
+
+// Decode implements watch.Decoder.
+func (d *fixingDecoder) Decode() (watch.EventType, runtime.Object, error) {
+	for len(d.queue) == 0 {
+		typ, obj, err := d.in.Decode()
+		if err != nil {
+			return "", nil, err
+		}
+		d.seen()
+		if d.queue, err = d.fix(watch.Event{Type: typ, Object: obj}); err != nil {
+			d.log.WithError(err).Warn("ending the node watch to start it again")
+			return "", nil, io.EOF
+		}
+	}
+	ev := d.queue[0]
+	d.queue = d.queue[1:]
+	d.sent(&ev)
+	return ev.Type, ev.Object, nil
+}
+
+// Close implements watch.Decoder.
+func (d *fixingDecoder) Close() { d.in.Close() }
 
 // relayedWatch is a watch whose every event (bookmarks included, which the
 // informer's handlers never see) calls seen, then fix, on its way to the

@@ -255,14 +255,15 @@ func (d *metadataDecoder) decodeJSON() (watch.EventType, runtime.Object, error) 
 // Close implements watch.Decoder.
 func (d *metadataDecoder) Close() { _ = d.body.Close() }
 
-// WatchPeerMetadata watches the nodes' metadata only and returns PeerNodes
-// without podCIDRs (see metadataDecoder). It asks for a watch-list (the
+// WatchPeerMetadata watches the nodes' metadata only, and returns the
+// decoder of its stream, which yields PeerNodes without podCIDRs (see
+// metadataDecoder). It asks for a watch-list (the
 // current state of every node as ADDED events, then a bookmark marking
 // their end, then changes), which the API server sends gzipped: about a
 // third of the bytes of a plain watch, for every event. It reports whether
 // the initial events come; an API server that refuses watch-lists gets a
 // plain watch, this time and from then on.
-func (a *restAPI) WatchPeerMetadata(ctx context.Context, opts metav1.ListOptions, ann Annotations) (watch.Interface, bool, error) {
+func (a *restAPI) WatchPeerMetadata(ctx context.Context, opts metav1.ListOptions, ann Annotations) (watch.Decoder, bool, error) {
 	opts.Watch, opts.AllowWatchBookmarks = true, true
 	list := !a.noWatchList.Load()
 	if list {
@@ -294,6 +295,5 @@ func (a *restAPI) WatchPeerMetadata(ctx context.Context, opts metav1.ListOptions
 		}
 		d.peeked = &decoded{typ, obj, err}
 	}
-	return watch.NewStreamWatcher(d,
-		apierrors.NewClientErrorReporter(http.StatusInternalServerError, "GET", "ClientWatchDecoding")), list, nil
+	return d, list, nil
 }

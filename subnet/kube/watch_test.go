@@ -14,6 +14,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
@@ -58,7 +59,7 @@ func (g *gatedAPI) ListPeerNodes(ctx context.Context, opts metav1.ListOptions, a
 	return g.API.(peerLister).ListPeerNodes(ctx, opts, ann)
 }
 
-func (g *gatedAPI) WatchPeerMetadata(ctx context.Context, opts metav1.ListOptions, ann Annotations) (watch.Interface, bool, error) {
+func (g *gatedAPI) WatchPeerMetadata(ctx context.Context, opts metav1.ListOptions, ann Annotations) (watch.Decoder, bool, error) {
 	g.mu.Lock()
 	open := g.open
 	g.mu.Unlock()
@@ -73,58 +74,49 @@ func (g *gatedAPI) WatchPeerMetadata(ctx context.Context, opts metav1.ListOption
 		g.gone--
 		return nil, false, apierrors.NewResourceExpired("test: too old resource version")
 	}
-	w, initial, err := g.API.(peerWatcher).WatchPeerMetadata(ctx, opts, ann)
+	d, initial, err := g.API.(peerWatcher).WatchPeerMetadata(ctx, opts, ann)
 	if err != nil {
 		return nil, false, err
 	}
-	c := newCuttable(w)
+	c := &cuttable{in: d, cut: make(chan struct{})}
 	g.running = append(g.running, c)
 	return c, initial, nil
 }
 
-// cuttable is a watch that hold ends cleanly, as an API server ends a
-// watch whose time is up: the channel closes, no error.
+// cuttable is a watch stream that hold ends cleanly, as an API server ends
+// a watch whose time is up: the stream closes, no error.
 type cuttable struct {
-	in       watch.Interface
-	out      chan watch.Event
-	cut      chan struct{}
-	stopOnce sync.Once
+	in      watch.Decoder
+	cut     chan struct{}
+	cutOnce sync.Once
 }
 
-func newCuttable(in watch.Interface) *cuttable {
-	c := &cuttable{in: in, out: make(chan watch.Event), cut: make(chan struct{})}
-	go func() {
-		defer close(c.out)
-		defer in.Stop()
-		for {
-			select {
-			case ev, ok := <-in.ResultChan():
-				if !ok {
-					return
-				}
-				select {
-				case c.out <- ev:
-				case <-c.cut:
-					return
-				}
-			case <-c.cut:
-				return
-			}
-		}
-	}()
-	return c
+func (c *cuttable) Decode() (watch.EventType, runtime.Object, error) {
+	typ, obj, err := c.in.Decode()
+	select {
+	case <-c.cut:
+		return "", nil, io.EOF
+	default:
+	}
+	return typ, obj, err
 }
 
-func (c *cuttable) ResultChan() <-chan watch.Event { return c.out }
-func (c *cuttable) Stop()                          { c.stopOnce.Do(func() { close(c.cut) }) }
+func (c *cuttable) Close() { c.in.Close() }
+
+// end ends the stream: Decode, blocked reading, returns once the body is
+// closed.
+func (c *cuttable) end() {
+	c.cutOnce.Do(func() { close(c.cut) })
+	c.in.Close()
+}
 
 // hold ends the running watches and keeps new ones waiting until release.
 func (g *gatedAPI) hold() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.open = make(chan struct{})
-	for _, w := range g.running {
-		w.Stop()
+	for _, c := range g.running {
+		c.end()
 	}
 	g.running = nil
 }
