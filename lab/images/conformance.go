@@ -141,10 +141,13 @@ func (b *builder) containerfile(ctx context.Context, name, ref, archive string, 
 	return b.buildContext(ctx, dir, ref, filepath.Join(b.root, archive))
 }
 
-// buildContext runs buildah build on dir's Containerfile (chroot isolation,
-// the host's network for apt) and writes the image's archive.
+// buildContext runs buildah build on dir's Containerfile and writes the
+// image's archive. chroot isolation with the host's network: buildah makes
+// no network namespace, bridge or firewall rule of its own, so nothing is
+// added to the host's network and apt reaches the Debian mirror (the one
+// hack/debian-base.sh took from the host's apt configuration) directly.
 func (b *builder) buildContext(ctx context.Context, dir, ref, archive string) error {
-	fmt.Fprintf(b.log, "images: building %s\n", ref)
+	fmt.Fprintf(b.log, "images: building %s from %s\n", ref, filepath.Join(dir, "Containerfile"))
 	build := exec.CommandContext(ctx, "buildah", "build", "--pull=never", "--isolation", "chroot",
 		"--network", "host", "--format", "docker", "--layers=false",
 		"-f", filepath.Join(dir, "Containerfile"), "-t", ref, dir)

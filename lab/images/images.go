@@ -206,17 +206,7 @@ func (b *builder) netshoot(ctx context.Context) error {
 		fmt.Fprintf(b.log, "images: %s is up to date\n", NetshootArchive)
 		return nil
 	}
-	fmt.Fprintf(b.log, "images: building %s (installs Debian packages from the mirror of hack/debian-base.sh)\n", NetshootRef)
-	// chroot isolation with the host's network: buildah makes no network
-	// namespace, bridge or firewall rule of its own, so nothing is added to
-	// the host's network and apt reaches the Debian mirror directly.
-	build := exec.CommandContext(ctx, "buildah", "build", "--pull=never", "--isolation", "chroot",
-		"--network", "host", "--format", "docker", "--layers=false",
-		"-f", filepath.Join(dir, "Containerfile"), "-t", NetshootRef, dir)
-	if err := b.run(build); err != nil {
-		return err
-	}
-	return b.push(ctx, NetshootRef, archive)
+	return b.buildContext(ctx, dir, NetshootRef, archive)
 }
 
 // CoreDNSBinary builds CoreDNS with hack/coredns-build.sh when its cached
