@@ -126,7 +126,13 @@ func startIn(t *testing.T, dir, ownCIDR string, objs ...*v1.Node) *harness {
 
 func (h *harness) eventually(what string, cond func() bool) {
 	h.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	h.within(10*time.Second, what, cond)
+}
+
+// within polls cond until it holds or timeout passes.
+func (h *harness) within(timeout time.Duration, what string, cond func() bool) {
+	h.t.Helper()
+	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
 			h.t.Fatalf("timed out waiting for %s", what)
@@ -549,11 +555,12 @@ func TestSubnetEnvNotWritable(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "net.d/10-flannel.conflist")); !os.IsNotExist(err) {
 		t.Errorf("conflist installed without subnet.env: %v", err)
 	}
-	// /run writable again: the retries get there without help.
+	// /run writable again: the retries get there without help, the next
+	// one at most readyRetryMax after the last.
 	if err := os.Remove(blocker); err != nil {
 		t.Fatal(err)
 	}
-	h.eventually("ready once subnet.env is written", h.d.Ready)
+	h.within(readyRetryMax+10*time.Second, "ready once subnet.env is written", h.d.Ready)
 	if _, err := os.Stat(filepath.Join(dir, "run/flannel/subnet.env")); err != nil {
 		t.Errorf("subnet.env: %v", err)
 	}
