@@ -451,9 +451,12 @@ func labConformance(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	load, _ := os.ReadFile("/proc/loadavg")
+	load := "unknown"
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil && len(strings.Fields(string(b))) >= 3 {
+		load = strings.Join(strings.Fields(string(b))[:3], " / ")
+	}
 	what := fmt.Sprintf("`twill lab conformance` (what `make conformance` runs, on a fresh lab) on lab %q: %d nodes, IP family %s, backend %s, Kubernetes %s; %s, %d CPUs, load average at the end %s. No test is left out by Twill; a test the suite skips itself is listed with its reason.",
-		c.Name, len(c.Nodes), c.Family(), c.Backend, k8sbin.Version, time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), strings.Join(strings.Fields(string(load))[:3], " / "))
+		c.Name, len(c.Nodes), c.Family(), c.Backend, k8sbin.Version, time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), load)
 	fmt.Println()
 	if err := s.Markdown(os.Stdout, what); err != nil {
 		return err

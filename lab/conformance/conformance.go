@@ -11,7 +11,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/xml"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -265,6 +264,3 @@ var mdSpecial = regexp.MustCompile("([\\\\`*_|<>])")
 
 // escape keeps a test name's brackets and pipes from being read as Markdown.
 func escape(s string) string { return mdSpecial.ReplaceAllString(s, `\$1`) }
-
-// ErrFailed is returned by callers when the summary holds failures.
-var ErrFailed = errors.New("conformance tests failed")

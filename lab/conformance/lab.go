@@ -6,6 +6,7 @@ import (
 	"io"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -32,6 +33,14 @@ type LabOptions struct {
 func RunLab(ctx context.Context, c *lab.Cluster, o LabOptions) (*Summary, error) {
 	if o.Log == nil {
 		o.Log = io.Discard
+	}
+	if o.Focus != "" {
+		if _, err := regexp.Compile(o.Focus); err != nil {
+			return nil, fmt.Errorf("focus %q is not a regular expression: %w", o.Focus, err)
+		}
+	}
+	if len(c.Nodes) == 0 {
+		return nil, fmt.Errorf("lab %s has no nodes", c.Name)
 	}
 	binDir, err := images.BuildScript(ctx, c.RepoRoot, "hack/conformance-build.sh", o.Log)
 	if err != nil {
