@@ -18,7 +18,7 @@ CNI_PLUGINS := \
 export CGO_ENABLED := 0
 export GOFLAGS := -buildvcs=false
 
-.PHONY: all build plugins deps k8s coredns conformance-build conformance image image-test lab lab-down test unit e2e bench fuzz-long lint dist compare clean
+.PHONY: all build plugins deps k8s coredns conformance-build conformance image image-test lab lab-down test unit e2e bench bench-steady fuzz-long lint dist compare clean
 
 all: build plugins
 
@@ -83,6 +83,10 @@ e2e: k8s conformance-build
 ## bench: benchmarks; results go to bench/RESULTS.md
 bench: deps build plugins k8s
 	bash hack/bench.sh
+
+## bench-steady: the steady-state benchmark in its short form (500 peers, 500 status updates in 10 s); results go to bench/RESULTS.md
+bench-steady: deps build k8s
+	STEADY_PEERS=500 STEADY_UPDATES=500 STEADY_DURATION=10s STEADY_ANNOTATION_CHANGES=10 bash hack/bench.sh steady
 
 ## fuzz-long: every fuzz target for 10^6 executions; results go to bench/RESULTS.md
 fuzz-long:

@@ -287,6 +287,25 @@ func TestDelWithoutSavedConfig(t *testing.T) {
 			t.Errorf("no warning about the corrupt file: %q", n.stderr.String())
 		}
 	})
+	t.Run("empty saved file (unsynced, then a crash) is replaced by subnet.env", func(t *testing.T) {
+		n := newNode(t)
+		n.writeEnv(defaultEnv)
+		if err := os.MkdirAll(n.dataDir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(n.dataDir, "c1"), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.plugin.Del(n.args("c1", "1.0.0", "")); err != nil {
+			t.Fatal(err)
+		}
+		if dels := n.callsOf("DEL"); len(dels) != 1 || subnetOf(t, dels[0].Conf) != "10.244.3.0/24" {
+			t.Fatalf("DEL calls: %+v", dels)
+		}
+		if _, err := os.Stat(filepath.Join(n.dataDir, "c1")); !os.IsNotExist(err) {
+			t.Errorf("empty saved file not removed: %v", err)
+		}
+	})
 	t.Run("no subnet.env either: success, nothing to do", func(t *testing.T) {
 		n := newNode(t)
 		if err := n.plugin.Del(n.args("c1", "1.0.0", "")); err != nil {

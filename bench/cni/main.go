@@ -6,6 +6,15 @@
 //
 //	go run ./bench/cni -bin bin/cni -pods 100 -results bench/RESULTS.md
 //
+// With -before it runs another build's flannel plugin as one more mode,
+// taking turns with the others, for a before/after comparison in one run:
+//
+//	go run ./bench/cni -bin bin/cni -before /tmp/before/cni -pods 120 -rounds 3 -parallel 0
+//
+// It also times the pieces of the plugin's own work: a process start
+// (CNI_COMMAND=VERSION), reading subnet.env, and the saved configuration's
+// write with and without fsync, on the file system of the run.
+//
 // It needs root. Without -results it prints the markdown section.
 package main
 
@@ -36,8 +45,14 @@ func main() {
 	pods := flag.Int("pods", 100, "pods per run")
 	parallel := flag.Int("parallel", 10, "concurrent pods in the parallel run")
 	results := flag.String("results", "", "markdown file whose \""+section+"\" section is replaced (or appended); empty prints to stdout")
+	rounds := flag.Int("rounds", 5, "rounds the modes take turns in; -pods are split among them")
+	before := flag.String("before", "", "directory with another build's flannel plugin (and the same standard plugins), measured as one more mode")
 	flag.Parse()
-	if err := run(*bin, *pods, *parallel, *results); err != nil {
+	if *rounds < 1 || *pods < *rounds || *parallel < 0 {
+		fmt.Fprintf(os.Stderr, "bench/cni: want -rounds ≥ 1, -pods ≥ -rounds and -parallel ≥ 0 (0: no parallel run), got %d, %d, %d\n", *rounds, *pods, *parallel)
+		os.Exit(2)
+	}
+	if err := run(*bin, *before, *pods, *parallel, *rounds, *results); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/cni:", err)
 		os.Exit(1)
 	}
@@ -50,7 +65,7 @@ type sample struct {
 	wall     time.Duration
 }
 
-func run(bin string, pods, parallel int, results string) error {
+func run(bin, before string, pods, parallel, rounds int, results string) error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("needs root: it creates network namespaces, bridges and veths")
 	}
@@ -75,18 +90,27 @@ func run(bin string, pods, parallel int, results string) error {
 		}
 	}
 
-	modes := []struct {
+	type mode struct {
 		name   string
+		bin    string
 		direct bool
 		conc   int
-	}{
-		{"flannel → bridge + host-local, one pod at a time", false, 1},
-		{"bridge + host-local directly (baseline), one pod at a time", true, 1},
-		{fmt.Sprintf("flannel → bridge + host-local, %d pods at a time", parallel), false, parallel},
+	}
+	modes := []mode{
+		{"flannel → bridge + host-local, one pod at a time", bin, false, 1},
+		{"bridge + host-local directly (baseline), one pod at a time", bin, true, 1},
+	}
+	if before != "" {
+		if before, err = filepath.Abs(before); err != nil {
+			return err
+		}
+		modes = append(modes, mode{"flannel of -before → bridge + host-local, one pod at a time", before, false, 1})
+	}
+	if parallel > 0 {
+		modes = append(modes, mode{fmt.Sprintf("flannel → bridge + host-local, %d pods at a time", parallel), bin, false, parallel})
 	}
 	// The modes take turns in rounds, so a change in the machine's load
 	// during the run hits them alike.
-	const rounds = 5
 	samples := make([]sample, len(modes))
 	for r := range rounds {
 		n := pods / rounds
@@ -94,7 +118,7 @@ func run(bin string, pods, parallel int, results string) error {
 			n++
 		}
 		for i, mode := range modes {
-			s, err := measure(bin, filepath.Join(work, fmt.Sprint(r, i)), n, mode.direct, mode.conc)
+			s, err := measure(mode.bin, filepath.Join(work, fmt.Sprint(r, i)), n, mode.direct, mode.conc)
 			if err != nil {
 				return fmt.Errorf("%s: %w", mode.name, err)
 			}
@@ -104,7 +128,11 @@ func run(bin string, pods, parallel int, results string) error {
 			samples[i].wall += s.wall
 		}
 	}
-	md := render(samples, pods)
+	ps, err := measurePieces(bin, work, pods)
+	if err != nil {
+		return fmt.Errorf("timing the plugin's pieces: %w", err)
+	}
+	md := render(samples, pods, rounds) + ps
 	if results == "" {
 		fmt.Print(md)
 		return nil
@@ -236,11 +264,11 @@ func pct(d []time.Duration, p float64) time.Duration {
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d.Microseconds())/1000) }
 
-func render(samples []sample, pods int) string {
+func render(samples []sample, pods, rounds int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s\n\n", section)
-	fmt.Fprintf(&b, "`go run ./bench/cni` (as root): %d pods per run, the modes taking turns in 5 rounds; ADD then DEL of each pod through libcni with the conflist `cbr0` (flannel with `hairpinMode` and `isDefaultGateway`, then portmap), real bridge/host-local/portmap v1.9.1, in a throwaway host network namespace. Latency in ms per pod as the runtime sees it. Measured %s on %d CPUs (%s/%s), load average %s during the run (other work on the machine shows in the tails).\n\n",
-		pods, time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, loadavg())
+	fmt.Fprintf(&b, "`go run ./bench/cni -pods %d -rounds %d` (as root): %d pods per mode, the modes taking turns in %d rounds; ADD then DEL of each pod through libcni with the conflist `cbr0` (flannel with `hairpinMode` and `isDefaultGateway`, then portmap), real bridge/host-local/portmap v1.9.1, in a throwaway host network namespace. Latency in ms per pod as the runtime sees it. Measured %s on %d CPUs (%s/%s), load average %s during the run (other work on the machine shows in the tails).\n\n",
+		pods, rounds, pods, rounds, time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, loadavg())
 	b.WriteString("| run | ADD p50 | ADD p99 | ADD max | DEL p50 | DEL p99 | DEL max | pods/s (ADD+DEL) |\n")
 	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, s := range samples {
@@ -249,6 +277,6 @@ func render(samples []sample, pods int) string {
 			ms(pct(s.del, .5)), ms(pct(s.del, .99)), ms(slices.Max(s.del)),
 			float64(pods)/s.wall.Seconds())
 	}
-	b.WriteString("\nThe difference between the first two rows is the flannel plugin's own cost: one more process, reading subnet.env, writing the saved configuration (fsync) on ADD and removing it on DEL.\n")
+	b.WriteString("\nThe difference between the first two rows is the flannel plugin's own cost: one more process, reading subnet.env, writing the saved configuration on ADD and removing it on DEL.\n")
 	return b.String()
 }

@@ -16,6 +16,14 @@
 //
 //	go run ./bench/flanneld -flanneld bin/flanneld -peers 5000 -firewalls iptables-noguard,iptables,nftables-noguard,nftables -rounds 3 -results bench/RESULTS.md
 //
+// With -steady it measures the steady state instead: once converged, peers
+// rewrite their status as kubelets do while a few change their
+// annotations; it reports CPU and bytes read per update, RSS, and the lag
+// from an annotation change to the kernel, for one or more builds side by
+// side (a short form: -peers 500 -updates 500 -duration 10s):
+//
+//	go run ./bench/flanneld -steady -flanneld before=/tmp/flanneld-main,after=bin/flanneld -peers 5000 -updates 5000 -duration 60s -annotation-changes 50 -results bench/RESULTS.md
+//
 // It needs root and the Kubernetes binaries (make k8s).
 package main
 
@@ -72,8 +80,28 @@ func main() {
 	fams := flag.String("families", "ipv4", "comma-separated clusters to measure in turn: ipv4, dual (both: dual-stack reported as ratios to IPv4)")
 	firewalls := flag.String("firewalls", "", "instead: compare these firewall modes (iptables, nftables; with "+noGuard+" the VXLAN guard off) at -peers, taking turns, in the \""+fwSection+"\" section")
 	rounds := flag.Int("rounds", 0, "how many times each cluster (or firewall mode) is measured, taking turns (default 1, with -firewalls 3)")
+	steady := flag.Bool("steady", false, "instead: the steady state after convergence (kubelet status updates, annotation changes) at one -peers count; -flanneld may name several builds, name=path,…, run side by side, in the \""+steadySection+"\" section")
+	updates := flag.Int("updates", 5000, "with -steady: status updates of peers")
+	duration := flag.Duration("duration", time.Minute, "with -steady: over how long the updates are spread")
+	annChanges := flag.Int("annotation-changes", 50, "with -steady: peers that change their public-ip annotation, one at a time, during the updates")
 	flag.Parse()
 	cpuProfile = *profile
+	if *steady {
+		if *rounds == 0 {
+			*rounds = 1
+		}
+		n, err := strconv.Atoi(*peers)
+		if err != nil {
+			err = fmt.Errorf("-peers %q: with -steady, one count", *peers)
+		} else {
+			err = runSteady(*bin, steadyLoad{peers: n, updates: *updates, annChanges: *annChanges, duration: *duration}, *rounds, *results)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench/flanneld:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *firewalls != "" {
 		if *rounds == 0 {
 			*rounds = 3

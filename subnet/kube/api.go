@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -34,6 +35,8 @@ type API interface {
 type restAPI struct {
 	c  *rest.RESTClient
 	pc runtime.ParameterCodec
+	// noWatchList is set once the API server refused a watch-list.
+	noWatchList atomic.Bool
 }
 
 // NewRESTAPI returns the API over cfg (its content type is kept, so

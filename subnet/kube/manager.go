@@ -7,11 +7,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
+	mrand "math/rand/v2"
+	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -37,13 +41,21 @@ type Manager struct {
 	log      logrus.FieldLogger
 	rec      metrics.Recorder
 
-	informer cache.SharedIndexInformer
-	stop     context.CancelFunc
+	// store is the informer's cache of PeerNodes, set by Watch.
+	storeMu sync.Mutex
+	store   cache.Store
+	stop    context.CancelFunc
 	// initial gets the pages of the first list (see Watch); it is only
 	// touched by the list, which the informer runs one at a time, and is
 	// nil once that list is done.
 	initial Handler
-	lists   int
+	lists   atomic.Int64 // completed lists of all nodes
+	// fetched counts the nodes read one by one for their podCIDRs.
+	fetched atomic.Int64
+	// known is every node the reflector was told of (name → UID), by the
+	// last list and the watch events since (see metadataEvents).
+	knownMu sync.Mutex
+	known   map[string]types.UID
 
 	mu     sync.Mutex
 	warned map[string]string // node → last warning sent as an event
@@ -284,7 +296,7 @@ type Handler interface {
 	Changed(name string)
 }
 
-// Watch starts one shared informer over all nodes that keeps only what a
+// Watch starts one informer over all nodes that keeps only what a
 // peer needs, and tells h about them. It returns once the cache is synced;
 // the caller then reconciles all nodes of the initial list at once.
 func (m *Manager) Watch(ctx context.Context, h Handler) error {
@@ -292,25 +304,20 @@ func (m *Manager) Watch(ctx context.Context, h Handler) error {
 	lw := &strippedListWatch{ListWatch: &cache.ListWatch{
 		ListWithContextFunc: m.listStripped,
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-			w, err := m.api.WatchNodes(ctx, opts)
+			w, err := m.watchPeers(ctx, opts)
 			if err != nil {
 				return nil, err
 			}
 			m.rec.WatchStarted()
-			return tap(w, m.rec.APIContact), nil
+			return w, nil
 		},
 		DisableChunking: true, // listStripped pages by itself
 	}}
-	m.informer = cache.NewSharedIndexInformerWithOptions(lw, &v1.Node{}, cache.SharedIndexInformerOptions{ObjectDescription: "nodes"})
-	if err := m.informer.SetTransform(func(obj any) (any, error) {
-		if n, ok := obj.(*v1.Node); ok {
-			return m.ann.Strip(n), nil
-		}
-		return obj, nil // PeerNodes from the list, and tombstones, pass through
-	}); err != nil {
-		return fmt.Errorf("setting the node transform: %w", err)
-	}
-	_, err := m.informer.AddEventHandler(cache.ResourceEventHandlerDetailedFuncs{
+	// Both the list and the watch yield PeerNodes: nothing else is cached.
+	// One handler, called on the informer's own goroutine: a shared
+	// informer's fan-out would hand each of a kubelet's status updates
+	// through two more goroutines only to drop it.
+	handler := cache.ResourceEventHandlerDetailedFuncs{
 		AddFunc: func(obj any, isInInitialList bool) {
 			// Nodes of the initial list are the caller's first full
 			// reconcile's business, which runs once the cache is synced.
@@ -339,14 +346,15 @@ func (m *Manager) Watch(ctx context.Context, h Handler) error {
 				h.Changed(n.Key)
 			}
 		},
-	})
-	if err != nil {
-		return fmt.Errorf("adding node event handler: %w", err)
 	}
+	store, ctrl := cache.NewInformerWithOptions(cache.InformerOptions{ListerWatcher: lw, ObjectType: &PeerNode{}, Handler: handler})
+	m.storeMu.Lock()
+	m.store = store
+	m.storeMu.Unlock()
 	ictx, cancel := context.WithCancel(ctx)
 	m.stop = cancel
-	go m.informer.RunWithContext(ictx)
-	if !cache.WaitForCacheSync(ctx.Done(), m.informer.HasSynced) {
+	go ctrl.RunWithContext(ictx)
+	if !cache.WaitForCacheSync(ctx.Done(), ctrl.HasSynced) {
 		return fmt.Errorf("waiting for the node cache to sync: %w", ctx.Err())
 	}
 	return nil
@@ -413,9 +421,9 @@ func (m *Manager) listStripped(ctx context.Context, opts metav1.ListOptions) (ru
 			m.initial.InitialPage(page.Items)
 		}
 		if page.Continue == "" {
+			m.trackList(out.Items)
 			m.initial = nil // relists after a watch expired are not early work
-			m.rec.Listed(m.lists > 0)
-			m.lists++
+			m.rec.Listed(m.lists.Add(1) > 1)
 			return out, nil
 		}
 		opts.Continue = page.Continue
@@ -444,12 +452,23 @@ func sameLeaseFields(a, b *PeerNode) bool {
 	return slices.Equal(a.PodCIDRs, b.PodCIDRs) && maps.Equal(a.Annotations, b.Annotations)
 }
 
+// cache returns the informer's store, nil before Watch.
+func (m *Manager) cache() cache.Store {
+	m.storeMu.Lock()
+	defer m.storeMu.Unlock()
+	return m.store
+}
+
+// listCount is how many times all nodes were listed.
+func (m *Manager) listCount() int64 { return m.lists.Load() }
+
 // Node returns the cached node; none before Watch started the cache.
 func (m *Manager) Node(name string) (*PeerNode, bool) {
-	if m.informer == nil {
+	store := m.cache()
+	if store == nil {
 		return nil, false
 	}
-	obj, ok, err := m.informer.GetStore().GetByKey(name)
+	obj, ok, err := store.GetByKey(name)
 	if err != nil || !ok {
 		return nil, false
 	}
@@ -474,10 +493,11 @@ func (m *Manager) Lease(name string) (*lease.Lease, error) {
 
 // Names lists every cached node; none before Watch started the cache.
 func (m *Manager) Names() []string {
-	if m.informer == nil {
+	store := m.cache()
+	if store == nil {
 		return nil
 	}
-	return m.informer.GetStore().ListKeys()
+	return store.ListKeys()
 }
 
 // eventKey names the Warning Events of one node and reason.
@@ -568,9 +588,196 @@ func (m *Manager) wrote(kind string, err error) {
 	}
 }
 
-// tappedWatch is a watch whose every event (bookmarks included, which the
-// informer's handlers never see) calls seen on its way to the reflector.
-type tappedWatch struct {
+// peerWatcher is an API that watches the nodes' metadata alone, as
+// PeerNodes without podCIDRs (restAPI does); other APIs' watches of whole
+// Nodes are stripped as they arrive. It reports whether the watch starts
+// with the current state of every node (a watch-list: ADDED events, then
+// a bookmark with the initial-events-end annotation).
+type peerWatcher interface {
+	WatchPeerMetadata(ctx context.Context, opts metav1.ListOptions, ann Annotations) (d watch.Decoder, initialEvents bool, err error)
+}
+
+var _ peerWatcher = (*restAPI)(nil)
+
+// watchTimeout is how long one node watch runs, at least: every start
+// of a watch-list resends every node's metadata, so they are rare (the
+// API server's own default for watches is 30 to 60 minutes).
+const watchTimeout = 30 * time.Minute
+
+// watchPeers starts a watch whose events carry *PeerNode (or, for ERROR
+// events, what the API server sent).
+func (m *Manager) watchPeers(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+	if pw, ok := m.api.(peerWatcher); ok {
+		timeout := int64((watchTimeout + time.Duration(mrand.Int64N(int64(watchTimeout)))) / time.Second)
+		opts.TimeoutSeconds = &timeout
+		d, initial, err := pw.WatchPeerMetadata(ctx, opts, m.ann)
+		if err != nil {
+			return nil, err
+		}
+		// Completed as they are decoded: no goroutine more per event.
+		fd := &fixingDecoder{in: d, seen: m.rec.APIContact, fix: m.metadataEvents(ctx, initial), sent: m.trackEvent, log: m.log}
+		return watch.NewStreamWatcher(fd, apierrors.NewClientErrorReporter(http.StatusInternalServerError, "GET", "ClientWatchDecoding")), nil
+	}
+	w, err := m.api.WatchNodes(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	return m.relay(w, func(ev watch.Event) ([]watch.Event, error) {
+		if n, ok := ev.Object.(*v1.Node); ok {
+			ev.Object = m.ann.Strip(n)
+		}
+		return []watch.Event{ev}, nil
+	}), nil
+}
+
+// metadataEvents completes the metadata watch's nodes (see complete).
+// With initial events, it notes the nodes they name and, at the bookmark
+// that ends them, deletes every node the reflector was told of that they
+// did not name: it was deleted while no watch ran, and a watch-list sends
+// no DELETED event for it.
+func (m *Manager) metadataEvents(ctx context.Context, initial bool) func(watch.Event) ([]watch.Event, error) {
+	var named map[string]bool
+	if initial {
+		named = map[string]bool{}
+	}
+	return func(ev watch.Event) ([]watch.Event, error) {
+		switch ev.Type {
+		case watch.Added, watch.Modified:
+			if err := m.complete(ctx, &ev); err != nil {
+				return nil, err
+			}
+			if p, ok := ev.Object.(*PeerNode); ok && named != nil {
+				named[p.Name] = true
+			}
+		case watch.Bookmark:
+			if p, ok := ev.Object.(*PeerNode); ok && named != nil && p.Annotations[metav1.InitialEventsAnnotationKey] == "true" {
+				out := m.goneFrom(named)
+				named = nil
+				return append(out, ev), nil
+			}
+		}
+		return []watch.Event{ev}, nil
+	}
+}
+
+// goneFrom returns DELETED events for the nodes the reflector knows that
+// named lacks.
+func (m *Manager) goneFrom(named map[string]bool) []watch.Event {
+	m.knownMu.Lock()
+	defer m.knownMu.Unlock()
+	var out []watch.Event
+	for name, uid := range m.known {
+		if !named[name] {
+			out = append(out, watch.Event{Type: watch.Deleted, Object: &PeerNode{ObjectMeta: metav1.ObjectMeta{Name: name, UID: uid}}})
+		}
+	}
+	return out
+}
+
+// trackList notes the nodes of a whole list: the reflector replaces its
+// store with them.
+func (m *Manager) trackList(items []PeerNode) {
+	m.knownMu.Lock()
+	defer m.knownMu.Unlock()
+	m.known = make(map[string]types.UID, len(items))
+	for i := range items {
+		m.known[items[i].Name] = items[i].UID
+	}
+}
+
+// trackEvent notes one event the reflector is given. The decoder notes it
+// as it hands it over: an event a stopped watch then drops stays noted,
+// which costs at most one DELETED event for a node the reflector never
+// held (its handler then finds nothing to do).
+func (m *Manager) trackEvent(ev *watch.Event) {
+	p, ok := ev.Object.(*PeerNode)
+	if !ok {
+		return
+	}
+	m.knownMu.Lock()
+	defer m.knownMu.Unlock()
+	switch ev.Type {
+	case watch.Added, watch.Modified:
+		if m.known == nil {
+			m.known = map[string]types.UID{}
+		}
+		m.known[p.Name] = p.UID
+	case watch.Deleted:
+		delete(m.known, p.Name)
+	}
+}
+
+// complete gives a node of the metadata watch its podCIDRs. The API server
+// never lets a podCIDR change once set, so the cache's are kept when it
+// holds this node (the same UID) with podCIDRs; otherwise one GET reads
+// them. A node without podCIDRs yet is read again at each of its events,
+// so a podCIDR set after the annotations arrives with the event of its own
+// write. An error ends the watch before the event reaches the cache: the
+// informer watches again from the event before and gets this one again.
+func (m *Manager) complete(ctx context.Context, ev *watch.Event) error {
+	p, ok := ev.Object.(*PeerNode)
+	if !ok || (ev.Type != watch.Added && ev.Type != watch.Modified) {
+		return nil
+	}
+	if c, ok := m.Node(p.Name); ok && c.UID == p.UID && len(c.PodCIDRs) > 0 {
+		p.PodCIDRs = c.PodCIDRs
+		return nil
+	}
+	n, err := m.api.GetNode(ctx, p.Name)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil // deleted since: its DELETED event follows
+	case err != nil:
+		return fmt.Errorf("reading node %s for its podCIDRs: %w", p.Name, err)
+	}
+	m.rec.APIContact()
+	m.fetched.Add(1)
+	if n.UID == p.UID { // else deleted and made again since: its events follow
+		p.PodCIDRs = m.ann.Strip(n).PodCIDRs
+	}
+	return nil
+}
+
+// fixingDecoder is a watch decoder whose every event (bookmarks included,
+// which the informer's handlers never see) calls seen, then fix, which says
+// which events to return instead; sent sees each one returned. When fix
+// fails, the stream ends as if closed (logged to log), so the reflector
+// watches again from the last event it got.
+type fixingDecoder struct {
+	in    watch.Decoder
+	seen  func()
+	fix   func(watch.Event) ([]watch.Event, error)
+	sent  func(*watch.Event)
+	log   logrus.FieldLogger
+	queue []watch.Event
+}
+
+// Decode implements watch.Decoder.
+func (d *fixingDecoder) Decode() (watch.EventType, runtime.Object, error) {
+	for len(d.queue) == 0 {
+		typ, obj, err := d.in.Decode()
+		if err != nil {
+			return "", nil, err
+		}
+		d.seen()
+		if d.queue, err = d.fix(watch.Event{Type: typ, Object: obj}); err != nil {
+			d.log.WithError(err).Warn("ending the node watch to start it again")
+			return "", nil, io.EOF
+		}
+	}
+	ev := d.queue[0]
+	d.queue = d.queue[1:]
+	d.sent(&ev)
+	return ev.Type, ev.Object, nil
+}
+
+// Close implements watch.Decoder.
+func (d *fixingDecoder) Close() { d.in.Close() }
+
+// relayedWatch is a watch whose every event (bookmarks included, which the
+// informer's handlers never see) calls seen, then fix, on its way to the
+// reflector.
+type relayedWatch struct {
 	in   watch.Interface
 	out  chan watch.Event
 	done chan struct{}
@@ -579,15 +786,40 @@ type tappedWatch struct {
 
 // tap returns w with seen called for each of its events.
 func tap(w watch.Interface, seen func()) watch.Interface {
-	t := &tappedWatch{in: w, out: make(chan watch.Event), done: make(chan struct{})}
+	return relay(w, seen, func(ev watch.Event) ([]watch.Event, error) { return []watch.Event{ev}, nil }, nil, nil)
+}
+
+// relay passes w's events through m's bookkeeping and fix.
+func (m *Manager) relay(w watch.Interface, fix func(watch.Event) ([]watch.Event, error)) watch.Interface {
+	return relay(w, m.rec.APIContact, fix, m.trackEvent, m.log)
+}
+
+// relay returns w with seen, then fix, called for each of its events; fix
+// says which events to pass on instead, and sent sees each one passed on
+// (if not nil). When fix fails, the event is dropped and the watch ends
+// (logged to log), so the reflector watches again from the last event it
+// got.
+func relay(w watch.Interface, seen func(), fix func(watch.Event) ([]watch.Event, error), sent func(*watch.Event), log logrus.FieldLogger) watch.Interface {
+	t := &relayedWatch{in: w, out: make(chan watch.Event), done: make(chan struct{})}
 	go func() {
 		defer close(t.out)
 		for ev := range w.ResultChan() {
 			seen()
-			select {
-			case t.out <- ev:
-			case <-t.done:
+			evs, err := fix(ev)
+			if err != nil {
+				log.WithError(err).Warn("ending the node watch to start it again")
+				w.Stop()
 				return
+			}
+			for i := range evs {
+				select {
+				case t.out <- evs[i]:
+				case <-t.done:
+					return
+				}
+				if sent != nil {
+					sent(&evs[i])
+				}
 			}
 		}
 	}()
@@ -595,11 +827,11 @@ func tap(w watch.Interface, seen func()) watch.Interface {
 }
 
 // ResultChan implements watch.Interface.
-func (t *tappedWatch) ResultChan() <-chan watch.Event { return t.out }
+func (t *relayedWatch) ResultChan() <-chan watch.Event { return t.out }
 
 // Stop implements watch.Interface. The forwarding goroutine ends even when
 // nobody reads the last event.
-func (t *tappedWatch) Stop() {
+func (t *relayedWatch) Stop() {
 	t.once.Do(func() { close(t.done) })
 	t.in.Stop()
 }

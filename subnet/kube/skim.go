@@ -54,26 +54,9 @@ func isProtobuf(data []byte) bool { return bytes.HasPrefix(data, protoMagic) }
 // prefix included) and appends its nodes to out as PeerNodes, as Strip
 // would make them. It sets out's resourceVersion and continue token.
 func (a Annotations) skimNodeList(data []byte, out *PeerNodeList) error {
-	if !isProtobuf(data) {
-		return errors.New("not a Kubernetes protobuf object")
-	}
-	var kind, raw []byte
-	err := eachField(data[len(protoMagic):], func(num protowire.Number, v []byte) error {
-		switch num {
-		case unknownTypeMeta:
-			return eachField(v, func(num protowire.Number, v []byte) error {
-				if num == typeMetaKind {
-					kind = v
-				}
-				return nil
-			})
-		case unknownRaw:
-			raw = v
-		}
-		return nil
-	})
+	kind, raw, err := unwrap(data)
 	if err != nil {
-		return fmt.Errorf("reading the protobuf envelope: %w", err)
+		return err
 	}
 	if string(kind) != "NodeList" {
 		return fmt.Errorf("the API server sent a %q where a NodeList was expected", kind)
@@ -102,7 +85,36 @@ func (a Annotations) skimNodeList(data []byte, out *PeerNodeList) error {
 	})
 }
 
-// skimNode fills p from one encoded v1.Node.
+// unwrap reads the envelope (runtime.Unknown behind the magic prefix) of
+// an object in Kubernetes' protobuf encoding: the object's kind and its
+// encoded fields.
+func unwrap(data []byte) (kind, raw []byte, err error) {
+	if !isProtobuf(data) {
+		return nil, nil, errors.New("not a Kubernetes protobuf object")
+	}
+	err = eachField(data[len(protoMagic):], func(num protowire.Number, v []byte) error {
+		switch num {
+		case unknownTypeMeta:
+			return eachField(v, func(num protowire.Number, v []byte) error {
+				if num == typeMetaKind {
+					kind = v
+				}
+				return nil
+			})
+		case unknownRaw:
+			raw = v
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading the protobuf envelope: %w", err)
+	}
+	return kind, raw, nil
+}
+
+// skimNode fills p from one encoded v1.Node, or from one encoded
+// metav1.PartialObjectMetadata, whose metadata has the same field number
+// (it has no spec: p gets no podCIDRs).
 func (a Annotations) skimNode(data []byte, prefix string, p *PeerNode) error {
 	// spec.podCIDRs, or spec.podCIDR alone: as Strip chooses.
 	var podCIDR []byte

@@ -466,8 +466,17 @@ func (cp *ControlPlane) waitHTTP(ctx context.Context, o Options, name, url strin
 	}
 }
 
-// lookEtcd finds Debian's etcd (package etcd-server).
+// lookEtcd finds the etcd named by TWILL_ETCD, else Debian's (package
+// etcd-server). Debian 12's etcd 3.4.23 lacks the progress notifications
+// kube-apiserver needs to serve watch-lists; TWILL_ETCD can name a newer
+// build to measure them.
 func lookEtcd() (string, error) {
+	if p := os.Getenv("TWILL_ETCD"); p != "" {
+		if fi, err := os.Stat(p); err != nil || fi.IsDir() {
+			return "", fmt.Errorf("TWILL_ETCD=%s is not an etcd binary: %v", p, err)
+		}
+		return p, nil
+	}
 	for _, p := range []string{"/usr/bin/etcd", "/usr/local/bin/etcd"} {
 		if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
 			return p, nil
