@@ -7,7 +7,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -54,15 +53,13 @@ func TestRenderingsPassTheAPIServer(t *testing.T) {
 
 	// kubectl runs kubectl in the sandbox with stdin as its input.
 	kubectl := func(stdin string, args ...string) (string, error) {
-		bin, err := k8sbin.Path("kubectl")
+		cctx, ccancel := context.WithTimeout(ctx, time.Minute)
+		defer ccancel()
+		cmd, err := cp.KubectlCmd(cctx, "", args...)
 		if err != nil {
 			return "", err
 		}
-		argv := append([]string{"--net=" + sb.NetNS, bin, "--kubeconfig=" + cp.Kubeconfig, "--request-timeout=30s"}, args...)
-		cctx, ccancel := context.WithTimeout(ctx, time.Minute)
-		defer ccancel()
 		var stdout, stderr bytes.Buffer
-		cmd := exec.CommandContext(cctx, "nsenter", argv...)
 		cmd.Stdin = strings.NewReader(stdin)
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		if err := cmd.Run(); err != nil {

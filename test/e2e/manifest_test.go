@@ -434,15 +434,13 @@ func TestManifestAPIServer(t *testing.T) {
 	// kc runs kubectl in the sandbox and returns its standard output; an
 	// error carries its standard error (warnings there are not output).
 	kc := func(kubeconfig string, args ...string) (string, error) {
-		kubectl, err := k8sbin.Path("kubectl")
+		cctx, ccancel := context.WithTimeout(ctx, time.Minute)
+		defer ccancel()
+		cmd, err := cp.KubectlCmd(cctx, kubeconfig, args...)
 		if err != nil {
 			return "", err
 		}
-		argv := append([]string{"--net=" + sb.NetNS, kubectl, "--kubeconfig=" + kubeconfig, "--request-timeout=30s"}, args...)
-		cctx, ccancel := context.WithTimeout(ctx, time.Minute)
-		defer ccancel()
 		var stdout, stderr bytes.Buffer
-		cmd := exec.CommandContext(cctx, "nsenter", argv...)
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		if err := cmd.Run(); err != nil {
 			return strings.TrimSpace(stdout.String()), fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
