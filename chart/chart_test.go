@@ -260,3 +260,40 @@ func TestLint(t *testing.T) {
 		}
 	}
 }
+
+// TestEveryValueDocumented checks that the chart's README has a row for
+// every value of values.yaml (a map's row covers what is under it) and that
+// values.yaml comments each top-level key's section.
+func TestEveryValueDocumented(t *testing.T) {
+	root := repoRoot(t)
+	readme, err := os.ReadFile(filepath.Join(root, chartDir, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(root, chartDir, "values.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var values map[string]any
+	if err := sigsyaml.Unmarshal(data, &values); err != nil {
+		t.Fatalf("values.yaml: %v", err)
+	}
+	documented := func(path string) bool {
+		return bytes.Contains(readme, []byte("| `"+path+"` |")) || bytes.Contains(readme, []byte("| `"+path+".*` |"))
+	}
+	var walk func(prefix string, m map[string]any)
+	walk = func(prefix string, m map[string]any) {
+		for k, v := range m {
+			path := prefix + k
+			if documented(path) {
+				continue
+			}
+			if sub, ok := v.(map[string]any); ok && len(sub) > 0 {
+				walk(path+".", sub)
+				continue
+			}
+			t.Errorf("value %s has no row in chart/twill/README.md's table", path)
+		}
+	}
+	walk("", values)
+}
