@@ -30,23 +30,13 @@ func TestRenderingsPassTheAPIServer(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	sb, err := controlplane.NewSandbox(fmt.Sprintf("twill-charttest-%d", os.Getpid()), nil)
-	if err != nil {
-		t.Fatalf("creating the sandbox: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := sb.Close(); err != nil {
-			t.Errorf("removing the sandbox: %v", err)
-		}
-	})
 	dir := t.TempDir()
-	cp, err := controlplane.Start(ctx, controlplane.Options{Dir: filepath.Join(dir, "cp"), NetNS: sb.NetNS, AdvertiseIP: sb.IP})
+	cp, stop, err := controlplane.StartInSandbox(ctx, fmt.Sprintf("twill-charttest-%d", os.Getpid()), controlplane.Options{Dir: filepath.Join(dir, "cp")})
 	if err != nil {
-		t.Fatalf("starting the API server: %v", err)
+		t.Fatal(err)
 	}
-	// Registered after the sandbox's, so it runs first.
 	t.Cleanup(func() {
-		if err := cp.Stop(); err != nil {
+		if err := stop(); err != nil {
 			t.Errorf("stopping the API server: %v", err)
 		}
 	})

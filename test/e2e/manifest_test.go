@@ -408,24 +408,14 @@ func TestManifestAPIServer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
-	sb, err := controlplane.NewSandbox(fmt.Sprintf("twill-mftest-%d", os.Getpid()), nil)
-	if err != nil {
-		t.Fatalf("creating the sandbox: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := sb.Close(); err != nil {
-			t.Errorf("removing the sandbox: %v", err)
-		}
-	})
 	dir := t.TempDir()
 	start := time.Now()
-	cp, err := controlplane.Start(ctx, controlplane.Options{Dir: filepath.Join(dir, "cp"), NetNS: sb.NetNS, AdvertiseIP: sb.IP})
+	cp, stop, err := controlplane.StartInSandbox(ctx, fmt.Sprintf("twill-mftest-%d", os.Getpid()), controlplane.Options{Dir: filepath.Join(dir, "cp")})
 	if err != nil {
-		t.Fatalf("starting the API server: %v", err)
+		t.Fatal(err)
 	}
-	// Registered after the sandbox's, so it runs first.
 	t.Cleanup(func() {
-		if err := cp.Stop(); err != nil {
+		if err := stop(); err != nil {
 			t.Errorf("stopping the API server: %v", err)
 		}
 	})
@@ -536,8 +526,8 @@ func TestManifestAPIServer(t *testing.T) {
 	}
 
 	// 4. flanneld runs with that token and nothing else.
-	fl := mfStartFlanneld(t, ctx, m, sb.NetNS, dir, flanneld, saConfig, nodeName)
-	ready := mfWaitFlanneld(t, ctx, fl, sb.NetNS)
+	fl := mfStartFlanneld(t, ctx, m, cp.NetNS, dir, flanneld, saConfig, nodeName)
+	ready := mfWaitFlanneld(t, ctx, fl, cp.NetNS)
 	t.Logf("flanneld ready %v after start", ready.Round(time.Millisecond))
 
 	n, err := cs.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
