@@ -18,7 +18,7 @@ CNI_PLUGINS := \
 export CGO_ENABLED := 0
 export GOFLAGS := -buildvcs=false
 
-.PHONY: all build plugins deps k8s coredns conformance-build conformance image image-test lab lab-down test unit e2e bench bench-steady fuzz-long lint dist compare clean
+.PHONY: all build plugins deps k8s coredns helm manifest conformance-build conformance image image-test lab lab-down test unit e2e bench bench-steady fuzz-long lint dist compare clean
 
 all: build plugins
 
@@ -42,6 +42,14 @@ k8s:
 ## coredns: build CoreDNS, the lab's cluster DNS, from its Go module (cached)
 coredns:
 	bash hack/coredns-build.sh
+
+## helm: build Helm from its Go module for the chart's tests (cached)
+helm:
+	@bash hack/helm-build.sh >/dev/null
+
+## manifest: regenerate Documentation/kube-flannel.yml from the chart (chart/twill)
+manifest: helm
+	bash hack/manifest.sh Documentation/kube-flannel.yml
 
 ## conformance-build: build Kubernetes' network e2e suite and agnhost for the lab (cached)
 conformance-build:
@@ -70,14 +78,14 @@ lab-down: build
 ## test: vet, unit and root tests with -race, then the end-to-end suite
 test: deps build plugins unit e2e
 
-unit:
+unit: helm
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./...
 	CGO_ENABLED=1 $(GO) test -race -count=1 ./...
 	bash hack/fuzz.sh
 
 e2e: k8s conformance-build
-	CGO_ENABLED=1 $(GO) test -race -tags e2e -count=1 -timeout 10m ./daemon/...
+	CGO_ENABLED=1 $(GO) test -race -tags e2e -count=1 -timeout 10m ./daemon/... ./chart/...
 	bash hack/e2e.sh
 
 ## bench: benchmarks; results go to bench/RESULTS.md

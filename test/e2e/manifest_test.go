@@ -126,7 +126,9 @@ func mfLoad(t *testing.T) *mfObjects {
 			t.Fatalf("decoding the %s in %s: %v", meta.Kind, mfPath, err)
 		}
 	}
-	want := []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet"}
+	// Helm's install order: the manifest is the chart rendered by helm
+	// template (hack/manifest.sh).
+	want := []string{"Namespace", "ServiceAccount", "ConfigMap", "ClusterRole", "ClusterRoleBinding", "DaemonSet"}
 	if !slices.Equal(m.kindsInFile, want) {
 		t.Fatalf("%s holds %v, want exactly %v in that order", mfPath, m.kindsInFile, want)
 	}
@@ -406,24 +408,14 @@ func TestManifestAPIServer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
-	sb, err := controlplane.NewSandbox(fmt.Sprintf("twill-mftest-%d", os.Getpid()), nil)
-	if err != nil {
-		t.Fatalf("creating the sandbox: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := sb.Close(); err != nil {
-			t.Errorf("removing the sandbox: %v", err)
-		}
-	})
 	dir := t.TempDir()
 	start := time.Now()
-	cp, err := controlplane.Start(ctx, controlplane.Options{Dir: filepath.Join(dir, "cp"), NetNS: sb.NetNS, AdvertiseIP: sb.IP})
+	cp, stop, err := controlplane.StartInSandbox(ctx, fmt.Sprintf("twill-mftest-%d", os.Getpid()), controlplane.Options{Dir: filepath.Join(dir, "cp")})
 	if err != nil {
-		t.Fatalf("starting the API server: %v", err)
+		t.Fatal(err)
 	}
-	// Registered after the sandbox's, so it runs first.
 	t.Cleanup(func() {
-		if err := cp.Stop(); err != nil {
+		if err := stop(); err != nil {
 			t.Errorf("stopping the API server: %v", err)
 		}
 	})
@@ -432,15 +424,13 @@ func TestManifestAPIServer(t *testing.T) {
 	// kc runs kubectl in the sandbox and returns its standard output; an
 	// error carries its standard error (warnings there are not output).
 	kc := func(kubeconfig string, args ...string) (string, error) {
-		kubectl, err := k8sbin.Path("kubectl")
+		cctx, ccancel := context.WithTimeout(ctx, time.Minute)
+		defer ccancel()
+		cmd, err := cp.KubectlCmd(cctx, kubeconfig, args...)
 		if err != nil {
 			return "", err
 		}
-		argv := append([]string{"--net=" + sb.NetNS, kubectl, "--kubeconfig=" + kubeconfig, "--request-timeout=30s"}, args...)
-		cctx, ccancel := context.WithTimeout(ctx, time.Minute)
-		defer ccancel()
 		var stdout, stderr bytes.Buffer
-		cmd := exec.CommandContext(cctx, "nsenter", argv...)
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		if err := cmd.Run(); err != nil {
 			return strings.TrimSpace(stdout.String()), fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
@@ -536,8 +526,8 @@ func TestManifestAPIServer(t *testing.T) {
 	}
 
 	// 4. flanneld runs with that token and nothing else.
-	fl := mfStartFlanneld(t, ctx, m, sb.NetNS, dir, flanneld, saConfig, nodeName)
-	ready := mfWaitFlanneld(t, ctx, fl, sb.NetNS)
+	fl := mfStartFlanneld(t, ctx, m, cp.NetNS, dir, flanneld, saConfig, nodeName)
+	ready := mfWaitFlanneld(t, ctx, fl, cp.NetNS)
 	t.Logf("flanneld ready %v after start", ready.Round(time.Millisecond))
 
 	n, err := cs.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})

@@ -462,50 +462,7 @@ func restartFlannel(t *testing.T) time.Duration {
 // family may be lost.
 func testRollingRestart(t *testing.T) {
 	w1, w2 := workers(t)
-	a, b := podOn(t, w1), podOn(t, w2)
-	type pinger struct {
-		f       family.Family
-		dst     net.IP
-		logFile string
-		pid     string
-	}
-	var pingers []*pinger
-	for _, f := range families() {
-		pingers = append(pingers, &pinger{f: f, dst: ipOf(b.IPs, f), logFile: fmt.Sprintf("/tmp/restart-ping-%d.log", f)})
-	}
-	for _, p := range pingers {
-		p.pid = strings.TrimSpace(podExec(t, a, "sh", "-c",
-			fmt.Sprintf("ping -n -i 0.1 %s >%s 2>&1 & echo $!", p.dst, p.logFile)))
-	}
-	stopped := false
-	stop := func() {
-		if !stopped {
-			stopped = true
-			for _, p := range pingers {
-				_, _ = podExecErr(a, "kill", "-INT", p.pid)
-			}
-		}
-	}
-	t.Cleanup(stop)
-	readLog := func(p *pinger) pingLog {
-		out, err := podExecErr(a, "cat", p.logFile)
-		if err != nil {
-			t.Fatalf("reading the ping log in %s: %v\n%s", a.Name, err, out)
-		}
-		return parsePingLog(out)
-	}
-	replies := func(want func(*pinger) int) func() error {
-		return func() error {
-			for _, p := range pingers {
-				if n := len(readLog(p).replies); n < want(p) {
-					return fmt.Errorf("%s: %d replies so far, want %d", p.f, n, want(p))
-				}
-			}
-			return nil
-		}
-	}
-	eventually(t, 10*time.Second, 200*time.Millisecond, "ping answered before the restart", replies(func(*pinger) int { return 5 }))
-
+	pings := startPingers(t, "restart", podOn(t, w1), podOn(t, w2))
 	before := flannelPods(t)
 	took := restartFlannel(t)
 	after := flannelPods(t)
@@ -514,28 +471,8 @@ func testRollingRestart(t *testing.T) {
 			t.Errorf("flanneld pod %s survived the rolling restart (before %v, after %v)", p, before, after)
 		}
 	}
-	// Keep pinging a little after the last pod is Ready: a restart that
-	// broke something on its way out shows up here.
-	atRollout := map[*pinger]int{}
-	for _, p := range pingers {
-		atRollout[p] = len(readLog(p).replies)
-	}
-	eventually(t, 10*time.Second, 200*time.Millisecond, "pings answered after the restart", replies(func(p *pinger) int { return atRollout[p] + 10 }))
-	stop()
-	for _, p := range pingers {
-		var l pingLog
-		eventually(t, 10*time.Second, 200*time.Millisecond, "ping summary", func() error {
-			if l = readLog(p); !l.done {
-				return fmt.Errorf("ping %s in %s has not printed its summary", p.pid, a.Name)
-			}
-			return nil
-		})
-		lost := l.lost()
-		t.Logf("rolling restart of %d flanneld pods took %v; %s: %d pings every 100ms, %d lost", len(after), took.Round(time.Millisecond), p.f, l.transmitted, len(lost))
-		if len(lost) > 0 {
-			t.Errorf("%s pings %s → %s lost during the rolling restart: icmp_seq %v", p.f, ipOf(a.IPs, p.f), p.dst, lost)
-		}
-	}
+	t.Logf("rolling restart of %d flanneld pods took %v", len(after), took.Round(time.Millisecond))
+	pings.stopAndCheck(t, "the rolling restart")
 }
 
 // netConf returns the manifest ConfigMap's net-conf.json.

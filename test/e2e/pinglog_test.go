@@ -35,12 +35,33 @@ func parsePingLog(s string) pingLog {
 
 // lost lists the sequence numbers that got no reply, except the last one
 // sent, which may still have been in flight when ping was stopped.
-func (l pingLog) lost() []int {
+func (l pingLog) lost() []int { return l.lostAfter(0) }
+
+// lostAfter is lost for the sequence numbers above after only.
+func (l pingLog) lostAfter(after int) []int {
 	var res []int
-	for seq := 1; seq < l.transmitted; seq++ {
+	for seq := after + 1; seq < l.transmitted; seq++ {
 		if !l.replies[seq] {
 			res = append(res, seq)
 		}
 	}
 	return res
+}
+
+// steady returns the highest sequence number answered when it and the n-1
+// before it were all answered: from there on the path is known to work.
+func (l pingLog) steady(n int) (int, bool) {
+	last := 0
+	for seq := range l.replies {
+		last = max(last, seq)
+	}
+	if last < n {
+		return 0, false
+	}
+	for seq := last - n + 1; seq <= last; seq++ {
+		if !l.replies[seq] {
+			return 0, false
+		}
+	}
+	return last, true
 }

@@ -33,3 +33,35 @@ func TestPingLogLost(t *testing.T) {
 		})
 	}
 }
+
+func TestPingLogSteady(t *testing.T) {
+	log := func(seqs ...int) pingLog {
+		l := pingLog{replies: map[int]bool{}}
+		for _, s := range seqs {
+			l.replies[s] = true
+		}
+		return l
+	}
+	for _, tc := range []struct {
+		name string
+		l    pingLog
+		want int
+		ok   bool
+	}{
+		{"none", log(), 0, false},
+		{"too few", log(1, 2, 3), 0, false},
+		{"five in a row", log(1, 2, 3, 4, 5), 5, true},
+		{"a gap among the last five", log(1, 9, 10, 11, 12), 0, false},
+		{"steady after a gap", log(1, 9, 10, 11, 12, 13), 13, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got, ok := tc.l.steady(5); got != tc.want || ok != tc.ok {
+				t.Errorf("steady(5) = %d, %v; want %d, %v", got, ok, tc.want, tc.ok)
+			}
+		})
+	}
+	l := pingLog{replies: map[int]bool{1: true, 9: true, 10: true, 12: true}, transmitted: 13}
+	if got := l.lostAfter(9); !reflect.DeepEqual(got, []int{11}) {
+		t.Errorf("lostAfter(9) = %v, want [11]", got)
+	}
+}

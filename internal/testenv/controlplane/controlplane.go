@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -336,6 +337,21 @@ func StopDir(dir string) error {
 // the host.
 func (cp *ControlPlane) RESTConfig() (*rest.Config, error) {
 	return RESTConfig(cp.Kubeconfig, cp.NetNS)
+}
+
+// KubectlCmd returns kubectl with args, run in the control plane's network
+// namespace (through nsenter) with kubeconfig, or with the admin's when
+// kubeconfig is empty.
+func (cp *ControlPlane) KubectlCmd(ctx context.Context, kubeconfig string, args ...string) (*exec.Cmd, error) {
+	kubectl, err := k8sbin.Path("kubectl")
+	if err != nil {
+		return nil, err
+	}
+	if kubeconfig == "" {
+		kubeconfig = cp.Kubeconfig
+	}
+	argv := append([]string{"--net=" + cp.NetNS, kubectl, "--kubeconfig=" + kubeconfig, "--request-timeout=30s"}, args...)
+	return exec.CommandContext(ctx, "nsenter", argv...), nil
 }
 
 // RESTConfig loads kubeconfig and makes its connections from inside the

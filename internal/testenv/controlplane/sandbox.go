@@ -1,6 +1,8 @@
 package controlplane
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net"
 
@@ -45,3 +47,20 @@ func NewSandbox(name string, ip net.IP) (*Sandbox, error) {
 
 // Close removes the namespace; stop the control plane first.
 func (s *Sandbox) Close() error { return s.ns.Close() }
+
+// StartInSandbox starts a control plane (Options o, with NetNS and
+// AdvertiseIP set to its own) in a new sandbox called name. stop stops it
+// and removes the sandbox; call it however Start ended.
+func StartInSandbox(ctx context.Context, name string, o Options) (cp *ControlPlane, stop func() error, err error) {
+	sb, err := NewSandbox(name, nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("creating the sandbox: %w", err)
+	}
+	o.NetNS, o.AdvertiseIP = sb.NetNS, sb.IP
+	cp, err = Start(ctx, o)
+	if err != nil {
+		// Start may have left processes behind before it failed.
+		return nil, nil, errors.Join(fmt.Errorf("starting the API server: %w", err), StopDir(o.Dir), sb.Close())
+	}
+	return cp, func() error { return errors.Join(cp.Stop(), sb.Close()) }, nil
+}
