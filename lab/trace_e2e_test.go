@@ -276,6 +276,18 @@ func underlayRoute(ctx context.Context, c *Cluster, cidr string) (string, error)
 	return strings.TrimSpace(out), err
 }
 
+// waitUnderlayRoute waits until the underlay routes cidr via node n.
+func waitUnderlayRoute(ctx context.Context, c *Cluster, cidr string, n Node) error {
+	_, err := poll(ctx, 30*time.Second, func() error {
+		r, err := underlayRoute(ctx, c, cidr)
+		if err == nil && !strings.HasPrefix(r, cidr+" via "+n.IP.String()+" ") {
+			err = fmt.Errorf("underlay route to %s: %q, want via %s", cidr, r, n.IP)
+		}
+		return err
+	})
+	return err
+}
+
 // podCIDR is node's podCIDR from the API.
 func podCIDR(ctx context.Context, c *Cluster, node string) (string, error) {
 	out, err := c.Kubectl(ctx, "get", "node", node, "-o", "jsonpath={.spec.podCIDR}")
@@ -292,13 +304,7 @@ func testUnderlayRoutes(ctx context.Context, t *testing.T, c *Cluster, pods map[
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := poll(ctx, 30*time.Second, func() error {
-			r, err := underlayRoute(ctx, c, cidr)
-			if err == nil && !strings.HasPrefix(r, cidr+" via "+n.IP.String()+" ") {
-				err = fmt.Errorf("underlay route to %s: %q, want via %s", cidr, r, n.IP)
-			}
-			return err
-		}); err != nil {
+		if err := waitUnderlayRoute(ctx, c, cidr, n); err != nil {
 			t.Error(err)
 		}
 	}
@@ -349,13 +355,7 @@ func testUnderlayRoutes(ctx context.Context, t *testing.T, c *Cluster, pods map[
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := poll(ctx, 30*time.Second, func() error {
-			r, err := underlayRoute(ctx, c, cidr)
-			if err == nil && !strings.HasPrefix(r, cidr+" via "+n.IP.String()+" ") {
-				err = fmt.Errorf("underlay route to %s: %q, want via %s", cidr, r, n.IP)
-			}
-			return err
-		}); err != nil {
+		if err := waitUnderlayRoute(ctx, c, cidr, n); err != nil {
 			t.Error(err)
 		}
 		if err := c.RemoveNode(ctx, n.Name); err != nil {
