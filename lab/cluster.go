@@ -203,6 +203,9 @@ func (c *Cluster) ApplyManifest(ctx context.Context, backend string) error {
 		manifest = SetDirectRouting(manifest)
 	}
 	manifest = SetIPFamily(manifest, c.Family())
+	if c.UnderlayRoutes {
+		manifest = SetNoMasquerade(manifest, VMRange.String())
+	}
 	cmd, err := c.KubectlCmd(ctx, "apply", "-f", "-")
 	if err != nil {
 		return err
@@ -248,6 +251,20 @@ func SetIPFamily(manifest []byte, ipFamily string) []byte {
 	}
 	return manifest
 }
+
+// SetNoMasquerade returns the manifest with "NoMasqueradeCIDRs": cidrs in
+// every net-conf.json, right after its "Network".
+func SetNoMasquerade(manifest []byte, cidrs ...string) []byte {
+	q := make([]string, len(cidrs))
+	for i, c := range cidrs {
+		q[i] = fmt.Sprintf("%q", c)
+	}
+	return networkKey.ReplaceAll(manifest, []byte(`${1}${2}"NoMasqueradeCIDRs": [`+strings.Join(q, ", ")+`],${2}`))
+}
+
+// networkKey matches net-conf.json's "Network" and the line break and
+// indentation after it.
+var networkKey = regexp.MustCompile(`("Network"\s*:\s*"[^"]*",)(\s*)`)
 
 // enableIPv4 matches net-conf.json's "EnableIPv4": true and the line break
 // and indentation after it.

@@ -29,7 +29,7 @@ import (
 func TestDirectRoutingMixedRoutes(t *testing.T) {
 	name := e2eName("direct")
 	hostLinks := linkNames(t)
-	ctx, c := upLab(t, Options{Name: name, Nodes: 3, CNI: "twill", Backend: "vxlan", DirectRouting: true, RoutedNodes: 1}, 20*time.Minute)
+	ctx, c := upLab(t, Options{Name: name, Nodes: 3, CNI: "twill", Backend: "vxlan", DirectRouting: true, RoutedNodes: 1, UnderlayRoutes: true}, 25*time.Minute)
 	cp, worker, worker2 := c.Nodes[0], c.Nodes[1], c.Nodes[2]
 
 	t.Run("layout", func(t *testing.T) {
@@ -88,7 +88,8 @@ func TestDirectRoutingMixedRoutes(t *testing.T) {
 			}
 		}
 		// Both subnets reach each other and the "internet"; the underlay
-		// has routes to its own networks only, and the host is untouched.
+		// has routes to its own networks and (UnderlayRoutes) the
+		// podCIDRs only, and the host is untouched.
 		for _, p := range [][2]string{{worker2.Name, cp.IP.String()}, {worker2.Name, InternetIP.String()}, {cp.Name, worker2.IP.String()}, {worker.Name, InternetIP.String()}} {
 			if out, err := c.Exec(ctx, p[0], "ping", "-n", "-c", "1", "-W", "5", p[1]); err != nil {
 				t.Errorf("%s cannot reach %s: %v\n%s", p[0], p[1], err, out)
@@ -99,8 +100,8 @@ func TestDirectRoutingMixedRoutes(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
-			if !regexp.MustCompile(`^(172\.18\.0\.0/16 dev br0|172\.19\.0\.0/16 dev br1|203\.0\.113\.0/24 dev inet0) proto kernel |^(local|broadcast) `).MatchString(l) {
-				t.Errorf("underlay route %q: want only the connected routes of its three networks", l)
+			if !regexp.MustCompile(`^(172\.18\.0\.0/16 dev br0|172\.19\.0\.0/16 dev br1|203\.0\.113\.0/24 dev inet0) proto kernel |^(local|broadcast) |^10\.244\.\d+\.0/24 via 172\.1[89]\.0\.\d+ dev br[01] proto 116 `).MatchString(l) {
+				t.Errorf("underlay route %q: want only the connected routes of its three networks and the podCIDRs'", l)
 			}
 		}
 		if names := linkNames(t); strings.Join(names, ",") != strings.Join(hostLinks, ",") {
@@ -170,6 +171,10 @@ func TestDirectRoutingMixedRoutes(t *testing.T) {
 			t.Errorf("to %s: want 3 VXLAN packets %s → %s:8472 carrying ICMP %s → %s, and no plain ones, on %s's eth0; saw %d:\n%s", worker2.Name, cp.IP, worker2.IP, src.ip, dst.ip, cp.Name, n, out)
 		}
 	})
+
+	t.Run("underlay routes", func(t *testing.T) { testUnderlayRoutes(ctx, t, c, pods) })
+	// Last: it stops flanneld on a node and deletes an FDB entry.
+	t.Run("trace", func(t *testing.T) { testTrace(ctx, t, c, pods) })
 }
 
 // wireFilter matches, on the sending node's eth0, pings from the pod at src

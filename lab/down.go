@@ -116,7 +116,7 @@ func nodeDirs(dir string) []string {
 // labNetNS lists the existing network namespaces of the lab called name:
 // its underlay and internet, and its nodes, recognised by kind's naming.
 func labNetNS(name string) []string {
-	re := regexp.MustCompile(`^` + regexp.QuoteMeta(name) + `-(underlay|internet|control-plane|worker[0-9]*)$`)
+	re := regexp.MustCompile(`^` + regexp.QuoteMeta(name) + `-(underlay|internet|vm|control-plane|worker[0-9]*)$`)
 	ents, _ := os.ReadDir(netns.Dir)
 	var out []string
 	for _, e := range ents {

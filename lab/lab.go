@@ -49,6 +49,11 @@ type Options struct {
 	// other nodes. Default 0: every node on 172.18.0.0/16. The control
 	// plane always stays on the first subnet.
 	RoutedNodes int
+	// UnderlayRoutes makes the underlay play a VPC's route table: it keeps
+	// a route to every Node's podCIDR via that Node, so the lab's VM (and
+	// anything else on the underlay) reaches pods by their addresses; the
+	// manifest lists the VM's range in NoMasqueradeCIDRs. IPv4 labs only.
+	UnderlayRoutes bool
 	// IPFamily is the cluster's IP families, as kind's networking.ipFamily:
 	// "ipv4" (the default), "ipv6", or "dual" (IPv4 first, then IPv6). The
 	// underlay, the control plane's ranges, the nodes' addresses and
@@ -79,6 +84,8 @@ type Cluster struct {
 	// DirectRouting and RoutedNodes are what Up was given.
 	DirectRouting bool `json:",omitempty"`
 	RoutedNodes   int  `json:",omitempty"`
+	// UnderlayRoutes is what Up was given.
+	UnderlayRoutes bool `json:",omitempty"`
 	// IPFamily is what Up was given; empty in the state of a lab made
 	// before there was a choice, which is "ipv4".
 	IPFamily string `json:",omitempty"`

@@ -257,3 +257,24 @@ func TestSetIPFamily(t *testing.T) {
 		}
 	}
 }
+
+func TestSetNoMasquerade(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", ManifestPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?s)net-conf\.json: \|\n(.*?\n    \})\n`).FindSubmatch(SetNoMasquerade(b, VMRange.String()))
+	if m == nil {
+		t.Fatal("no net-conf.json left")
+	}
+	var conf struct {
+		Network           string
+		NoMasqueradeCIDRs []string
+	}
+	if err := json.Unmarshal(m[1], &conf); err != nil {
+		t.Fatalf("net-conf.json is not JSON: %v\n%s", err, m[1])
+	}
+	if conf.Network != "10.244.0.0/16" || len(conf.NoMasqueradeCIDRs) != 1 || conf.NoMasqueradeCIDRs[0] != "172.18.1.0/24" {
+		t.Errorf("net-conf.json = %+v:\n%s", conf, m[1])
+	}
+}

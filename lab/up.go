@@ -68,6 +68,8 @@ func Up(ctx context.Context, o Options) (_ *Cluster, err error) {
 		return nil, fmt.Errorf("--direct-routing is a setting of the vxlan backend: use it with --cni twill --backend vxlan")
 	case o.RoutedNodes < 0 || o.RoutedNodes >= o.Nodes:
 		return nil, fmt.Errorf("--routed-nodes %d: want 0 to %d (the control plane stays on %s)", o.RoutedNodes, o.Nodes-1, flatSegment.subnet(family.IPv4))
+	case o.UnderlayRoutes && o.IPFamily != IPv4:
+		return nil, fmt.Errorf("--underlay-routes with --ip-family %s: the lab's VPC routes are IPv4 only; use --ip-family ipv4", o.IPFamily)
 	case o.RoutedNodes > 0 && o.CNI == "twill" && o.Backend == "host-gw":
 		return nil, fmt.Errorf("--routed-nodes with --backend host-gw: host-gw needs every node on one layer-2 segment; use vxlan (with --direct-routing to route the others plainly)")
 	}
@@ -135,7 +137,7 @@ func Up(ctx context.Context, o Options) (_ *Cluster, err error) {
 	}
 
 	c := &Cluster{Name: o.Name, Dir: stateDir(o.Name), RepoRoot: root, CNI: o.CNI, Backend: o.Backend,
-		DirectRouting: o.DirectRouting, RoutedNodes: o.RoutedNodes}
+		DirectRouting: o.DirectRouting, RoutedNodes: o.RoutedNodes, UnderlayRoutes: o.UnderlayRoutes}
 	if o.IPFamily != IPv4 {
 		c.IPFamily = o.IPFamily
 	}
@@ -183,6 +185,12 @@ func Up(ctx context.Context, o Options) (_ *Cluster, err error) {
 	if err := createUnderlay(o.Name, fams, o.RoutedNodes > 0); err != nil {
 		return nil, err
 	}
+	if c.Family() != IPv6 {
+		if err := createVM(o.Name); err != nil {
+			return nil, err
+		}
+		step("the VM %s (%s) on the underlay: a host that is not a node", vmNS(o.Name), vmAddr)
+	}
 	inetCgroups, err := node.MakeCgroup(daemonsCgroup(c.Name, "internet"))
 	if err != nil {
 		return nil, err
@@ -229,6 +237,12 @@ func Up(ctx context.Context, o Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	step("control plane ready at %s", cp.Server)
+	if o.UnderlayRoutes {
+		if err := c.startUnderlayRoutes(); err != nil {
+			return nil, err
+		}
+		step("the underlay keeps a route to every node's podCIDR via the node, like a VPC route table; log %s", c.UnderlayRoutesLog())
+	}
 
 	step("starting containerd, kubelet and kube-proxy on every node")
 	if err := forEach(c.Nodes, func(n Node) error { return c.startNode(ctx, cp, binDir, n, archives) }); err != nil {

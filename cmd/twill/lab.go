@@ -17,12 +17,17 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
 	"github.com/twill-net/twill/internal/testenv/k8sbin"
 	"github.com/twill-net/twill/lab"
 	"github.com/twill-net/twill/lab/compare"
 	"github.com/twill-net/twill/lab/conformance"
 	"github.com/twill-net/twill/lab/images"
 	"github.com/twill-net/twill/lab/registry"
+	"github.com/twill-net/twill/lab/vpcroutes"
 	"github.com/twill-net/twill/status"
 )
 
@@ -47,11 +52,17 @@ func runLab(ctx context.Context, args []string) int {
 		return labDoctor(ctx, args[1:])
 	case "compare":
 		err = labCompare(ctx, args[1:])
+	case "trace":
+		err = labTrace(ctx, args[1:])
 	case "conformance":
 		err = labConformance(ctx, args[1:])
 	case "registry":
 		// Not in the usage: twill lab up runs it on the lab's internet host.
 		err = labRegistry(ctx, args[1:])
+	case "underlay-routes":
+		// Not in the usage: twill lab up --underlay-routes runs it in the
+		// lab's underlay namespace.
+		err = labUnderlayRoutes(ctx, args[1:])
 	default:
 		fmt.Fprintf(os.Stderr, "twill lab: unknown command %q\n\n%s", args[0], usage)
 		return 2
@@ -75,6 +86,7 @@ func labUp(ctx context.Context, args []string) error {
 	fs.StringVar(&o.Backend, "backend", "vxlan", "backend in the manifest's net-conf.json: vxlan or host-gw")
 	fs.BoolVar(&o.DirectRouting, "direct-routing", false, `set "DirectRouting": true in the vxlan backend (peers on a node's own subnet are routed without VXLAN)`)
 	fs.IntVar(&o.RoutedNodes, "routed-nodes", 0, "put the last N nodes on a second subnet, 172.19.0.0/16, routed to the others through the underlay")
+	fs.BoolVar(&o.UnderlayRoutes, "underlay-routes", false, "the underlay keeps a route to every node's podCIDR via the node, like a VPC route table: the lab's VM ("+"NAME-vm, "+lab.VMIP.String()+") reaches pods directly, and pods reach it unmasqueraded")
 	fs.StringVar(&o.IPFamily, "ip-family", lab.IPv4, "the cluster's IP families, as kind's ipFamily: ipv4, ipv6 or dual (underlay, Services, podCIDRs and net-conf.json follow)")
 	fs.StringVar(&o.RepoRoot, "repo", "", "Twill checkout (default: found from the working directory)")
 	if err := fs.Parse(args); err != nil {
@@ -197,6 +209,9 @@ func labStatus(ctx context.Context, args []string) error {
 		fmt.Println("the last node is on a second subnet, routed to the others through the underlay")
 	case c.RoutedNodes > 1:
 		fmt.Printf("the last %d nodes are on a second subnet, routed to the others through the underlay\n", c.RoutedNodes)
+	}
+	if c.UnderlayRoutes {
+		fmt.Printf("the underlay routes every node's podCIDR via the node (a VPC route table): the VM %s-vm (%s) reaches pods directly\n", c.Name, lab.VMIP)
 	}
 	fmt.Printf("cluster DNS: Service kube-system/kube-dns at %s (CoreDNS %s); outside %s, %s resolve to the lab's internet host\n",
 		lab.JoinIPs(c.DNSServiceIPs()), images.CoreDNSVersion, lab.ClusterDomain, strings.Join(lab.InternetDomains, ", "))
@@ -392,6 +407,36 @@ func runAttached(cmd *exec.Cmd) int {
 		return 1
 	}
 	return 0
+}
+
+// labUnderlayRoutes keeps the routes of the namespace it runs in (the lab's
+// underlay) to every Node's podCIDR via the Node until it is stopped.
+func labUnderlayRoutes(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("twill lab underlay-routes", flag.ContinueOnError)
+	kubeconfig := fs.String("kubeconfig", "", "the lab's admin kubeconfig (required)")
+	resync := fs.Duration("resync", 30*time.Second, "period of full reconciles")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *kubeconfig == "" {
+		return errors.New("--kubeconfig is required")
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", *kubeconfig, err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return fmt.Errorf("opening netlink: %w", err)
+	}
+	defer h.Close()
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	return vpcroutes.Run(ctx, cs, vpcroutes.Kernel{H: h}, *resync, os.Stderr)
 }
 
 // labRegistry serves the lab's images (lab/registry) until it is stopped;

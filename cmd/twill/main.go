@@ -19,12 +19,14 @@ const usage = `twill: Twill's command-line tool
 Usage:
   twill status [--kubeconfig PATH] [--context NAME] [--json]   (Twill's view of a cluster)
   twill lab up [--name NAME] [--nodes N] [--cni twill|none] [--backend vxlan|host-gw]
-               [--direct-routing] [--routed-nodes N]
+               [--direct-routing] [--routed-nodes N] [--underlay-routes]
   twill lab down [--name NAME]
   twill lab status [--name NAME] [--json]
   twill lab doctor [--name NAME] [NODE] [-- DOCTOR FLAGS...]   (flanneld doctor on every node, or one)
   twill lab kubectl [--name NAME] ARGS...
   twill lab exec [--name NAME] NODE -- CMD...
+  twill lab trace [--name NAME] SRC DST [--proto icmp|tcp|udp] [--port N] [--json] [--svg FILE]
+                                             (follow probes hop by hop, each hop proven by a capture)
   twill lab compare [--quick] [--out DIR]   (overlay vs native, measured in labs of its own)
   twill lab conformance [--name NAME] [--quick] [--focus REGEXP] [--results FILE]
                                              (Kubernetes' network conformance tests on the lab)
