@@ -121,7 +121,14 @@ func Serve(ctx context.Context, ln net.Listener, dir string, images []Image, log
 	}
 	shut, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if err := srv.Shutdown(shut); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	err := srv.Shutdown(shut)
+	if errors.Is(err, context.DeadlineExceeded) {
+		// A client still holds a request open (a pull cut short, a
+		// body never read): the registry is going away regardless.
+		l.Printf("clients still connected after 5s: closing their connections")
+		err = srv.Close()
+	}
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("stopping the registry: %w", err)
 	}
 	return nil
