@@ -57,6 +57,11 @@ type Node struct {
 	// Nets are the link's subnets of the family: a peer inside one of them
 	// is reachable without a router.
 	Nets []netip.Prefix
+	// Published is the backend data this node already publishes for the
+	// family (its own backend-data annotation, when its backend-type is
+	// this backend's), or nil. A backend keeps what peers already hold
+	// from it, as the VTEP MAC of a node taken over from upstream flannel.
+	Published json.RawMessage
 }
 
 // Link names a device by index, name and MTU.

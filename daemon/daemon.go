@@ -175,7 +175,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.own = &lease.Lease{Node: d.o.NodeName, BackendType: d.o.Backend.Plugin.Type()}
 	for i, f := range fams {
-		p, err := d.newPlane(f, subnets[i])
+		p, err := d.newPlane(f, subnets[i], node.Annotations)
 		if err != nil {
 			return err
 		}
@@ -297,12 +297,14 @@ func capabilityHint(err error) string {
 	return ""
 }
 
-// newPlane makes family f's plane for this node's subnet of f.
-func (d *Daemon) newPlane(f family.Family, subnet netip.Prefix) (*plane, error) {
+// newPlane makes family f's plane for this node's subnet of f; ann are
+// the node's annotations, whose backend data the backend may keep.
+func (d *Daemon) newPlane(f family.Family, subnet netip.Prefix, ann map[string]string) (*plane, error) {
 	n, err := BackendNode(d.o.NodeName, d.o.Config, f, subnet, d.o.Iface)
 	if err != nil {
 		return nil, err
 	}
+	n.Published = d.o.Annotations.Published(ann, d.o.Backend.Plugin.Type(), f)
 	be, err := d.o.Backend.Config.New(d.o.Kernel, n)
 	if err != nil {
 		return nil, err

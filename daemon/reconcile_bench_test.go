@@ -30,7 +30,7 @@ func BenchmarkPeerEntries5000(b *testing.B) {
 	d := &Daemon{o: Options{Config: cfg, Backends: backends, Backend: chosen, Annotations: ann, NodeName: "me", Kernel: fakekernel.New(),
 		Iface: &iface.Choice{Name: "eth0", Index: 2, MTU: 1500, Addrs: []iface.Addr{{Addr: netip.MustParseAddr("172.18.0.2"), Nets: []netip.Prefix{netip.MustParsePrefix("172.18.0.0/16")}}}}},
 		log: log, noted: map[string]string{}}
-	p, err := d.newPlane(family.IPv4, netip.MustParsePrefix("10.255.255.0/24"))
+	p, err := d.newPlane(family.IPv4, netip.MustParsePrefix("10.255.255.0/24"), nil)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -313,9 +313,11 @@ func TestEveryFaultIsNamed(t *testing.T) {
 		{"no annotations", func(f *fixture) {
 			f.setNode(t, func(n *v1.Node) { n.Annotations = nil })
 		}, "node", Fail, "no flannel annotations"},
-		{"stale VTEP MAC published", func(f *fixture) {
+		{"device MAC is not the published VTEP MAC", func(f *fixture) {
+			// Peers hold the published MAC: flanneld keeps it and puts
+			// the device right, so the device is at fault.
 			f.setNode(t, func(n *v1.Node) { n.Annotations[pfx+"backend-data"] = `{"VNI":1,"VtepMAC":"0a:00:00:00:00:99"}` })
-		}, "node", Fail, "flanneld would publish"},
+		}, "device", Fail, "want 0a:00:00:00:00:99 (the one this node publishes)"},
 		{"a peer's annotations broken", func(f *fixture) {
 			f.setNodeNamed(t, "node-4", func(n *v1.Node) { n.Annotations[pfx+"public-ip"] = "not-an-ip" })
 		}, "node", Warn, "1 peers have broken annotations"},

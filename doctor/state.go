@@ -106,6 +106,9 @@ func (s *state) gather(ctx context.Context) {
 				p.err = err
 				continue
 			}
+			if s.node != nil {
+				n.Published = o.Annotations.Published(s.node.Annotations, s.backend.Plugin.Type(), f)
+			}
 			if p.be, p.err = s.backend.Config.New(o.Kernel, n); p.err != nil {
 				continue
 			}

@@ -172,7 +172,31 @@ func NewBackend(k kernel.Kernel, c Config, n backend.Node) (*Backend, error) {
 	if !n.Addr.IsValid() {
 		return nil, fmt.Errorf("vxlan: interface %s has no %s address to send tunnelled %s traffic from", n.Iface.Name, f, f)
 	}
-	return &Backend{k: k, cfg: c, node: n, fam: f, mac: StableMAC(n.Name, c.VNI, f)}, nil
+	return &Backend{k: k, cfg: c, node: n, fam: f, mac: VTEPMAC(k, c, n)}, nil
+}
+
+// VTEPMAC chooses node n's VTEP MAC for c's VNI: the one the node already
+// publishes, else the one its existing device has, so that peers' FDB
+// entries stay valid across restarts, upgrades and a takeover from
+// upstream flannel (whose peers never delete an FDB entry for an old MAC);
+// derived from the node name (StableMAC) only when there is neither.
+func VTEPMAC(k kernel.Kernel, c Config, n backend.Node) net.HardwareAddr {
+	f := n.Family()
+	if n.Published != nil {
+		vni, mac, err := ParseData(lease.Net{Subnet: n.Subnet, BackendData: n.Published})
+		if err == nil && vni == c.VNI && usable(mac) {
+			return mac
+		}
+	}
+	if l, err := k.LinkByName(DeviceName(f, c.VNI)); err == nil && l.VXLAN != nil && usable(l.MAC) {
+		return l.MAC
+	}
+	return StableMAC(n.Name, c.VNI, f)
+}
+
+// usable says mac can be a VTEP's: six bytes, unicast, not all zero.
+func usable(mac net.HardwareAddr) bool {
+	return len(mac) == 6 && mac[0]&1 == 0 && !bytes.Equal(mac, make(net.HardwareAddr, 6))
 }
 
 // MTU implements backend.Backend.

@@ -446,8 +446,11 @@ func TestCheckNamesEveryDeviceFault(t *testing.T) {
 		f := newFixture(t, false)
 		return f.k, f.b
 	}
-	fresh := func(k *fakekernel.Fake) *Backend {
-		b, err := NewBackend(k, Config{VNI: 1, Port: 8472}, testNode("node-1", "172.18.0.2", "10.244.1.0/24"))
+	// fresh is the backend doctor makes: it knows what the node publishes.
+	fresh := func(k *fakekernel.Fake, published json.RawMessage) *Backend {
+		n := testNode("node-1", "172.18.0.2", "10.244.1.0/24")
+		n.Published = published
+		b, err := NewBackend(k, Config{VNI: 1, Port: 8472}, n)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -488,7 +491,7 @@ func TestCheckNamesEveryDeviceFault(t *testing.T) {
 			}
 			c.breakIt(t, k, b.Device())
 			before := k.Mutations()
-			got, err := fresh(k).Check()
+			got, err := fresh(k, b.Data()).Check()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -505,14 +508,14 @@ func TestCheckNamesEveryDeviceFault(t *testing.T) {
 		if _, err := k.AddVXLAN(kernel.VXLAN{Name: "flannel.1", VNI: 1, Port: 8472, Local: netip.MustParseAddr("172.18.0.2"), ParentIndex: 2, MTU: 1450, MAC: StableMAC("node-1", 1, family.IPv4)}); err != nil {
 			t.Fatal(err)
 		}
-		got, _ := fresh(k).Check()
+		got, _ := fresh(k, nil).Check()
 		if !slices.ContainsFunc(got, func(s string) bool { return strings.Contains(s, "flannel.1 is down") }) {
 			t.Errorf("Check = %q, want the device down", got)
 		}
 	})
 	t.Run("entries after check", func(t *testing.T) {
 		k, _ := setup(t)
-		b := fresh(k)
+		b := fresh(k, nil)
 		if _, err := b.Check(); err != nil {
 			t.Fatal(err)
 		}
@@ -534,4 +537,56 @@ func TestCheckNamesEveryDeviceFault(t *testing.T) {
 			t.Errorf("Check = %q", got)
 		}
 	})
+}
+
+// TestKeepsTheVTEPMACANodeHas: a node keeps the VTEP MAC its peers already
+// hold (its own annotation first, then its existing device's) and gets a
+// derived one only when it has neither, so a takeover from upstream
+// flannel, an upgrade or a restart changes no peer's FDB entry.
+func TestKeepsTheVTEPMACANodeHas(t *testing.T) {
+	const published, onDevice = "0e:aa:bb:cc:dd:01", "0e:aa:bb:cc:dd:02"
+	derived := StableMAC("node-1", 1, family.IPv4).String()
+	cases := []struct {
+		name      string
+		published json.RawMessage
+		device    string
+		want      string
+	}{
+		{"annotation wins over the device", vxlanData(1, published), onDevice, published},
+		{"annotation without a device", vxlanData(1, published), "", published},
+		{"device without an annotation (upstream made it)", nil, onDevice, onDevice},
+		{"annotation of another VNI is not ours", vxlanData(7, published), onDevice, onDevice},
+		{"broken annotation", json.RawMessage(`{"VNI":1,"VtepMAC":"nope"}`), onDevice, onDevice},
+		{"multicast MAC in the annotation", vxlanData(1, "01:00:5e:00:00:01"), "", derived},
+		{"neither", nil, "", derived},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			k := fakekernel.New()
+			if c.device != "" {
+				if _, err := k.AddVXLAN(kernel.VXLAN{Name: "flannel.1", VNI: 1, Port: 8472, Local: netip.MustParseAddr("172.18.0.2"), ParentIndex: 2, MTU: 1450, MAC: mac(c.device)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			n := testNode("node-1", "172.18.0.2", "10.244.1.0/24")
+			n.Published = c.published
+			b, err := NewBackend(k, Config{VNI: 1, Port: 8472}, n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.Setup(); err != nil {
+				t.Fatal(err)
+			}
+			l, err := k.LinkByName("flannel.1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if l.MAC.String() != c.want {
+				t.Errorf("device MAC %s, want %s", l.MAC, c.want)
+			}
+			if got, want := string(b.Data()), `{"VNI":1,"VtepMAC":"`+c.want+`"}`; got != want {
+				t.Errorf("published %s, want %s", got, want)
+			}
+		})
+	}
 }

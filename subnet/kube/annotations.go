@@ -73,6 +73,17 @@ func (a Annotations) For(f family.Family) FamilyKeys {
 	return FamilyKeys{}
 }
 
+// Published returns the backend data a node's annotations already publish
+// for family f when they name backend typ, or nil: what a node restarted,
+// upgraded or taken over from upstream flannel told its peers before.
+func (a Annotations) Published(ann map[string]string, typ string, f family.Family) json.RawMessage {
+	data, ok := ann[a.For(f).BackendData]
+	if !ok || ann[a.BackendType] != typ || data == "" || data == "null" {
+		return nil
+	}
+	return json.RawMessage(data)
+}
+
 // prefix returns "<prefix>/".
 func (a Annotations) prefix() string {
 	return a.BackendType[:strings.LastIndex(a.BackendType, "/")+1]
