@@ -67,10 +67,11 @@ func TestDualStack(t *testing.T) {
 			`^:FLANNEL-POSTRTG - \[0:0\]$`,
 			`^-A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG$`,
 			`^-A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 -m comment --comment "flanneld masq" -j RETURN$`,
-			`^-A FLANNEL-POSTRTG -s fd00:10:244::/56 -d fd00:10:244::/56 -m comment --comment "flanneld masq" -j RETURN$`,
+			`^-A FLANNEL-POSTRTG -s fd00:10:244:1::/64 -d fd00:10:244::/56 -m comment --comment "flanneld masq" -j RETURN$`,
+			`^-A FLANNEL-POSTRTG -s fd00:10:244::/56 -d fd00:10:244:1::/64 -m comment --comment "flanneld masq" -j RETURN$`,
+			`^-A FLANNEL-POSTRTG ! -s fd00:10:244::/56 -d fd00:10:244:1::/64 -m comment --comment "flanneld masq" -j RETURN$`,
 			`^-A FLANNEL-POSTRTG -s fd00:10:244::/56 -d 2001:db8::/64 -m comment --comment "flanneld masq" -j RETURN$`,
 			`^-A FLANNEL-POSTRTG -s fd00:10:244::/56 ! -d ff00::/8 -m comment --comment "flanneld masq" -j MASQUERADE( --random-fully)?$`,
-			`^-A FLANNEL-POSTRTG ! -s fd00:10:244::/56 -d fd00:10:244:1::/64 -m comment --comment "flanneld masq" -j RETURN$`,
 			`^-A FLANNEL-POSTRTG ! -s fd00:10:244::/56 -d fd00:10:244::/56 -m comment --comment "flanneld masq" -j MASQUERADE( --random-fully)?$`,
 		},
 		"filter": {

@@ -33,6 +33,29 @@ var Policy = firewall.Policy{
 	NoMasquerade: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}, Masquerade: true, GuardPort: Port,
 }
 
+// UpstreamIPTables are the iptables rules upstream flannel leaves on a
+// node with Policy's network 10.244.0.0/16 and subnet 10.244.1.0/24 (and no
+// no-masquerade destination, which upstream does not have), by table, as `iptables -S` prints
+// them. They were written from upstream's masqRules and forwardRules
+// (pkg/trafficmngr/iptables/iptables.go of flannel-io/flannel, read at
+// commit cdf76059, v0.28): rule for rule and in its order.
+var UpstreamIPTables = map[string][]string{
+	"nat": {
+		`-A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG`,
+		`-A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 -m comment --comment "flanneld masq" -j RETURN`,
+		`-A FLANNEL-POSTRTG -s 10.244.1.0/24 -d 10.244.0.0/16 -m comment --comment "flanneld masq" -j RETURN`,
+		`-A FLANNEL-POSTRTG -s 10.244.0.0/16 -d 10.244.1.0/24 -m comment --comment "flanneld masq" -j RETURN`,
+		`-A FLANNEL-POSTRTG ! -s 10.244.0.0/16 -d 10.244.1.0/24 -m comment --comment "flanneld masq" -j RETURN`,
+		`-A FLANNEL-POSTRTG -s 10.244.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully`,
+		`-A FLANNEL-POSTRTG ! -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully`,
+	},
+	"filter": {
+		`-A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD`,
+		`-A FLANNEL-FWD -s 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT`,
+		`-A FLANNEL-FWD -d 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT`,
+	},
+}
+
 // The guard test's underlay: the node, a peer (a node with a lease) and a
 // stranger, the last two behind one veth.
 var (

@@ -99,33 +99,42 @@ var (
 	guardJump   = []string{"-m", "comment", "--comment", GuardComment, "-j", GuardChain}
 )
 
-// masqChain computes the masquerade chain of p.
+// masqChain computes the masquerade chain of p: upstream flannel's rules,
+// in its order and with its tokens in its order, so a node moved from it
+// (or back) keeps the chain as it is, and `iptables -t nat -S` reads as
+// tutorials show it.
 func masqChain(p firewall.Policy, randomFully bool) Chain {
 	nw, sub := p.Network.String(), p.Subnet.String()
-	c := func(spec ...string) []string {
-		return append(spec, "-m", "comment", "--comment", MasqComment)
+	// rule is a match, the chain's comment, then the target.
+	rule := func(match []string, target ...string) []string {
+		return append(append(match, "-m", "comment", "--comment", MasqComment), target...)
 	}
+	ret := []string{"-j", "RETURN"}
 	masq := []string{"-j", "MASQUERADE"}
 	if randomFully {
 		masq = append(masq, "--random-fully")
 	}
 	rules := [][]string{
-		c("-m", "mark", "--mark", kubeProxyMasqMark, "-j", "RETURN"),
-		// Pod to pod keeps its address, on this node and across nodes.
-		c("-s", nw, "-d", nw, "-j", "RETURN"),
+		rule([]string{"-m", "mark", "--mark", kubeProxyMasqMark}, ret...),
+		// This node's pods to the pod network, and the pod network to
+		// this node's pods, keep their addresses.
+		rule([]string{"-s", sub, "-d", nw}, ret...),
+		rule([]string{"-s", nw, "-d", sub}, ret...),
+		// From outside to this node's pods: keep the client address.
+		rule([]string{"!", "-s", nw, "-d", sub}, ret...),
 	}
+	// NoMasqueradeCIDRs (Twill's; none by default, and then the chain is
+	// upstream's exactly).
 	for _, n := range p.NoMasquerade {
-		rules = append(rules, c("-s", nw, "-d", n.String(), "-j", "RETURN"))
+		rules = append(rules, rule([]string{"-s", nw, "-d", n.String()}, ret...))
 	}
 	rules = append(rules,
 		// Pods to anywhere else leave with the node's address; multicast
 		// is left alone.
-		append(c("-s", nw, "!", "-d", p.Family().Multicast().String()), masq...),
-		// From outside to this node's pods: keep the client address.
-		c("!", "-s", nw, "-d", sub, "-j", "RETURN"),
+		rule([]string{"-s", nw, "!", "-d", p.Family().Multicast().String()}, masq...),
 		// From outside to other nodes' pods: masquerade, so the reply
 		// comes back through this node.
-		append(c("!", "-s", nw, "-d", nw), masq...),
+		rule([]string{"!", "-s", nw, "-d", nw}, masq...),
 	)
 	return Chain{Table: "nat", Name: MasqChain, Hook: "POSTROUTING", Jump: masqJump, Rules: rules}
 }

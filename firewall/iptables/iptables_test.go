@@ -33,11 +33,12 @@ func TestChains(t *testing.T) {
 		rules = append(rules, strings.Join(r, " "))
 	}
 	want := []string{
-		`-m mark --mark 0x4000/0x4000 -j RETURN -m comment --comment flanneld masq`,
-		`-s 10.244.0.0/16 -d 10.244.0.0/16 -j RETURN -m comment --comment flanneld masq`,
-		`-s 10.244.0.0/16 -d 203.0.113.0/24 -j RETURN -m comment --comment flanneld masq`,
+		`-m mark --mark 0x4000/0x4000 -m comment --comment flanneld masq -j RETURN`,
+		`-s 10.244.1.0/24 -d 10.244.0.0/16 -m comment --comment flanneld masq -j RETURN`,
+		`-s 10.244.0.0/16 -d 10.244.1.0/24 -m comment --comment flanneld masq -j RETURN`,
+		`! -s 10.244.0.0/16 -d 10.244.1.0/24 -m comment --comment flanneld masq -j RETURN`,
+		`-s 10.244.0.0/16 -d 203.0.113.0/24 -m comment --comment flanneld masq -j RETURN`,
 		`-s 10.244.0.0/16 ! -d 224.0.0.0/4 -m comment --comment flanneld masq -j MASQUERADE --random-fully`,
-		`! -s 10.244.0.0/16 -d 10.244.1.0/24 -j RETURN -m comment --comment flanneld masq`,
 		`! -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment flanneld masq -j MASQUERADE --random-fully`,
 	}
 	if !slices.Equal(rules, want) {
@@ -46,11 +47,11 @@ func TestChains(t *testing.T) {
 	if noMasq := Chains(firewall.Policy{Network: testPolicy.Network, Subnet: testPolicy.Subnet}, false, false); len(noMasq) != 1 || noMasq[0].Name != ForwardChain {
 		t.Errorf("without --ip-masq: %+v", noMasq)
 	}
-	if plain := Chains(testPolicy, false, false); strings.Contains(strings.Join(plain[0].Rules[3], " "), "random-fully") {
+	if plain := Chains(testPolicy, false, false); strings.Contains(strings.Join(plain[0].Rules[5], " "), "random-fully") {
 		t.Error("--random-fully used where unsupported")
 	}
 	v6 := Chains(firewall.Policy{Network: netip.MustParsePrefix("fd00:10:244::/56"), Subnet: netip.MustParsePrefix("fd00:10:244:1::/64"), Masquerade: true}, false, false)
-	if got := strings.Join(v6[0].Rules[2], " "); got != `-s fd00:10:244::/56 ! -d ff00::/8 -m comment --comment flanneld masq -j MASQUERADE` {
+	if got := strings.Join(v6[0].Rules[4], " "); got != `-s fd00:10:244::/56 ! -d ff00::/8 -m comment --comment flanneld masq -j MASQUERADE` {
 		t.Errorf("IPv6 masquerade rule: %s", got)
 	}
 }
@@ -109,7 +110,7 @@ func TestIPTablesInNamespace(t *testing.T) {
 			t.Fatal(err)
 		}
 		diffs, err := fw.Check(testPolicy)
-		if err != nil || len(diffs) != 2 || !strings.Contains(diffs[0], "nat chain FLANNEL-POSTRTG does not hold exactly its 6 rules") || !strings.Contains(diffs[1], "jump from filter FORWARD to FLANNEL-FWD is missing") {
+		if err != nil || len(diffs) != 2 || !strings.Contains(diffs[0], "nat chain FLANNEL-POSTRTG does not hold exactly its 7 rules") || !strings.Contains(diffs[1], "jump from filter FORWARD to FLANNEL-FWD is missing") {
 			t.Fatalf("Check after tampering: %q %v", diffs, err)
 		}
 		changed, err = fw.Ensure(testPolicy)
@@ -122,7 +123,7 @@ func TestIPTablesInNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 	nat := ns.Run(t, "iptables", "-t", "nat", "-S")
-	if strings.Count(nat, "-j FLANNEL-POSTRTG") != 1 || strings.Count(nat, "-A FLANNEL-POSTRTG") != 6 || strings.Contains(nat, "-NEW") {
+	if strings.Count(nat, "-j FLANNEL-POSTRTG") != 1 || strings.Count(nat, "-A FLANNEL-POSTRTG") != 7 || strings.Contains(nat, "-NEW") {
 		t.Errorf("nat table after repair:\n%s", nat)
 	}
 	if !strings.Contains(nat, `-A FLANNEL-POSTRTG -s 10.244.0.0/16 -d 203.0.113.0/24 -m comment --comment "flanneld masq" -j RETURN`) {
@@ -259,4 +260,68 @@ func TestForwardPolicyInNamespace(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// TestUpstreamChainsKeptAsTheyAre: on a node whose rules upstream flannel
+// wrote, Twill finds its own rules already in place and changes nothing,
+// and the rules it writes on a fresh node read exactly like upstream's.
+func TestUpstreamChainsKeptAsTheyAre(t *testing.T) {
+	policy := firewall.Policy{Network: testPolicy.Network, Subnet: testPolicy.Subnet, Masquerade: true}
+	rulesOf := func(ns *netns.NS, table string) []string {
+		var out []string
+		for _, l := range strings.Split(ns.Run(t, "iptables", "-w", "-t", table, "-S"), "\n") {
+			if strings.HasPrefix(l, "-A ") {
+				out = append(out, l)
+			}
+		}
+		return out
+	}
+	ensure := func(ns *netns.NS) bool {
+		var changed bool
+		if err := ns.Do(func() error {
+			ipt, err := goipt.New(goipt.Timeout(10))
+			if err != nil {
+				t.Skipf("iptables: %v", err)
+			}
+			if !ipt.HasRandomFully() {
+				t.Skip("iptables lacks --random-fully, which upstream's rules use here")
+			}
+			changed, err = NewWith(ipt, sets(t), family.IPv4).Ensure(policy)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return changed
+	}
+
+	t.Run("fresh node reads like upstream", func(t *testing.T) {
+		ns := netns.New(t)
+		if !ensure(ns) {
+			t.Fatal("first Ensure changed nothing")
+		}
+		for table, want := range firewalltest.UpstreamIPTables {
+			if got := rulesOf(ns, table); !slices.Equal(got, want) {
+				t.Errorf("%s table:\n%s\nwant upstream's:\n%s", table, strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+		}
+	})
+	t.Run("upstream's node left as it is", func(t *testing.T) {
+		ns := netns.New(t)
+		for _, table := range []string{"nat", "filter"} {
+			chain := map[string]string{"nat": MasqChain, "filter": ForwardChain}[table]
+			ns.Run(t, "iptables", "-w", "-t", table, "-N", chain)
+			for _, r := range firewalltest.UpstreamIPTables[table] {
+				ns.Run(t, append([]string{"iptables", "-w", "-t", table}, splitRule(r)...)...)
+			}
+		}
+		before := map[string][]string{"nat": rulesOf(ns, "nat"), "filter": rulesOf(ns, "filter")}
+		if ensure(ns) {
+			t.Error("Ensure rewrote upstream's rules, which are already Twill's")
+		}
+		for table, want := range before {
+			if got := rulesOf(ns, table); !slices.Equal(got, want) {
+				t.Errorf("%s table changed:\n%s\nwas:\n%s", table, strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+		}
+	})
 }

@@ -112,12 +112,18 @@ func Chains(p firewall.Policy, guard bool) []Chain {
 	nw, sub := p.Network.String(), p.Subnet.String()
 	var chains []Chain
 	if p.Masquerade {
+		// Upstream flannel's rules, in its order and as it writes them,
+		// so a node moved from it (or back) reads the same; its fourth
+		// rule differs from its iptables twin (it returns everything from
+		// outside this node's subnet to the pod network, which leaves the
+		// last rule nothing to match) and is kept as upstream has it.
 		rules := []string{
-			"meta mark & " + kubeProxyMasqMark + " == " + kubeProxyMasqMark + " return",
-			// Pod to pod keeps its address, on this node and across
-			// nodes.
-			ip + " saddr " + nw + " " + ip + " daddr " + nw + " return",
+			"meta mark " + kubeProxyMasqMark + " return",
+			ip + " saddr " + sub + " " + ip + " daddr " + nw + " return",
+			ip + " saddr " + nw + " " + ip + " daddr " + sub + " return",
+			ip + " saddr != " + sub + " " + ip + " daddr " + nw + " return",
 		}
+		// NoMasqueradeCIDRs (Twill's; none by default).
 		for _, n := range p.NoMasquerade {
 			rules = append(rules, ip+" saddr "+nw+" "+ip+" daddr "+n.String()+" return")
 		}
@@ -125,10 +131,6 @@ func Chains(p firewall.Policy, guard bool) []Chain {
 			// Pods to anywhere else leave with the node's address;
 			// multicast is left alone.
 			ip+" saddr "+nw+" "+ip+" daddr != "+f.Multicast().String()+" masquerade fully-random",
-			// From outside to this node's pods: keep the client address.
-			ip+" saddr != "+nw+" "+ip+" daddr "+sub+" return",
-			// From outside to other nodes' pods: masquerade, so the reply
-			// comes back through this node.
 			ip+" saddr != "+nw+" "+ip+" daddr "+nw+" masquerade fully-random",
 		)
 		chains = append(chains, newChain(f, MasqChain, knftables.NATType, knftables.PostroutingHook, knftables.SNATPriority, masqComment, rules...))

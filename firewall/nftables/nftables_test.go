@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -40,12 +41,17 @@ func TestChains(t *testing.T) {
 	if !slices.Equal(names, []string{MasqChain, ForwardChain, GuardChain}) {
 		t.Fatalf("chains %v", names)
 	}
+	// Upstream flannel's rules (addMasqRules in
+	// pkg/trafficmngr/nftables/nftables.go of flannel-io/flannel, read at
+	// commit cdf76059, v0.28), rule for rule and in its order, with
+	// Twill's NoMasqueradeCIDRs rule before the masquerading ones.
 	want := []string{
-		`meta mark & 0x4000 == 0x4000 return`,
-		`ip saddr 10.244.0.0/16 ip daddr 10.244.0.0/16 return`,
+		`meta mark 0x4000 return`,
+		`ip saddr 10.244.1.0/24 ip daddr 10.244.0.0/16 return`,
+		`ip saddr 10.244.0.0/16 ip daddr 10.244.1.0/24 return`,
+		`ip saddr != 10.244.1.0/24 ip daddr 10.244.0.0/16 return`,
 		`ip saddr 10.244.0.0/16 ip daddr 203.0.113.0/24 return`,
 		`ip saddr 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random`,
-		`ip saddr != 10.244.0.0/16 ip daddr 10.244.1.0/24 return`,
 		`ip saddr != 10.244.0.0/16 ip daddr 10.244.0.0/16 masquerade fully-random`,
 	}
 	if !slices.Equal(chains[0].Rules, want) {
@@ -59,7 +65,7 @@ func TestChains(t *testing.T) {
 	other := testPolicy
 	other.NoMasquerade = []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}
 	oc := Chains(other, true)[0].Comments
-	if oc[1] != chains[0].Comments[1] || oc[2] == chains[0].Comments[2] || oc[5] == chains[0].Comments[5] {
+	if oc[3] != chains[0].Comments[3] || oc[4] == chains[0].Comments[4] || oc[6] == chains[0].Comments[6] {
 		t.Errorf("comments do not follow the rules:\n%q\n%q", chains[0].Comments, oc)
 	}
 	if !strings.HasPrefix(chains[0].Comments[0], "flanneld masq ") {
@@ -74,7 +80,7 @@ func TestChains(t *testing.T) {
 		t.Errorf("without --ip-masq and guard: %+v", c)
 	}
 	v6 := Chains(firewall.Policy{Network: netip.MustParsePrefix("fd00:10:244::/56"), Subnet: netip.MustParsePrefix("fd00:10:244:1::/64"), Masquerade: true, GuardPort: 8472}, true)
-	if got := v6[0].Rules[2]; got != `ip6 saddr fd00:10:244::/56 ip6 daddr != ff00::/8 masquerade fully-random` {
+	if got := v6[0].Rules[4]; got != `ip6 saddr fd00:10:244::/56 ip6 daddr != ff00::/8 masquerade fully-random` {
 		t.Errorf("IPv6 masquerade rule: %s", got)
 	}
 	if got := v6[2].Rules[0]; got != `udp dport 8472 ip6 saddr != @vxlan-peers counter name "vxlan-guard-drops" drop` {
@@ -343,5 +349,35 @@ add rule ip flannel-ipv4 postrtg ip saddr 10.244.0.0/16 ip daddr != 224.0.0.0/4 
 	}
 	if !strings.Contains(got, "chain vxlan-guard") || !strings.Contains(got, "masquerade fully-random") {
 		t.Errorf("Twill's rules are not in:\n%s", got)
+	}
+}
+
+// TestMasqueradeReadsLikeUpstream: without NoMasqueradeCIDRs, the
+// masquerade chain `nft list` prints is upstream flannel's rule for rule
+// and in its order (addMasqRules in pkg/trafficmngr/nftables/nftables.go
+// of flannel-io/flannel, read at commit cdf76059, v0.28), only with
+// Twill's digest comment on each rule.
+func TestMasqueradeReadsLikeUpstream(t *testing.T) {
+	n := firewalltest.NewNode(t, func() (firewall.Firewall, error) { return New(family.IPv4) })
+	p := testPolicy
+	p.NoMasquerade, p.GuardPort = nil, 0
+	n.Ensure(p, true)
+	upstream := []string{
+		"meta mark 0x00004000 return",
+		"ip saddr 10.244.1.0/24 ip daddr 10.244.0.0/16 return",
+		"ip saddr 10.244.0.0/16 ip daddr 10.244.1.0/24 return",
+		"ip saddr != 10.244.1.0/24 ip daddr 10.244.0.0/16 return",
+		"ip saddr 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random",
+		"ip saddr != 10.244.0.0/16 ip daddr 10.244.0.0/16 masquerade fully-random",
+	}
+	comment := regexp.MustCompile(` comment "flanneld masq [0-9a-f]{16}"$`)
+	var got []string
+	for _, l := range strings.Split(nftIn(t, n.NS, "list", "chain", "ip", TableIPv4, MasqChain), "\n") {
+		if l = strings.TrimSpace(l); comment.MatchString(l) {
+			got = append(got, comment.ReplaceAllString(l, ""))
+		}
+	}
+	if !slices.Equal(got, upstream) {
+		t.Errorf("masquerade chain:\n%s\nwant upstream's:\n%s", strings.Join(got, "\n"), strings.Join(upstream, "\n"))
 	}
 }

@@ -38,9 +38,10 @@ FLANNEL_IPMASQ=true
 :FLANNEL-POSTRTG - [0:0]
 -A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG
 -A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 -m comment --comment "flanneld masq" -j RETURN
--A FLANNEL-POSTRTG -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment "flanneld masq" -j RETURN
--A FLANNEL-POSTRTG -s 10.244.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully
+-A FLANNEL-POSTRTG -s 10.244.1.0/24 -d 10.244.0.0/16 -m comment --comment "flanneld masq" -j RETURN
+-A FLANNEL-POSTRTG -s 10.244.0.0/16 -d 10.244.1.0/24 -m comment --comment "flanneld masq" -j RETURN
 -A FLANNEL-POSTRTG ! -s 10.244.0.0/16 -d 10.244.1.0/24 -m comment --comment "flanneld masq" -j RETURN
+-A FLANNEL-POSTRTG -s 10.244.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully
 -A FLANNEL-POSTRTG ! -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully
 COMMIT
 ### filter@4
@@ -81,8 +82,8 @@ func TestCheckHostState(t *testing.T) {
 		{name: "subnet.env wrong subnet", old: "FLANNEL_SUBNET=10.244.1.1/24", new: "FLANNEL_SUBNET=10.244.7.1/24", peers: []overlayNode{b}, want: "FLANNEL_SUBNET"},
 		{name: "no masquerade", old: "FLANNEL_IPMASQ=true", new: "FLANNEL_IPMASQ=false", peers: []overlayNode{b}, want: "FLANNEL_IPMASQ"},
 		{name: "nat chain not hooked", old: `-A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG`, new: "", peers: []overlayNode{b}, want: "POSTROUTING does not jump"},
-		{name: "older flannel's own-subnet RETURN", old: "-A FLANNEL-POSTRTG -s 10.244.0.0/16 -d 10.244.0.0/16", new: "-A FLANNEL-POSTRTG -s 10.244.1.0/24 -d 10.244.0.0/16", peers: []overlayNode{b}},
-		{name: "pod-to-pod masqueraded", old: "-A FLANNEL-POSTRTG -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment \"flanneld masq\" -j RETURN\n", new: "", peers: []overlayNode{b}, want: "-j RETURN"},
+		{name: "older Twill's network-wide RETURN", old: "-A FLANNEL-POSTRTG -s 10.244.1.0/24 -d 10.244.0.0/16", new: "-A FLANNEL-POSTRTG -s 10.244.0.0/16 -d 10.244.0.0/16", peers: []overlayNode{b}},
+		{name: "pod-to-pod masqueraded", old: "-A FLANNEL-POSTRTG -s 10.244.1.0/24 -d 10.244.0.0/16 -m comment --comment \"flanneld masq\" -j RETURN\n", new: "", peers: []overlayNode{b}, want: "-j RETURN"},
 		{name: "masquerade rule missing", old: "-A FLANNEL-POSTRTG -s 10.244.0.0/16 ! -d 224.0.0.0/4 -m comment --comment \"flanneld masq\" -j MASQUERADE --random-fully\n", new: "", peers: []overlayNode{b}, want: "MASQUERADE"},
 		{name: "inbound to own subnet masqueraded", old: "-A FLANNEL-POSTRTG ! -s 10.244.0.0/16 -d 10.244.1.0/24", new: "-A FLANNEL-POSTRTG ! -s 10.244.0.0/16 -d 10.244.7.0/24", peers: []overlayNode{b}, want: "10\\.244\\.1\\.0/24 .*-j RETURN"},
 		{name: "forward chain missing", old: ":FLANNEL-FWD - [0:0]", new: "", peers: []overlayNode{b}, want: "no chain FLANNEL-FWD"},
@@ -124,9 +125,10 @@ const goodStateV6 = `### link@6
 :FLANNEL-POSTRTG - [0:0]
 -A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG
 -A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 -m comment --comment "flanneld masq" -j RETURN
--A FLANNEL-POSTRTG -s fd00:10:244::/56 -d fd00:10:244::/56 -m comment --comment "flanneld masq" -j RETURN
--A FLANNEL-POSTRTG -s fd00:10:244::/56 ! -d ff00::/8 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully
+-A FLANNEL-POSTRTG -s fd00:10:244:1::/64 -d fd00:10:244::/56 -m comment --comment "flanneld masq" -j RETURN
+-A FLANNEL-POSTRTG -s fd00:10:244::/56 -d fd00:10:244:1::/64 -m comment --comment "flanneld masq" -j RETURN
 -A FLANNEL-POSTRTG ! -s fd00:10:244::/56 -d fd00:10:244:1::/64 -m comment --comment "flanneld masq" -j RETURN
+-A FLANNEL-POSTRTG -s fd00:10:244::/56 ! -d ff00::/8 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully
 -A FLANNEL-POSTRTG ! -s fd00:10:244::/56 -d fd00:10:244::/56 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully
 COMMIT
 ### filter@6
