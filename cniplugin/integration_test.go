@@ -16,6 +16,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/twill-net/twill/cniplugin"
+	"github.com/twill-net/twill/cniplugin/savedconf"
 	"github.com/twill-net/twill/internal/testenv/cnihost"
 	"github.com/twill-net/twill/internal/testenv/netns"
 )
@@ -359,8 +360,8 @@ func TestParallelAdds(t *testing.T) {
 			t.Errorf("%s still allocated after DEL", ips[i])
 		}
 	}
-	if entries, _ := os.ReadDir(h.DataDir); len(entries) != 0 {
-		t.Errorf("%d saved configurations left after DEL", len(entries))
+	if entries, err := (savedconf.Store{Dir: h.DataDir}).List(); err != nil || len(entries) != 0 {
+		t.Errorf("saved configurations left after DEL: %q", entries)
 	}
 }
 

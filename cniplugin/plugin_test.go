@@ -155,8 +155,8 @@ func TestAddSavesAndDelegates(t *testing.T) {
 			if !strings.Contains(n.stdout.String(), "10.244.3.2/24") {
 				t.Errorf("result lacks the delegate's address: %s", n.stdout.String())
 			}
-			if entries, _ := os.ReadDir(n.dataDir); len(entries) != 1 {
-				t.Errorf("data dir holds %d entries, want 1 (no temporaries left)", len(entries))
+			if entries := dataDirEntries(t, n.dataDir); len(entries) != 1 {
+				t.Errorf("data dir holds %q, want one file (no temporaries left)", entries)
 			}
 		})
 	}
@@ -547,17 +547,14 @@ func TestConcurrentAddDel(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	entries, err := os.ReadDir(n.dataDir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	entries := dataDirEntries(t, n.dataDir)
 	if len(entries) != pods/2 {
 		t.Errorf("%d saved configurations, want %d", len(entries), pods/2)
 	}
 	for _, e := range entries {
 		var i int
-		if _, err := fmt.Sscanf(e.Name(), "pod%d", &i); err != nil || i%2 == 0 {
-			t.Errorf("unexpected saved configuration %s", e.Name())
+		if _, err := fmt.Sscanf(e, "pod%d", &i); err != nil || i%2 == 0 {
+			t.Errorf("unexpected saved configuration %s", e)
 		}
 	}
 }
@@ -585,4 +582,21 @@ func TestDelWithBrokenConfig(t *testing.T) {
 	if !strings.Contains(n.stderr.String(), "CNI configuration is invalid") {
 		t.Errorf("no warning: %q", n.stderr.String())
 	}
+}
+
+// dataDirEntries lists the plugin's data directory but for the saved
+// configurations' format marker: the containers' files and any temporary.
+func dataDirEntries(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		if e.Name() != ".format" {
+			out = append(out, e.Name())
+		}
+	}
+	return out
 }

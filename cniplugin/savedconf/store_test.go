@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -78,4 +79,50 @@ func FuzzContainerID(f *testing.F) {
 			t.Fatalf("ID %q names %s, outside %s", id, p, s.Dir)
 		}
 	})
+}
+
+// TestFormat: a directory flannel filled (no marker) is read as format 1
+// and marked on the next save; a newer or garbled format is refused by
+// Load and Save with an error naming the file and what to do, and nothing
+// is written.
+func TestFormat(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "flannel")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// What flannel leaves: the delegate's JSON under the container ID.
+	if err := os.WriteFile(filepath.Join(dir, "upstream"), []byte(`{"type":"bridge"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := Store{Dir: dir}
+	if data, err := s.Load("upstream"); err != nil || string(data) != `{"type":"bridge"}` {
+		t.Fatalf("Load of flannel's file = %q, %v", data, err)
+	}
+	if err := s.Save("a", []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := os.ReadFile(filepath.Join(dir, ".format")); err != nil || string(m) != "twill-savedconf 1\n" {
+		t.Fatalf("marker after Save = %q, %v", m, err)
+	}
+	if ids, err := s.List(); err != nil || !slices.Equal(ids, []string{"a", "upstream"}) {
+		t.Fatalf("List = %v, %v; the marker is not a container", ids, err)
+	}
+	for _, c := range []struct{ marker, want string }{
+		{"twill-savedconf 2\n", "newer than this plugin's 1"},
+		{"twill-savedconf 0\n", "which no Twill wrote"},
+		{"banana", `holds "banana"`},
+	} {
+		if err := os.WriteFile(filepath.Join(dir, ".format"), []byte(c.marker), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Load("a"); !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), dir) {
+			t.Errorf("Load with marker %q: %v; want ErrFormat saying %q", c.marker, err, c.want)
+		}
+		if err := s.Save("b", []byte(`{}`)); !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Save with marker %q: %v; want ErrFormat", c.marker, err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "b")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("Save with marker %q wrote the file", c.marker)
+		}
+	}
 }
