@@ -375,6 +375,20 @@ func TestEveryFaultIsNamed(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, "mtu", Fail, "1 of 2 pod interfaces on cni0 have another MTU than 1450: veth2 (MTU 1500)"},
+		{"pods get more MTU than the overlay carries", func(f *fixture) {
+			// subnet.env, cni0 and the pods agree on 1500: only the
+			// overlay (1450) is short of it.
+			f.writeEnv(t, func(e *subnetenv.Env) { e.MTU = 1500 })
+			for _, name := range []string{"cni0", "veth1", "veth2"} {
+				l, err := f.k.LinkByName(name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := f.k.SetLinkMTU(l.Index, 1500); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}, "mtu", Fail, "pods get MTU 1500, more than the overlay carries (1450)"},
 		{"FDB entry deleted", func(f *fixture) { f.k.Remove(f.entry(t, "node-3", kernel.KindFDB)) }, "peer-entries", Fail, "1 of 9 peer entries missing or wrong"},
 		{"route deleted", func(f *fixture) { f.k.Remove(f.entry(t, "node-2", kernel.KindRoute)) }, "peer-entries", Fail, "1 of 9"},
 		{"neighbour with a wrong MAC", func(f *fixture) {

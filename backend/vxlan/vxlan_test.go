@@ -184,6 +184,29 @@ func TestSetupIPv6(t *testing.T) {
 		"neigh fd00:10:244:2:: lladdr 0a:00:00:00:00:20 dev flannel-v6.1",
 		"fdb 0a:00:00:00:00:20 dst fc00:f853:ccd:e793::3 dev flannel-v6.1",
 	)
+
+	// Check (what doctor runs) names the IPv6 device's faults with the
+	// IPv6 overhead, and its address by family.
+	if err := k.SetLinkMTU(l.Index, 1450); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.DeleteAddr(l.Index, netip.MustParsePrefix("fd00:10:244:1::/128")); err != nil {
+		t.Fatal(err)
+	}
+	n.Published = b.Data()
+	fresh, err := NewBackend(k, Config{VNI: 1, Port: 8472}, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := fresh.Check()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"flannel-v6.1 has MTU 1450, want 1430 (eth0's MTU 1500 minus VXLAN's 70 bytes)", "flannel-v6.1 lacks address fd00:10:244:1::/128"} {
+		if !slices.ContainsFunc(got, func(s string) bool { return strings.Contains(s, want) }) {
+			t.Errorf("Check = %q, want a line with %q", got, want)
+		}
+	}
 }
 
 func TestSetupFixesWrongDevice(t *testing.T) {
