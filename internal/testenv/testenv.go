@@ -207,7 +207,7 @@ func (n *Node) StartFlanneldWith(caps string, env []string, netConf string, extr
 	cmd.Env = append(append(os.Environ(), "NODE_NAME="+n.Name), env...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	if err := startSteady(cmd); err != nil {
 		return nil, fmt.Errorf("starting flanneld on %s: %w", n.Name, err)
 	}
 	n.procs = append(n.procs, cmd)
