@@ -802,6 +802,11 @@ func (d *Daemon) ensureRules() error {
 			d.log.WithField("family", p.fam).Info("packet-filter rules installed or repaired")
 		}
 	}
+	if changed, err := d.guards.resync(); err != nil {
+		errs = append(errs, fmt.Errorf("keeping the tunnel guard's set of peers: %w", err))
+	} else if changed {
+		d.log.Info("tunnel guard: set of peers repaired")
+	}
 	return errors.Join(errs...)
 }
 

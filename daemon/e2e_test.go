@@ -353,6 +353,17 @@ func TestHostGWAndBackendSwitch(t *testing.T) {
 			t.Errorf("host-gw subnet.env of %s:\n%s", n.Name, env)
 		}
 	}
+	// host-gw has no tunnel, so no guard: the vxlan run's chain and set go.
+	for _, n := range []*testenv.Node{n1, n2} {
+		eventually(t, 15*time.Second, "no VXLAN guard on "+n.Name+" with host-gw", func() error {
+			ipt, _ := n.Exec("iptables-save")
+			sets, _ := n.Exec("ipset", "list", "-n")
+			if strings.Contains(ipt, "VXLAN-GUARD") || strings.TrimSpace(sets) != "" {
+				return fmt.Errorf("guard left:\n%s\n%s", ipt, sets)
+			}
+			return nil
+		})
+	}
 	pings(t, n1, "10.244.1.1", "10.244.2.1")
 	got, err := c.env.Client.CoreV1().Nodes().Get(c.ctx, "n1", metav1.GetOptions{})
 	if err != nil {
@@ -591,6 +602,27 @@ func TestNFTablesGuardAndSwitch(t *testing.T) {
 		}
 		return nil
 	})
+
+	// Flushed rules and a removed set element come back within a few
+	// rule checks (--iptables-resync=1s) of a running flanneld.
+	for _, cmd := range [][]string{
+		{"nft", "flush", "table", "ip", "flannel-ipv4"},
+		{"nft", "delete", "element", "ip", "flannel-ipv4", "vxlan-peers", "{ 172.18.0.12 }"},
+	} {
+		if out, err := n1.Exec(cmd...); err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(cmd, " "), err, out)
+		}
+		eventually(t, 15*time.Second, "n1's table repaired after "+strings.Join(cmd[:2], " "), func() error {
+			out, _ := n1.Exec("nft", "list", "table", "ip", "flannel-ipv4")
+			for _, want := range []string{"masquerade fully-random", "ip saddr 10.244.0.0/16 accept", "elements = { 172.18.0.12 }", "drop"} {
+				if !strings.Contains(out, want) {
+					return fmt.Errorf("no %q in:\n%s", want, out)
+				}
+			}
+			return nil
+		})
+	}
+	pings(t, n1, "10.244.1.1", "10.244.2.1")
 
 	// x is on the underlay, not a node: its VXLAN device aims at n1 with
 	// n1's VNI, port and VTEP MAC.

@@ -20,6 +20,12 @@ type guards struct {
 	by    map[family.Family]firewall.Guard
 	peers map[string][]netip.Addr
 	refs  map[netip.Addr]int
+	// pending are the addresses admitted for each peer whose entries are
+	// being programmed (admit, not yet settle): resync keeps them.
+	pending map[string][]netip.Addr
+	// synced is true once a full reconcile made the sets exact: only then
+	// is a guard installed, and may resync put its set right.
+	synced bool
 }
 
 // newGuards returns the guards of the planes whose policy has a guard.
@@ -66,6 +72,12 @@ func (g *guards) admit(want map[string][]netip.Addr) error {
 			}
 		}
 	}
+	if g.pending == nil {
+		g.pending = map[string][]netip.Addr{}
+	}
+	for name, addrs := range want {
+		g.pending[name] = slices.Clone(addrs)
+	}
 	var errs []error
 	for f, addrs := range g.byFamily(fresh) {
 		if err := g.by[f].Allow(addrs...); err != nil {
@@ -84,6 +96,7 @@ func (g *guards) settle(name string, addrs []netip.Addr) error {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	delete(g.pending, name)
 	old := g.peers[name]
 	for _, a := range addrs {
 		if !slices.Contains(old, a) {
@@ -134,6 +147,7 @@ func (g *guards) reset(want map[string][]netip.Addr) (bool, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.peers = make(map[string][]netip.Addr, len(want))
+	g.pending = nil
 	g.refs = make(map[netip.Addr]int, len(want))
 	var all []netip.Addr
 	for name, addrs := range want {
@@ -148,6 +162,44 @@ func (g *guards) reset(want map[string][]netip.Addr) (bool, error) {
 			g.refs[a]++
 		}
 	}
+	g.synced = true
+	return g.syncAll(all)
+}
+
+// resync makes every guard's set exactly the addresses the peers bring
+// now, after a full reconcile made them exact once: an element deleted or
+// added by hand, or a flushed set, is put right on the next rule check
+// rather than the next full reconcile. changed reports whether any set
+// had to be written.
+func (g *guards) resync() (bool, error) {
+	if !g.on() {
+		return false, nil
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.synced {
+		return false, nil
+	}
+	seen := make(map[netip.Addr]bool, len(g.refs))
+	all := make([]netip.Addr, 0, len(g.refs))
+	for a := range g.refs {
+		seen[a] = true
+		all = append(all, a)
+	}
+	for _, addrs := range g.pending {
+		for _, a := range addrs {
+			if !seen[a] {
+				seen[a] = true
+				all = append(all, a)
+			}
+		}
+	}
+	return g.syncAll(all)
+}
+
+// syncAll makes each guard's set exactly its family's addresses of all;
+// g.mu is held.
+func (g *guards) syncAll(all []netip.Addr) (bool, error) {
 	fams := g.byFamily(all)
 	changed := false
 	var errs []error

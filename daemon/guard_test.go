@@ -68,3 +68,50 @@ func TestGuardsShareAddresses(t *testing.T) {
 		t.Error("no guard still does something")
 	}
 }
+
+// TestGuardsResync: the rule check puts the sets right only once a full
+// reconcile made them exact (before that no guard is installed), and then
+// with exactly the addresses the peers bring now.
+func TestGuardsResync(t *testing.T) {
+	lg := &logGuard{}
+	g := &guards{by: map[family.Family]firewall.Guard{family.IPv4: lg}, peers: map[string][]netip.Addr{}, refs: map[netip.Addr]int{}}
+	a, b := netip.MustParseAddr("172.18.0.3"), netip.MustParseAddr("172.18.0.4")
+	if err := g.admit(map[string][]netip.Addr{"p1": {a}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.settle("p1", []netip.Addr{a}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.resync(); err != nil || len(lg.log) != 1 {
+		t.Fatalf("resync before the first full reconcile: %q, %v; want nothing synced", lg.log, err)
+	}
+	if _, err := g.reset(map[string][]netip.Addr{"p1": {a}, "p2": {b}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.settle("p1", nil); err != nil {
+		t.Fatal(err)
+	}
+	lg.log = nil
+	if _, err := g.resync(); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"sync 172.18.0.4"}; !slices.Equal(lg.log, want) {
+		t.Errorf("resync: %q, want %q", lg.log, want)
+	}
+	// A peer admitted whose entries are being programmed keeps its place.
+	c := netip.MustParseAddr("172.18.0.5")
+	if err := g.admit(map[string][]netip.Addr{"p3": {c}}); err != nil {
+		t.Fatal(err)
+	}
+	lg.log = nil
+	if _, err := g.resync(); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"sync 172.18.0.4,172.18.0.5"}; !slices.Equal(lg.log, want) {
+		t.Errorf("resync between admit and settle: %q, want %q", lg.log, want)
+	}
+	var none *guards
+	if changed, err := none.resync(); changed || err != nil {
+		t.Errorf("resync without guards: %v %v", changed, err)
+	}
+}
