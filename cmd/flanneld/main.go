@@ -114,7 +114,7 @@ func (f *flags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.showVersion, "version", false, "print the version and exit")
 	fs.StringVar(&f.cniConfSrc, "cni-conf-src", "", "CNI conflist to install once the node is networked (e.g. /etc/kube-flannel/cni-conf.json)")
 	fs.StringVar(&f.cniConfDest, "cni-conf-dest", "", "where to install it (e.g. /etc/cni/net.d/10-flannel.conflist)")
-	fs.DurationVar(&f.iptablesResync, "iptables-resync", 5*time.Second, "how often iptables rules are checked and restored")
+	fs.DurationVar(&f.iptablesResync, "iptables-resync", 5*time.Second, "how often the packet-filter rules (iptables or nftables) and the VXLAN guard's set of peers are checked and restored")
 	fs.DurationVar(&f.resync, "resync-period", time.Minute, "how often the whole data plane is compared with the desired state")
 	fs.BoolVar(&f.removeIPTables, "remove-iptables", false, "remove flanneld's rules, chains and sets (iptables and nftables), then exit")
 	fs.BoolVar(&f.vxlanGuard, "vxlan-guard", true, "accept VXLAN packets only from the public IPs of the cluster's nodes (turn off for VTEPs outside Kubernetes)")

@@ -325,3 +325,49 @@ func TestUpstreamChainsKeptAsTheyAre(t *testing.T) {
 		}
 	})
 }
+
+// TestDriftRepairedInNamespace: a flushed chain and an ipset element
+// nobody asked for are found and put right, and the repaired state is
+// exact: the chains' rules, and the set's members.
+func TestDriftRepairedInNamespace(t *testing.T) {
+	n := firewalltest.NewNode(t, func() (firewall.Firewall, error) { return New(family.IPv4) })
+	p := firewalltest.Policy
+	n.Ensure(p, true)
+	peer := netip.MustParseAddr("172.18.0.3")
+	n.Sync([]netip.Addr{peer}, true)
+	n.Ensure(p, false) // SyncAllowed installed the guard with its set
+	saved := func() string {
+		var keep []string
+		for _, l := range strings.Split(n.NS.Run(t, "iptables-save"), "\n") {
+			if strings.HasPrefix(l, "-A ") && strings.Contains(l, "FLANNEL") {
+				keep = append(keep, l)
+			}
+		}
+		return strings.Join(keep, "\n")
+	}
+	members := func() string {
+		var out []string
+		for _, l := range strings.Split(n.NS.Run(t, "ipset", "save", SetName(family.IPv4)), "\n") {
+			if strings.HasPrefix(l, "add ") {
+				out = append(out, l)
+			}
+		}
+		return strings.Join(out, "\n")
+	}
+	rules := saved()
+	if strings.Count(rules, "-A FLANNEL-POSTRTG") != 7 || !strings.Contains(rules, "-A FLANNEL-VXLAN-GUARD") {
+		t.Fatalf("rules after Ensure:\n%s", rules)
+	}
+	n.NS.Run(t, "iptables", "-w", "-t", "nat", "-F", MasqChain)
+	n.Ensure(p, true)
+	if got := saved(); got != rules {
+		t.Errorf("after a flushed %s and Ensure:\n%s\nwant:\n%s", MasqChain, got, rules)
+	}
+	n.NS.Run(t, "ipset", "add", SetName(family.IPv4), "192.0.2.66")
+	n.Sync([]netip.Addr{peer}, true)
+	if got, want := members(), "add "+SetName(family.IPv4)+" 172.18.0.3"; got != want {
+		t.Errorf("set after an added element and SyncAllowed:\n%s\nwant:\n%s", got, want)
+	}
+	n.Sync([]netip.Addr{peer}, false)
+	n.Ensure(p, false)
+}
