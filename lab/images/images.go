@@ -1,10 +1,11 @@
 // Package images builds the container images Twill's lab needs besides Twill
 // itself: the pod sandbox ("pause") image, the netshoot test image and the
-// CoreDNS image of the cluster DNS. There
-// is no registry in the lab, so each image is written as a docker-archive that
-// `ctr -n k8s.io images import` loads into a node's containerd with its
-// reference intact. Builds are cached: an archive newer than everything it is
-// made from is left alone.
+// CoreDNS image of the cluster DNS. Each image is written as a
+// docker-archive, which the lab's registry (lab/registry, on the internet
+// host; every node's containerd mirrors docker.io and registry.k8s.io to
+// it) serves under the image's reference, and `ctr -n k8s.io images import`
+// or `kind load image-archive` can load as well. Builds are cached: an
+// archive newer than everything it is made from is left alone.
 package images
 
 import (

@@ -32,3 +32,23 @@ func TestDir(t *testing.T) {
 		t.Fatalf("Path(kubelet) = %q, %v; want %q", got, err, filepath.Join(bin, "kubelet"))
 	}
 }
+
+// TestVersionsAgree: the Kubernetes the lab runs, the one its conformance
+// tests are built from and the client flanneld links agree, so a bump of
+// one is not silently left half done.
+func TestVersionsAgree(t *testing.T) {
+	minor := "v0." + strings.TrimPrefix(Version, "v1.")
+	for file, want := range map[string]string{
+		"../../../hack/tools/go.mod":             "k8s.io/kubernetes " + Version,
+		"../../../hack/tools/conformance/go.mod": "k8s.io/kubernetes " + Version,
+		"../../../go.mod":                        "k8s.io/client-go " + minor,
+	} {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(data), "\t"+want+"\n") && !strings.Contains(string(data), "require "+want+"\n") {
+			t.Errorf("%s does not require %s (k8sbin.Version is %s): bump them together", file, want, Version)
+		}
+	}
+}
