@@ -182,7 +182,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if over, err := d.mgr.OverwriteIP(node, f); err != nil {
 			return err
 		} else if over.IsValid() {
-			d.log.Infof("publishing %s from the public-ip-overwrite annotation", over)
+			d.log.Infof("publishing %s from the %s annotation", over, d.o.Annotations.For(f).PublicIPOverwrite)
 			p.own.PublicIP = over
 		}
 		d.planes = append(d.planes, p)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
@@ -53,6 +54,7 @@ type harness struct {
 	rec    *recorder
 	d      *Daemon
 	dir    string
+	logs   *logtest.Hook
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -66,16 +68,39 @@ func start(t *testing.T, objs ...*v1.Node) *harness {
 // node has no podCIDR yet and the daemon is not waited for.
 func startIn(t *testing.T, dir, ownCIDR string, objs ...*v1.Node) *harness {
 	t.Helper()
-	cfg, err := netconf.Parse([]byte(`{"Network": "10.244.0.0/16", "NoMasqueradeCIDRs": ["203.0.113.0/24"], "Backend": {"Type": "vxlan"}}`))
+	var cidrs []string
+	if ownCIDR != "" {
+		cidrs = []string{ownCIDR}
+	}
+	return startWith(t, dir, `{"Network": "10.244.0.0/16", "NoMasqueradeCIDRs": ["203.0.113.0/24"], "Backend": {"Type": "vxlan"}}`, cidrs, objs...)
+}
+
+// v6Addr is the node's IPv6 underlay address when net-conf.json enables
+// IPv6.
+var v6Addr = iface.Addr{Addr: netip.MustParseAddr("fc00:f853:ccd:e793::2"), Nets: []netip.Prefix{netip.MustParsePrefix("fc00:f853:ccd:e793::2/64")}}
+
+// startWith runs the daemon with net-conf.json conf and the own node's
+// podCIDRs ownCIDRs (none: not waited for).
+func startWith(t *testing.T, dir, conf string, ownCIDRs []string, objs ...*v1.Node) *harness {
+	t.Helper()
+	cfg, err := netconf.Parse([]byte(conf))
 	if err != nil {
 		t.Fatal(err)
+	}
+	ownCIDR := ""
+	if len(ownCIDRs) > 0 {
+		ownCIDR = ownCIDRs[0]
+	}
+	addrs := []iface.Addr{{Addr: netip.MustParseAddr("172.18.0.2"), Nets: []netip.Prefix{netip.MustParsePrefix("172.18.0.2/16")}}}
+	if slices.Contains(cfg.Families(), family.IPv6) {
+		addrs = append(addrs, v6Addr)
 	}
 	backends := builtin.Registry()
 	chosen, err := backends.Parse(cfg.Backend.Type, cfg.Backend.Raw)
 	if err != nil {
 		t.Fatal(err)
 	}
-	own := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1"}, Spec: v1.NodeSpec{PodCIDR: ownCIDR}}
+	own := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1"}, Spec: v1.NodeSpec{PodCIDR: ownCIDR, PodCIDRs: ownCIDRs}}
 	client := fake.NewClientset(own)
 	for _, o := range objs {
 		if _, err := client.CoreV1().Nodes().Create(context.Background(), o, metav1.CreateOptions{}); err != nil {
@@ -91,11 +116,10 @@ func startIn(t *testing.T, dir, ownCIDR string, objs ...*v1.Node) *harness {
 	ann, _ := kube.NewAnnotations(kube.DefaultAnnotationPrefix)
 	log := logrus.New()
 	log.SetOutput(io.Discard)
+	logs := logtest.NewLocal(log)
 	d, err := New(Options{
 		Config: cfg, Backends: backends, Backend: chosen, API: clientsetapi.API{C: client}, NodeName: "node-1", Annotations: ann, Kernel: k,
-		Iface: &iface.Choice{Name: "eth0", Index: 2, MTU: 1500, Addrs: []iface.Addr{{
-			Addr: netip.MustParseAddr("172.18.0.2"), Nets: []netip.Prefix{netip.MustParsePrefix("172.18.0.2/16")},
-		}}},
+		Iface:    &iface.Choice{Name: "eth0", Index: 2, MTU: 1500, Addrs: addrs},
 		Firewall: func(f family.Family) (firewall.Firewall, error) { fw.families = append(fw.families, f); return fw, nil },
 		IPMasq:   true, TunnelGuard: true, SubnetFile: filepath.Join(dir, "run/flannel/subnet.env"),
 		CNIConfSrc: filepath.Join(dir, "cni-conf.json"), CNIConfDest: filepath.Join(dir, "net.d/10-flannel.conflist"),
@@ -105,7 +129,7 @@ func startIn(t *testing.T, dir, ownCIDR string, objs ...*v1.Node) *harness {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &harness{t: t, client: client, k: k, fw: fw, rec: rec, d: d, dir: dir, cancel: cancel, done: make(chan error, 1)}
+	h := &harness{t: t, client: client, k: k, fw: fw, rec: rec, d: d, dir: dir, logs: logs, cancel: cancel, done: make(chan error, 1)}
 	go func() { h.done <- d.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
@@ -657,5 +681,44 @@ func TestGuardFollowsPeers(t *testing.T) {
 	h.eventually("set repaired", func() bool { a, _ := h.fw.guardState(); return a == "172.18.0.9" && h.fw.synced > synced })
 	if n := h.rec.count("guard-dropped/IPv4"); n != 7 {
 		t.Errorf("drops reported: %d, want the firewall's 7", n)
+	}
+}
+
+// TestPeerWithOneFamily: on a dual-stack node, a peer that publishes only
+// IPv4 (an IPv4-only flannel on a dual-stack cluster) is programmed for
+// IPv4 alone, and the daemon says so once, not on every reconcile.
+func TestPeerWithOneFamily(t *testing.T) {
+	v4only := peerNode("node-0", "10.244.0.0/24", "172.18.0.3", "0a:00:00:00:00:10")
+	v4only.Spec.PodCIDRs = []string{"10.244.0.0/24", "fd00:10:244::/64"}
+	h := startWith(t, t.TempDir(), `{"Network": "10.244.0.0/16", "EnableIPv6": true, "IPv6Network": "fd00:10:244::/56", "Backend": {"Type": "vxlan"}}`,
+		[]string{"10.244.1.0/24", "fd00:10:244:1::/64"}, v4only)
+	defer func() {
+		if t.Failed() {
+			t.Logf("kernel: %q", h.k.Dump())
+			for _, e := range h.logs.AllEntries() {
+				t.Logf("log: %s %v", e.Message, e.Data)
+			}
+		}
+	}()
+	// Exactly node-0's IPv4 entries, nothing on flannel-v6.1.
+	h.eventually("node-0 programmed for IPv4 only", h.node0Programmed())
+	notes := func() int {
+		n := 0
+		for _, e := range h.logs.AllEntries() {
+			if strings.Contains(e.Message, "node has no [IPv6] lease: programmed for its other families only") && e.Data["peer"] == "node-0" {
+				n++
+			}
+		}
+		return n
+	}
+	h.eventually("the one-family note", func() bool { return notes() == 1 })
+	// Two more full reconciles: still one note.
+	for i := 0; i < 2; i++ {
+		before := h.rec.count("reconcile/" + string(metrics.ReconcileFull))
+		h.d.queue.Add(fullKey)
+		h.eventually("a full reconcile", func() bool { return h.rec.count("reconcile/"+string(metrics.ReconcileFull)) > before })
+	}
+	if n := notes(); n != 1 {
+		t.Errorf("the one-family note was logged %d times, want once", n)
 	}
 }

@@ -355,6 +355,50 @@ func TestDirectRouting(t *testing.T) {
 	)
 }
 
+// TestDirectRoutingIPv6: DirectRouting decides per family, from the
+// node's IPv6 subnets: a peer on one is routed via its IPv6 address on
+// eth0, one behind a router over flannel-v6.1.
+func TestDirectRoutingIPv6(t *testing.T) {
+	k := fakekernel.New()
+	n := backend.Node{
+		Name: "node-1", Subnet: netip.MustParsePrefix("fd00:10:244:1::/64"), Network: netip.MustParsePrefix("fd00:10:244::/56"),
+		Iface: backend.Link{Index: 2, Name: "eth0", MTU: 1500},
+		Addr:  netip.MustParseAddr("fc00:f853:ccd:e793::2"), Nets: []netip.Prefix{netip.MustParsePrefix("fc00:f853:ccd:e793::2/64")},
+	}
+	b, err := NewBackend(k, Config{VNI: 1, Port: 8472, DirectRouting: true}, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Setup(); err != nil {
+		t.Fatal(err)
+	}
+	v6peer := func(name, subnet, ip, vtep string) *lease.Lease {
+		return &lease.Lease{Node: name, BackendType: "vxlan", Nets: []lease.Net{{
+			Subnet: netip.MustParsePrefix(subnet), PublicIP: netip.MustParseAddr(ip), BackendData: vxlanData(1, vtep),
+		}}}
+	}
+	want := map[string]backend.Entries{}
+	for _, p := range []*lease.Lease{
+		v6peer("near", "fd00:10:244:2::/64", "fc00:f853:ccd:e793::3", "0a:00:00:00:00:30"),
+		v6peer("far", "fd00:10:244:3::/64", "fc00:f853:ccd:e794::4", "0a:00:00:00:00:40"),
+	} {
+		e, err := b.Entries(p, p.Nets[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[p.Node] = e
+	}
+	if _, err := backend.NewTable(k, nil).SyncAll(want, b.Scope()); err != nil {
+		t.Fatal(err)
+	}
+	assertState(t, k,
+		"route fd00:10:244:2::/64 via fc00:f853:ccd:e793::3 dev eth0",
+		"route fd00:10:244:3::/64 via fd00:10:244:3:: dev flannel-v6.1 onlink",
+		"neigh fd00:10:244:3:: lladdr 0a:00:00:00:00:40 dev flannel-v6.1",
+		"fdb 0a:00:00:00:00:40 dst fc00:f853:ccd:e794::4 dev flannel-v6.1",
+	)
+}
+
 func TestEntriesRefusesMismatchedPeers(t *testing.T) {
 	f := newFixture(t, false)
 	hg := peer("node-0", "10.244.0.0/24", "172.18.0.3", "0a:00:00:00:00:10")

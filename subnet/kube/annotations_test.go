@@ -149,6 +149,17 @@ func TestDecodeFamilies(t *testing.T) {
 	if l.Nets[0].Family() != family.IPv4 {
 		t.Errorf("nets are not in family order: %+v", l.Nets)
 	}
+	// public-ipv6-overwrite replaces the IPv6 address only, as flannel's
+	// public-ip-overwrite does the IPv4 one.
+	both["flannel.alpha.coreos.com/public-ipv6-overwrite"] = "2001:db8::7"
+	l, err = a.Decode(a.Strip(dualNode))
+	if n, ok := l.Net(family.IPv6); err != nil || !ok || n.PublicIP.String() != "2001:db8::7" {
+		t.Errorf("IPv6 net with public-ipv6-overwrite: %+v %v", n, err)
+	}
+	if n, _ := l.Net(family.IPv4); n.PublicIP.String() != "172.18.0.3" {
+		t.Errorf("public-ipv6-overwrite changed the IPv4 address: %+v", n)
+	}
+	delete(both, "flannel.alpha.coreos.com/public-ipv6-overwrite")
 	both["flannel.alpha.coreos.com/public-ipv6"] = "172.18.0.3"
 	if _, err := a.Decode(a.Strip(dualNode)); err == nil || !strings.Contains(err.Error(), "public-ipv6") {
 		t.Errorf("a v4 address in public-ipv6: %v", err)

@@ -179,7 +179,11 @@ func waitReason(name string, node *v1.Node, missing []family.Family) string {
 	for i, f := range missing {
 		names[i] = f.String()
 	}
-	return fmt.Sprintf("node %s has no %s podCIDR yet (it has %v): kube-controller-manager's --cluster-cidr must hold a network of each family net-conf.json enables", name, strings.Join(names, " or "), node.Spec.PodCIDRs)
+	hint := "kube-controller-manager's --cluster-cidr must hold a network of each family net-conf.json enables"
+	if slices.Contains(missing, family.IPv6) {
+		hint += " (dual-stack: --cluster-cidr=<v4>,<v6> and --node-cidr-mask-size-ipv6, e.g. 64; kubeadm: --pod-network-cidr=<v4>,<v6>)"
+	}
+	return fmt.Sprintf("node %s has no %s podCIDR yet (it has %v): %s", name, strings.Join(names, " or "), node.Spec.PodCIDRs, hint)
 }
 
 // podCIDRs returns the node's podCIDR of each family in fams, in that
