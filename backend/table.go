@@ -514,14 +514,6 @@ func (t *Table) Owner(key kernel.Key) (string, bool) {
 	return t.ownerOf(key)
 }
 
-// Invalidate forgets what was applied for peer name, so its next Sync
-// programs all its entries again.
-func (t *Table) Invalidate(name string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.setApplied(name, t.applied[name], nil)
-}
-
 // setApplied records want as applied for name, replacing old. t.mu is held.
 func (t *Table) setApplied(name string, old, want Entries) {
 	for _, e := range old {
