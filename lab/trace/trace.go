@@ -144,7 +144,9 @@ func (t *tracer) run(ctx context.Context) (*path.Path, error) {
 	if err := t.capture(ctx, p); err != nil {
 		return p, err
 	}
-	p.Judge()
+	if !p.Judge() {
+		t.explainDrop(ctx, p)
+	}
 	return p, nil
 }
 
