@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -185,14 +186,16 @@ func (c *Cluster) removeNodeResources(name string, index int) error {
 
 // ApplyManifest applies Documentation/kube-flannel.yml, with net-conf.json's
 // Backend.Type set to backend ("vxlan" or "host-gw") and, for a lab made
-// with Options.DirectRouting, DirectRouting on, then waits until every
-// node is Ready.
+// with Options.DirectRouting, DirectRouting on (a vxlan setting, idle on
+// host-gw), then waits until every node is Ready. A lab moving to another
+// backend restarts the DaemonSet, so every flanneld reads the new
+// net-conf.json.
 func (c *Cluster) ApplyManifest(ctx context.Context, backend string) error {
 	if backend != "vxlan" && backend != "host-gw" {
 		return fmt.Errorf("backend %q: want vxlan or host-gw", backend)
 	}
-	if c.DirectRouting && backend != "vxlan" {
-		return fmt.Errorf("backend %q: lab %s was made with DirectRouting, a vxlan setting", backend, c.Name)
+	if backend == "host-gw" && c.RoutedNodes > 0 && !c.UnderlayRoutes {
+		return errHostGWRouted
 	}
 	b, err := os.ReadFile(filepath.Join(c.RepoRoot, ManifestPath))
 	if err != nil {
@@ -205,6 +208,7 @@ func (c *Cluster) ApplyManifest(ctx context.Context, backend string) error {
 	manifest = SetIPFamily(manifest, c.Family())
 	if c.UnderlayRoutes {
 		manifest = SetNoMasquerade(manifest, VMRange.String())
+		manifest = SetHostGWUnderlayRoutes(manifest)
 	}
 	cmd, err := c.KubectlCmd(ctx, "apply", "-f", "-")
 	if err != nil {
@@ -214,9 +218,20 @@ func (c *Cluster) ApplyManifest(ctx context.Context, backend string) error {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("kubectl apply -f %s: %w: %s", ManifestPath, err, bytes.TrimSpace(out))
 	}
+	switched := c.Backend != backend
 	c.Backend = backend
 	if err := c.save(); err != nil {
 		return err
+	}
+	if switched {
+		for _, args := range [][]string{
+			{"rollout", "restart", "-n", "kube-flannel", "daemonset/kube-flannel-ds"},
+			{"rollout", "status", "-n", "kube-flannel", "daemonset/kube-flannel-ds", "--timeout=3m"},
+		} {
+			if _, err := c.Kubectl(ctx, args...); err != nil {
+				return fmt.Errorf("moving lab %s to %s: %w", c.Name, backend, err)
+			}
+		}
 	}
 	return c.WaitReady(ctx, 5*time.Minute)
 }
@@ -228,6 +243,20 @@ var backendType = regexp.MustCompile(`("Type"\s*:\s*)"(vxlan|host-gw)"`)
 func SetBackend(manifest []byte, backend string) []byte {
 	return backendType.ReplaceAll(manifest, []byte(`${1}"`+backend+`"`))
 }
+
+// errHostGWRouted refuses host-gw on a lab with routed nodes whose
+// underlay does not route the podCIDRs: their pods' traffic would go to a
+// router that does not know where they are.
+var errHostGWRouted = errors.New("--routed-nodes with --backend host-gw: host-gw routes a peer via its node's address, which a node on the other subnet cannot reach directly; add --underlay-routes (the underlay then routes every node's podCIDR, as a VPC route table does), or use vxlan (with --direct-routing to route the nodes of one subnet plainly)")
+
+// SetHostGWUnderlayRoutes returns the manifest with "UnderlayRoutes": true
+// in every net-conf.json host-gw Backend (right after its "Type"): peers
+// on the other subnet are then reached through the underlay's router.
+func SetHostGWUnderlayRoutes(manifest []byte) []byte {
+	return hostGWType.ReplaceAll(manifest, []byte(`${1}"host-gw", "UnderlayRoutes": true`))
+}
+
+var hostGWType = regexp.MustCompile(`("Type"\s*:\s*)"host-gw"(\s*,\s*"UnderlayRoutes"\s*:\s*(true|false))?`)
 
 // SetDirectRouting returns the manifest with "DirectRouting": true in every
 // net-conf.json vxlan Backend (right after its "Type", replacing a

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/twill-net/twill/lab/images"
+	"github.com/twill-net/twill/lab/trace/path"
 )
 
 // TestDirectRoutingMixedRoutes brings up a 3-node lab whose last node sits
@@ -173,8 +174,162 @@ func TestDirectRoutingMixedRoutes(t *testing.T) {
 	})
 
 	t.Run("underlay routes", func(t *testing.T) { testUnderlayRoutes(ctx, t, c, pods) })
-	// Last: it stops flanneld on a node and deletes an FDB entry.
+	// It stops flanneld on a node and deletes an FDB entry.
 	t.Run("trace", func(t *testing.T) { testTrace(ctx, t, c, pods) })
+	// Last: it moves the lab to host-gw.
+	t.Run("host-gw across the routed subnet", func(t *testing.T) { testHostGWRouted(ctx, t, c, pods) })
+}
+
+// testHostGWRouted moves the lab to host-gw (with "UnderlayRoutes": true,
+// as --underlay-routes sets it): a node keeps a route via the peer's
+// address for the peers on its own subnet and none for the others, whose
+// pods it reaches through its default route, the underlay's router
+// knowing every podCIDR as a VPC's route table does. Pods on the routed
+// node and on the first subnet then ping each other with no VXLAN on the
+// wire, and traces show the plain next hops.
+func testHostGWRouted(ctx context.Context, t *testing.T, c *Cluster, pods map[string]labPod) {
+	cp, worker, worker2 := c.Nodes[0], c.Nodes[1], c.Nodes[2]
+	cidrs := map[string]string{}
+	for _, n := range c.Nodes {
+		cidr, err := podCIDR(ctx, c, n.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cidrs[n.Name] = cidr
+	}
+	if err := c.ApplyManifest(ctx, "host-gw"); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.Nodes {
+		// Every route of the node into the pod network but its own
+		// podCIDR's: exactly one via each peer on its subnet.
+		var want []string
+		for _, p := range c.Nodes {
+			if p.Name != n.Name && p.Routed == n.Routed {
+				want = append(want, cidrs[p.Name]+" via "+p.IP.String()+" dev eth0")
+			}
+		}
+		sort.Strings(want)
+		if _, err := poll(ctx, time.Minute, func() error {
+			out, err := c.Exec(ctx, n.Name, "sh", "-c", "ip -4 route show; ip -o link show flannel.1 2>/dev/null || true")
+			if err != nil {
+				return err
+			}
+			if strings.Contains(out, "flannel.1") {
+				return fmt.Errorf("flannel.1 is still there:\n%s", out)
+			}
+			var got []string
+			for _, l := range strings.Split(out, "\n") {
+				if strings.HasPrefix(l, "10.244.") && !strings.HasPrefix(l, cidrs[n.Name]+" ") {
+					got = append(got, strings.TrimSpace(l))
+				}
+			}
+			sort.Strings(got)
+			if strings.Join(got, "\n") != strings.Join(want, "\n") {
+				return fmt.Errorf("routes into the pod network:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+			return nil
+		}); err != nil {
+			t.Errorf("%s: %v", n.Name, err)
+		}
+	}
+	// "UnderlayRoutes": true: to host-gw a peer off the segment is no
+	// problem to report. (While the DaemonSet rolls, a node still on
+	// vxlan reports its peers already on host-gw: another message.)
+	out, err := c.Kubectl(ctx, "get", "events", "-A", "--field-selector", "reason=PeerUnreachable", "-o", `jsonpath={range .items[*]}{.message}{"\n"}{end}`)
+	if err != nil || strings.Contains(out, "L2 segment") {
+		t.Errorf("host-gw with underlay routes reports peers off the segment (%v):\n%s", err, out)
+	}
+	for _, pair := range [][2]Node{{worker2, cp}, {worker2, worker}, {cp, worker2}, {worker, worker2}, {cp, worker}} {
+		a, b := pair[0], pair[1]
+		if _, err := poll(ctx, 30*time.Second, func() error { return pingFromPod(ctx, c, pods[a.Name].name, pods[b.Name].ip.String()) }); err != nil {
+			t.Errorf("pod on %s → pod on %s (%s) over host-gw: %v", a.Name, b.Name, pods[b.Name].ip, err)
+		}
+	}
+	src, dst := pods[worker2.Name], pods[cp.Name]
+	out = captureWhilePinging(ctx, t, c, worker2.Name, src, dst.ip, wireFilter(src.ip, dst.ip, cp.IP))
+	plain := regexp.MustCompile(`(?m)^\d\d:\d\d:\d\d\.\d+ IP ` + regexp.QuoteMeta(src.ip.String()+" > "+dst.ip.String()+": ICMP echo request"))
+	if n := len(plain.FindAllString(out, -1)); n < 3 || strings.Contains(out, ".8472: ") {
+		t.Errorf("want 3 plain ICMP packets %s → %s and no VXLAN on %s's eth0, saw %d:\n%s", src.ip, dst.ip, worker2.Name, n, out)
+	}
+	under := c.Name + "-underlay"
+	noTunnel := func(t *testing.T, p *path.Path) {
+		t.Helper()
+		for _, h := range p.Hops {
+			if h.Tunnel || h.Outer != nil || h.Adds != nil {
+				t.Errorf("hop %s %s is in a tunnel on host-gw", h.Place.Name, h.Interface)
+			}
+		}
+	}
+	t.Run("trace on the node's subnet", func(t *testing.T) {
+		a, b := pods[cp.Name], pods[worker.Name]
+		p := traceLab(ctx, t, c, a.name, b.name)
+		if p.Break != nil {
+			t.Fatalf("path breaks: %+v", p.Break)
+		}
+		checkHops(t, p, []wantHop{
+			{path.Request, "default/" + a.name, "eth0", false, "sent"},
+			{path.Request, cp.Name, "cni0", true, "route lookup: " + b.ip.String() + " via " + worker.IP.String() + " dev eth0"},
+			{path.Request, cp.Name, "eth0", false, "sent: " + b.ip.String() + " via " + worker.IP.String() + " dev eth0"},
+			{path.Request, under, "br0", true, "switched"},
+			{path.Request, worker.Name, "eth0", true, "dev cni0"},
+			{path.Request, "default/" + b.name, "eth0", true, "delivered"},
+			{path.Reply, "default/" + b.name, "eth0", false, "sent"},
+			{path.Reply, worker.Name, "eth0", false, "via " + cp.IP.String() + " dev eth0"},
+			{path.Reply, "default/" + a.name, "eth0", true, "delivered"},
+		})
+		noTunnel(t, p)
+		if h := hopAt(p, path.Request, cp.Name, "eth0", false); h == nil || !h.Proven() || !strings.Contains(h.Seen[0], "IP "+a.ip.String()+" > "+b.ip.String()+": ICMP echo request") {
+			t.Errorf("the capture on %s's eth0 should show the pods' own packet: %+v", cp.Name, h)
+		}
+	})
+	t.Run("trace across the routed subnet", func(t *testing.T) {
+		p := traceLab(ctx, t, c, src.name, dst.name)
+		if p.Break != nil {
+			t.Fatalf("path breaks: %+v", p.Break)
+		}
+		checkHops(t, p, []wantHop{
+			{path.Request, "default/" + src.name, "eth0", false, "sent"},
+			{path.Request, worker2.Name, "cni0", true, "route lookup: " + dst.ip.String() + " via 172.19.0.1 dev eth0"},
+			{path.Request, worker2.Name, "eth0", false, "sent: " + dst.ip.String() + " via 172.19.0.1 dev eth0"},
+			{path.Request, under, "br1", true, "route lookup: " + dst.ip.String() + " via " + cp.IP.String() + " dev br0"},
+			{path.Request, under, "br0", false, "sent"},
+			{path.Request, cp.Name, "eth0", true, "dev cni0"},
+			{path.Request, "default/" + dst.name, "eth0", true, "delivered"},
+			{path.Reply, "default/" + dst.name, "eth0", false, "sent"},
+			{path.Reply, cp.Name, "eth0", false, "via 172.18.0.1 dev eth0"},
+			{path.Reply, under, "br0", true, "via " + worker2.IP.String() + " dev br1"},
+			{path.Reply, "default/" + src.name, "eth0", true, "delivered"},
+		})
+		noTunnel(t, p)
+		if h := hopAt(p, path.Request, under, "br1", true); h == nil || !strings.Contains(evidenceText(h), dst.ip.String()+" via "+cp.IP.String()) {
+			t.Errorf("the underlay's hop should show its route to the pod via %s: %+v", cp.Name, h)
+		}
+	})
+	t.Run("dropped by a rule", func(t *testing.T) {
+		// A DROP rule in the sending node's FORWARD chain: the trace must
+		// stop on its eth0 and name the rule by its counter, not guess
+		// between a rule and the MTU.
+		a, b := pods[cp.Name], pods[worker.Name]
+		rule := []string{"FORWARD", "-s", a.ip.String(), "-d", b.ip.String(), "-j", "DROP"}
+		if out, err := c.Exec(ctx, cp.Name, append([]string{"iptables", "-I"}, rule...)...); err != nil {
+			t.Fatalf("adding the rule: %v\n%s", err, out)
+		}
+		defer func() {
+			if out, err := c.Exec(ctx, cp.Name, append([]string{"iptables", "-D"}, rule...)...); err != nil {
+				t.Errorf("removing the rule: %v\n%s", err, out)
+			}
+		}()
+		p := traceLab(ctx, t, c, a.name, b.name)
+		if p.Break == nil {
+			t.Fatal("the path did not break at the DROP rule")
+		}
+		h := p.Hops[p.Break.Hop]
+		want := "ip saddr " + a.ip.String() + " ip daddr " + b.ip.String() + " drop"
+		if h.Place.Name != cp.Name || h.Interface != "eth0" || h.In || !strings.Contains(p.Break.Reason, "dropped by a packet-filter rule") || !strings.Contains(p.Break.Reason, want) || strings.Contains(p.Break.Reason, "MTU?") {
+			t.Errorf("break at %s %s: %q; want %s's eth0, naming the rule %q", h.Place.Name, h.Interface, p.Break.Reason, cp.Name, want)
+		}
+	})
 }
 
 // wireFilter matches, on the sending node's eth0, pings from the pod at src

@@ -89,6 +89,41 @@ func TestUpRejectsBadLayouts(t *testing.T) {
 	}
 }
 
+func TestHostGWAcrossRoutedNodes(t *testing.T) {
+	// Without underlay routes the refusal says what to add.
+	_, err := Up(context.Background(), Options{Name: "unit", Nodes: 3, RoutedNodes: 1, Backend: "host-gw"})
+	if err == nil || !strings.Contains(err.Error(), "add --underlay-routes") {
+		t.Errorf("host-gw with routed nodes: %v, want a refusal naming --underlay-routes", err)
+	}
+	// With them, the options pass (Up then stops at the next check: root,
+	// or the repository when run as root).
+	_, err = Up(context.Background(), Options{Name: "unit", Nodes: 3, RoutedNodes: 1, Backend: "host-gw", UnderlayRoutes: true, RepoRoot: t.TempDir()})
+	if err == nil || strings.Contains(err.Error(), "--routed-nodes") {
+		t.Errorf("host-gw with routed nodes and --underlay-routes: %v, want it past the options", err)
+	}
+	c := &Cluster{Name: "unit", RoutedNodes: 1, Backend: "vxlan", RepoRoot: ".."}
+	if err := c.ApplyManifest(context.Background(), "host-gw"); err == nil || !strings.Contains(err.Error(), "add --underlay-routes") {
+		t.Errorf("moving a routed lab without underlay routes to host-gw: %v, want a refusal naming --underlay-routes", err)
+	}
+}
+
+func TestSetHostGWUnderlayRoutes(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", ManifestPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out := SetHostGWUnderlayRoutes(b); string(out) != string(b) {
+		t.Errorf("a vxlan manifest changed:\n%s", out)
+	}
+	out := SetHostGWUnderlayRoutes(SetBackend(b, "host-gw"))
+	if !strings.Contains(string(out), `"Type": "host-gw", "UnderlayRoutes": true`) {
+		t.Errorf("no UnderlayRoutes in the host-gw Backend:\n%s", out)
+	}
+	if again := SetHostGWUnderlayRoutes(out); string(again) != string(out) {
+		t.Errorf("twice differs from once:\n%s", again)
+	}
+}
+
 func TestSetDirectRouting(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join("..", ManifestPath))
 	if err != nil {

@@ -139,6 +139,25 @@ func testTrace(ctx context.Context, t *testing.T, c *Cluster, pods map[string]la
 		}
 	})
 
+	t.Run("node to pod over vxlan", func(t *testing.T) {
+		// A node sends into the tunnel from flannel.1's address, the one
+		// its kernel picks for the route: the trace must follow that
+		// source, not the node's eth0 address.
+		p := traceLab(ctx, t, c, cp.Name, far.name)
+		if p.Break != nil {
+			t.Fatalf("path breaks: %+v", p.Break)
+		}
+		if !strings.HasPrefix(p.SrcIP, "10.244.") || !strings.HasSuffix(p.SrcIP, ".0") {
+			t.Errorf("source %s, want %s's flannel.1 address", p.SrcIP, cp.Name)
+		}
+		checkHops(t, p, []wantHop{
+			{path.Request, cp.Name, "flannel.1", false, "encapsulated by flannel.1"},
+			{path.Request, worker2.Name, "eth0", true, "decapsulated (VNI 1)"},
+			{path.Request, farName, "eth0", true, "delivered"},
+			{path.Reply, cp.Name, "flannel.1", true, "delivered"},
+		})
+	})
+
 	t.Run("plain next hop", func(t *testing.T) {
 		// DirectRouting routes a peer on the node's own subnet as host-gw
 		// does: to the peer node's address, no tunnel.

@@ -70,8 +70,8 @@ func Up(ctx context.Context, o Options) (_ *Cluster, err error) {
 		return nil, fmt.Errorf("--routed-nodes %d: want 0 to %d (the control plane stays on %s)", o.RoutedNodes, o.Nodes-1, flatSegment.subnet(family.IPv4))
 	case o.UnderlayRoutes && o.IPFamily != IPv4:
 		return nil, fmt.Errorf("--underlay-routes with --ip-family %s: the lab's VPC routes are IPv4 only; use --ip-family ipv4", o.IPFamily)
-	case o.RoutedNodes > 0 && o.CNI == "twill" && o.Backend == "host-gw":
-		return nil, fmt.Errorf("--routed-nodes with --backend host-gw: host-gw needs every node on one layer-2 segment; use vxlan (with --direct-routing to route the others plainly)")
+	case o.RoutedNodes > 0 && o.CNI == "twill" && o.Backend == "host-gw" && !o.UnderlayRoutes:
+		return nil, errHostGWRouted
 	}
 	if os.Geteuid() != 0 {
 		return nil, errors.New("twill lab needs root (it creates namespaces, mounts and cgroups): run it with sudo")

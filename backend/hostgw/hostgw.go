@@ -1,6 +1,7 @@
 // Package hostgw is the host-gw backend: no tunnel; every peer's pod subnet
 // is routed via the peer's node address on the underlay, which requires all
-// nodes on one L2 segment (like native routing in a VPC).
+// nodes on one L2 segment, unless the underlay's routers know every pod
+// subnet themselves (UnderlayRoutes, as a VPC route table does).
 package hostgw
 
 import (
@@ -29,11 +30,17 @@ func (plugin) Type() string { return Type }
 type Config struct {
 	// MTU overrides the interface MTU when not zero.
 	MTU int
+	// UnderlayRoutes says the underlay routes every node's pod subnet to
+	// its node (a VPC route table, a cloud route controller): a peer off
+	// this node's segment then gets no route of its own, its pods'
+	// traffic follows the node's default route to the underlay's router.
+	UnderlayRoutes bool
 }
 
 type rawConfig struct {
-	Type string
-	MTU  *int
+	Type           string
+	MTU            *int
+	UnderlayRoutes *bool
 	// The vxlan keys, refused with a message that says why.
 	VNI, Port     *int
 	DirectRouting *bool
@@ -56,6 +63,9 @@ func (plugin) ParseConfig(raw json.RawMessage) (backend.Config, error) {
 			return nil, fmt.Errorf(`"Backend.MTU": %d must be between 576 and 65535, or left out to follow the interface`, *r.MTU)
 		}
 		c.MTU = *r.MTU
+	}
+	if r.UnderlayRoutes != nil {
+		c.UnderlayRoutes = *r.UnderlayRoutes
 	}
 	return c, nil
 }
@@ -111,10 +121,14 @@ func (b *Backend) TunnelPort() uint16 { return 0 }
 
 // Entries implements backend.Backend. A peer that is not on our L2 segment
 // gets no route: a route via an address we cannot reach directly would
-// blackhole its pods' traffic.
+// blackhole its pods' traffic. That is an error, unless the underlay
+// routes pod subnets itself (UnderlayRoutes).
 func (b *Backend) Entries(_ *lease.Lease, n lease.Net) (backend.Entries, error) {
 	if !backend.OnLink(n.PublicIP, b.node.Nets) {
-		return nil, fmt.Errorf("node address %s is not on this node's L2 segment (%v): host-gw needs all nodes on one segment; use vxlan, or vxlan with DirectRouting", n.PublicIP, b.node.Nets)
+		if b.cfg.UnderlayRoutes {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("node address %s is not on this node's L2 segment (%v): host-gw needs all nodes on one segment, or \"UnderlayRoutes\": true when the underlay routes every node's podCIDR; else use vxlan, or vxlan with DirectRouting", n.PublicIP, b.node.Nets)
 	}
 	return backend.Entries{kernel.Route{Dst: n.Subnet, Gw: n.PublicIP, LinkIndex: b.node.Iface.Index}}, nil
 }

@@ -41,6 +41,19 @@ func TestHostGW(t *testing.T) {
 	if _, err := b.Entries(far, far.Nets[0]); err == nil {
 		t.Error("a peer off the L2 segment got a route (it would blackhole)")
 	}
+	if _, err := b.Entries(far, far.Nets[0]); err == nil || !strings.Contains(err.Error(), `"UnderlayRoutes": true`) {
+		t.Errorf("the error for a peer off the segment should name UnderlayRoutes: %v", err)
+	}
+	routed, err := Config{UnderlayRoutes: true}.New(k, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, err := routed.Entries(far, far.Nets[0]); err != nil || len(e) != 0 {
+		t.Errorf("with UnderlayRoutes a peer off the segment should get no entry and no error (the default route reaches it): %v %v", e, err)
+	}
+	if e, err := routed.Entries(near, near.Nets[0]); err != nil || len(e) != 1 {
+		t.Errorf("with UnderlayRoutes a peer on the segment keeps its route: %v %v", e, err)
+	}
 	table := backend.NewTable(k, nil)
 	if _, err := table.SyncAll(map[string]backend.Entries{"n0": e}, b.Scope()); err != nil {
 		t.Fatal(err)
@@ -55,11 +68,15 @@ func TestParseConfig(t *testing.T) {
 	if c, err := Plugin.ParseConfig(json.RawMessage(`{"Type": "host-gw", "MTU": 9000}`)); err != nil || c != (Config{MTU: 9000}) {
 		t.Errorf("MTU: %+v %v", c, err)
 	}
+	if c, err := Plugin.ParseConfig(json.RawMessage(`{"Type": "host-gw", "UnderlayRoutes": true}`)); err != nil || c != (Config{UnderlayRoutes: true}) {
+		t.Errorf("UnderlayRoutes: %+v %v", c, err)
+	}
 	for _, tc := range []struct{ in, want string }{
 		{`{"Type": "host-gw", "VNI": 2}`, "vxlan only"},
 		{`{"Type": "host-gw", "DirectRouting": false}`, "vxlan only"},
 		{`{"Type": "host-gw", "MTU": 10}`, `"Backend.MTU"`},
 		{`{"Type": "host-gw", "Foo": 1}`, `unknown key "Foo"`},
+		{`{"Type": "host-gw", "UnderlayRoutes": "yes"}`, `UnderlayRoutes`},
 	} {
 		if _, err := Plugin.ParseConfig(json.RawMessage(tc.in)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("ParseConfig(%s) = %v, want %q", tc.in, err, tc.want)

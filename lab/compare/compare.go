@@ -1,10 +1,12 @@
 // Package compare measures what the overlay costs: it brings a lab up once
-// per backend (vxlan, host-gw) and measures, between pods on two different
+// per mode (vxlan, host-gw, and in IPv4 runs host-gw with underlay routes,
+// the VPC-native stand-in) and measures, between pods on two different
 // nodes, TCP throughput, round-trip latency and CPU time per GB moved,
 // against the bare underlay (node to node) as the ceiling; it records the
 // MTU each mode gives pods and captures on the sending node's eth0 how the
-// packets leave. `twill lab compare` runs it and writes a Markdown report
-// and an SVG chart.
+// packets leave. In IPv4 runs it also traces who reaches whom (pods, nodes,
+// the lab's VM, the internet) and with which source address. `twill lab
+// compare` runs it and writes a Markdown report and an SVG chart.
 package compare
 
 import (
@@ -22,9 +24,6 @@ import (
 // DefaultName is the name of the labs compare brings up, distinct from a
 // user's lab so it never touches one.
 const DefaultName = "cmp"
-
-// Backends are the overlay modes compared, each in a lab of its own.
-var Backends = []string{"vxlan", "host-gw"}
 
 // Options configure Run.
 type Options struct {
@@ -50,6 +49,9 @@ type Options struct {
 	// WriteResults puts the report's "## Data path" section into the
 	// checkout's bench/RESULTS.md.
 	WriteResults bool
+	// Modes are the modes compared; default IPv4Modes, or DualModes with
+	// IPFamily "dual".
+	Modes []Mode
 	// Log receives progress lines; nil discards them.
 	Log io.Writer
 }
@@ -97,11 +99,19 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	r := &Report{Started: time.Now(), Quick: o.Quick, Machine: readMachine(o.Name)}
 	p := o.plan()
 	r.Plan = p
-	for _, backend := range Backends {
-		run, root, err := runLab(ctx, o, p, backend)
+	modes := o.Modes
+	switch {
+	case len(modes) > 0:
+	case o.IPFamily == lab.Dual:
+		modes = DualModes
+	default:
+		modes = IPv4Modes
+	}
+	for _, mode := range modes {
+		run, root, err := runLab(ctx, o, p, mode)
 		r.Machine.addOtherLabs(o.Name)
 		if run != nil && run.Load != "" {
-			r.Machine.LoadAfterLab = append(r.Machine.LoadAfterLab, backend+": "+run.Load)
+			r.Machine.LoadAfterLab = append(r.Machine.LoadAfterLab, mode.Name+": "+run.Load)
 		}
 		if run != nil {
 			r.Labs = append(r.Labs, *run)
@@ -110,7 +120,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			o.RepoRoot = root
 		}
 		if err != nil {
-			return r, fmt.Errorf("measuring %s: %w", backend, err)
+			return r, fmt.Errorf("measuring %s: %w", mode.Name, err)
 		}
 	}
 	r.Finished = time.Now()
@@ -126,9 +136,10 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	return r, nil
 }
 
-// runLab brings up the lab for one backend, measures, and removes it. It
+// runLab brings up the lab for one mode, measures, and removes it. It
 // returns the checkout the lab was made from.
-func runLab(ctx context.Context, o Options, p Plan, backend string) (_ *LabRun, root string, err error) {
+func runLab(ctx context.Context, o Options, p Plan, mode Mode) (_ *LabRun, root string, err error) {
+	backend := mode.Backend
 	logf := func(format string, a ...any) {
 		fmt.Fprintf(o.Log, "compare: "+format+"\n", a...)
 	}
@@ -136,9 +147,10 @@ func runLab(ctx context.Context, o Options, p Plan, backend string) (_ *LabRun, 
 	if err := lab.Down(ctx, o.Name); err != nil {
 		return nil, "", fmt.Errorf("removing an earlier lab %q: %w", o.Name, err)
 	}
-	logf("bringing up lab %q with backend %s", o.Name, backend)
+	logf("bringing up lab %q for %s", o.Name, mode.Name)
 	start := time.Now()
-	c, err := lab.Up(ctx, lab.Options{Name: o.Name, Nodes: 3, CNI: "twill", Backend: backend, IPFamily: o.IPFamily, RepoRoot: o.RepoRoot, Log: o.Log})
+	c, err := lab.Up(ctx, lab.Options{Name: o.Name, Nodes: 3 + mode.RoutedNodes, RoutedNodes: mode.RoutedNodes, UnderlayRoutes: mode.UnderlayRoutes,
+		CNI: "twill", Backend: backend, IPFamily: o.IPFamily, RepoRoot: o.RepoRoot, Log: o.Log})
 	defer func() {
 		logf("removing lab %q", o.Name)
 		if derr := lab.Down(context.WithoutCancel(ctx), o.Name); derr != nil {
@@ -155,10 +167,17 @@ func runLab(ctx context.Context, o Options, p Plan, backend string) (_ *LabRun, 
 	}
 	run, err := m.measure(ctx, backend)
 	if run != nil {
+		run.Mode = mode.Name
 		run.Load = loadAverage()
 	}
 	if err != nil {
 		return run, c.RepoRoot, err
+	}
+	if c.Family() == lab.IPv4 {
+		run.Reach, err = m.reachability(ctx, mode)
+		if err != nil {
+			return run, c.RepoRoot, fmt.Errorf("reachability: %w", err)
+		}
 	}
 	if o.Tune && backend == "vxlan" {
 		run.Tuning, err = m.tune(ctx)

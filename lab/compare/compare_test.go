@@ -12,6 +12,7 @@ import (
 
 	"github.com/twill-net/twill/bench/report"
 	"github.com/twill-net/twill/family"
+	"github.com/twill-net/twill/lab/trace/path"
 )
 
 func TestParseIperf(t *testing.T) {
@@ -268,5 +269,91 @@ IP 10.244.2.2 > 10.244.0.2: ICMP echo reply, id 32, seq 1, length 64
 				t.Error("no evidence quoted")
 			}
 		})
+	}
+}
+
+// TestReachabilityRendering: the reachability section has a row per check
+// and a column per mode that traced, ✓ with the source address seen where
+// it matters, ✗ with the break as evidence, – for a check that does not
+// apply, and it round-trips through report.json.
+func TestReachabilityRendering(t *testing.T) {
+	r := sampleReport()
+	checks := func(vm, other bool, vmSrc, inetSrc string) *Reachability {
+		var rc Reachability
+		for _, what := range ReachChecks {
+			c := ReachCheck{What: what, From: "compare/cli", To: "x", OK: true, Evidence: "eth0 in pod compare/x saw: IP 10.244.1.2 > 10.244.2.2: ICMP echo request"}
+			switch what {
+			case "VM → pod":
+				c.OK = vm
+				if !vm {
+					c.Evidence = "stops at br0 in underlay u: no route to 10.244.1.2 in underlay u"
+				}
+			case "pod → VM":
+				c.Source = vmSrc
+			case "pod → internet":
+				c.Source = inetSrc
+			case "pod → pod, other subnet":
+				if !other {
+					c.Skipped = "no node on another subnet"
+				}
+			}
+			rc.Checks = append(rc.Checks, c)
+		}
+		return &rc
+	}
+	r.Labs[0].Reach = checks(false, true, "172.18.0.3", "172.18.0.3")
+	r.Labs[1].Reach = checks(false, false, "172.18.0.3", "172.18.0.3")
+	r.Labs = append(r.Labs, LabRun{Backend: "host-gw", Mode: "host-gw + underlay routes", Underlay: r.Labs[1].Underlay, Overlay: r.Labs[1].Overlay,
+		Reach: checks(true, true, "10.244.1.2", "172.18.0.3")})
+	md := r.Markdown()
+	for _, want := range []string{
+		"## Reachability and addressing",
+		"| check | vxlan | host-gw | host-gw + underlay routes |",
+		"| pod → pod, other subnet | ✓ | – | ✓ |",
+		"| VM → pod | ✗ | ✗ | ✓ |",
+		"| pod → VM | ✓ from 172.18.0.3 | ✓ from 172.18.0.3 | ✓ from 10.244.1.2 |",
+		"| pod → internet | ✓ from 172.18.0.3 | ✓ from 172.18.0.3 | ✓ from 172.18.0.3 |",
+		"### host-gw: evidence",
+		"- VM → pod ✗ (`twill lab trace compare/cli x`): stops at br0 in underlay u: no route",
+		"- pod → pod, other subnet: not run: no node on another subnet",
+		"| host-gw + underlay routes (pod → pod) | 1500 |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+	if i, j := strings.Index(md, "## Reachability"), strings.Index(md, "## Proof on the wire"); i < 0 || j < i {
+		t.Errorf("the reachability section should come before the proof on the wire")
+	}
+	dir := t.TempDir()
+	if err := r.Write(dir); err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if b, err := os.ReadFile(filepath.Join(dir, "report.json")); err != nil || json.Unmarshal(b, &back) != nil || back.Markdown() != md {
+		t.Errorf("report.json does not round-trip the reachability section: %v", err)
+	}
+	// A report without reachability (a dual-stack run) has no section.
+	if md := sampleReport().Markdown(); strings.Contains(md, "Reachability") {
+		t.Errorf("a report without checks has a reachability section:\n%s", md)
+	}
+}
+
+func TestJudge(t *testing.T) {
+	whole := &path.Path{Hops: []path.Hop{
+		{Dir: path.Request, Interface: "eth0", Src: "10.244.1.2", Seen: []string{"a"}},
+		{Dir: path.Request, Interface: "eth0", In: true, Place: path.Place{Kind: path.Pod, Name: "compare/vm"}, Src: "10.244.1.2", Action: "delivered", Seen: []string{"IP 10.244.1.2 > 172.18.1.10: ICMP echo request"}},
+		{Dir: path.Reply, Interface: "eth0", Src: "172.18.1.10", Seen: []string{"b"}},
+	}}
+	var c ReachCheck
+	judge(&c, whole)
+	if !c.OK || c.Source != "10.244.1.2" || !strings.Contains(c.Evidence, "saw: IP 10.244.1.2 > 172.18.1.10") {
+		t.Errorf("whole path: %+v", c)
+	}
+	broken := &path.Path{Hops: whole.Hops[:1], Break: &path.Break{Hop: 0, Reason: "no route"}}
+	c = ReachCheck{}
+	judge(&c, broken)
+	if c.OK || !strings.Contains(c.Evidence, "stops at eth0") || !strings.Contains(c.Evidence, "no route") {
+		t.Errorf("broken path: %+v", c)
 	}
 }

@@ -78,6 +78,11 @@ type LabRun struct {
 	// and pod-to-pod traffic measured in it.
 	Backend           string
 	Underlay, Overlay Result
+	// Mode names the lab's mode (Mode.Name); empty in reports made
+	// before modes, which were named by their backend.
+	Mode string `json:",omitempty"`
+	// Reach is the reachability section's checks (IPv4 labs).
+	Reach *Reachability `json:",omitempty"`
 	// SrcNode, DstNode, SrcPod and DstPod are the addresses traffic went
 	// between.
 	SrcNode, DstNode, SrcPod, DstPod net.IP

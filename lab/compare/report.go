@@ -38,7 +38,7 @@ type Report struct {
 	Quick             bool
 	Plan              Plan
 	Machine           Machine
-	// Labs holds one run per backend, in Backends order.
+	// Labs holds one run per mode, in IPv4Modes or DualModes order.
 	Labs []LabRun
 }
 
@@ -110,6 +110,14 @@ func loadAverage() string {
 	return strings.Join(f[:3], " / ")
 }
 
+// label names l's mode in the report.
+func (l *LabRun) label() string {
+	if l.Mode != "" {
+		return l.Mode
+	}
+	return l.Backend
+}
+
 // row is one line of the results table.
 type row struct {
 	label string
@@ -123,13 +131,13 @@ func (r *Report) rows() []row {
 	for i := range r.Labs {
 		l := &r.Labs[i]
 		rows = append(rows,
-			row{label: "underlay (node → node, " + l.Backend + " lab)", res: l.Underlay},
-			row{label: l.Backend + " (pod → pod)", res: l.Overlay, base: &l.Underlay})
+			row{label: "underlay (node → node, " + l.label() + " lab)", res: l.Underlay},
+			row{label: l.label() + " (pod → pod)", res: l.Overlay, base: &l.Underlay})
 		for j := range l.More {
 			fr := &l.More[j]
 			rows = append(rows,
-				row{label: fmt.Sprintf("underlay %s (node → node, %s lab)", fr.Family, l.Backend), res: fr.Underlay},
-				row{label: fmt.Sprintf("%s %s (pod → pod)", l.Backend, fr.Family), res: fr.Overlay, base: &fr.Underlay})
+				row{label: fmt.Sprintf("underlay %s (node → node, %s lab)", fr.Family, l.label()), res: fr.Underlay},
+				row{label: fmt.Sprintf("%s %s (pod → pod)", l.label(), fr.Family), res: fr.Overlay, base: &fr.Underlay})
 		}
 	}
 	return rows
@@ -160,10 +168,10 @@ func pairedRatio(over, under []float64) string {
 func (r *Report) Headline() string {
 	var parts []string
 	for _, l := range r.Labs {
-		parts = append(parts, fmt.Sprintf("%s/underlay = %s (1 stream), %s (4 streams)", l.Backend,
+		parts = append(parts, fmt.Sprintf("%s/underlay = %s (1 stream), %s (4 streams)", l.label(),
 			pairedRatio(l.Overlay.Throughput1, l.Underlay.Throughput1), pairedRatio(l.Overlay.Throughput4, l.Underlay.Throughput4)))
 		for _, fr := range l.More {
-			parts = append(parts, fmt.Sprintf("%s %s/underlay %s = %s (1 stream), %s (4 streams)", l.Backend, fr.Family, fr.Family,
+			parts = append(parts, fmt.Sprintf("%s %s/underlay %s = %s (1 stream), %s (4 streams)", l.label(), fr.Family, fr.Family,
 				pairedRatio(fr.Overlay.Throughput1, fr.Underlay.Throughput1), pairedRatio(fr.Overlay.Throughput4, fr.Underlay.Throughput4)))
 		}
 	}
@@ -201,7 +209,7 @@ func (r *Report) Markdown() string {
 
 	b.WriteString(r.machineMarkdown())
 	b.WriteString("\n## Method\n\n")
-	fmt.Fprintf(&b, "One lab per backend (control plane + `worker` + `worker2`, brought up and removed by compare). ")
+	fmt.Fprintf(&b, "One lab per mode (control plane + `worker` + `worker2`, brought up and removed by compare; the vxlan and the underlay-routes labs of an IPv4 run add `worker3` on a second, routed subnet for the reachability checks). ")
 	fmt.Fprintf(&b, "Pod → pod: an `iperf3 -s` pod on worker2, the client pod on worker. Underlay ceiling: the same, with hostNetwork pods (node eth0 → node eth0 over the lab's bridge). ")
 	fmt.Fprintf(&b, "Throughput: `iperf3 -c -t %d`, 1 and 4 streams (`-P`), median of %d round(s), receiver side. ", p.Seconds, p.Rounds)
 	fmt.Fprintf(&b, "Latency: %d pings at %s s interval, per-packet times, nearest-rank p50/p99. ", p.Pings, p.Interval)
@@ -226,9 +234,11 @@ func (r *Report) Markdown() string {
 		fmt.Fprintf(&b, "- %s: %s | %s\n", rw.label, list(rw.res.Throughput1), list(rw.res.Throughput4))
 	}
 
-	b.WriteString("\n## Proof on the wire\n\n")
+	b.WriteString("\n")
+	b.WriteString(r.reachMarkdown())
+	b.WriteString("## Proof on the wire\n\n")
 	for _, l := range r.Labs {
-		fmt.Fprintf(&b, "### %s\n\n", l.Backend)
+		fmt.Fprintf(&b, "### %s\n\n", l.label())
 		what := "no VXLAN"
 		switch {
 		case l.Encap.VXLAN && !l.Encap.Plain:

@@ -33,7 +33,7 @@ func (r *Report) SVG() string {
 				}
 				note = "×" + pairedRatio(runs, base)
 			}
-			label := rw.res.Mode
+			label := strings.TrimSuffix(rw.label, " (pod → pod)")
 			if rw.base == nil {
 				label = "underlay (" + strings.Split(strings.TrimSuffix(rw.label, " lab)"), ", ")[1] + " lab)"
 			}

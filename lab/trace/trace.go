@@ -95,6 +95,12 @@ func newTracer(ctx context.Context, c *lab.Cluster, o Options) (*tracer, error) 
 	if t.src == nil {
 		return nil, fmt.Errorf("source %s: no namespace of lab %s has that address; a source must be a pod, a node, internet or the lab's VM", o.Src, c.Name)
 	}
+	if t.src.Kind == path.Node && net.ParseIP(o.Src) == nil {
+		// A node named as the source sends from the address its kernel
+		// picks for the route (through VXLAN: flannel.1's, not eth0's),
+		// as the probe's ping does; run asks the kernel.
+		t.srcIP = nil
+	}
 	if t.dst, t.dstIP, err = b.resolve(ctx, o.Dst); err != nil {
 		return nil, fmt.Errorf("destination: %w", err)
 	}
@@ -144,7 +150,9 @@ func (t *tracer) run(ctx context.Context) (*path.Path, error) {
 	if err := t.capture(ctx, p); err != nil {
 		return p, err
 	}
-	p.Judge()
+	if !p.Judge() {
+		t.explainDrop(ctx, p)
+	}
 	return p, nil
 }
 
