@@ -18,7 +18,7 @@ CNI_PLUGINS := \
 export CGO_ENABLED := 0
 export GOFLAGS := -buildvcs=false
 
-.PHONY: all build plugins deps k8s coredns helm manifest conformance-build conformance image image-test lab lab-down test unit e2e bench bench-steady fuzz-long lint dist compare clean
+.PHONY: all build plugins deps k8s coredns helm manifest conformance-build conformance image image-test lab lab-down test unit e2e bench bench-steady fuzz-long lint dist compare chaos clean
 
 all: build plugins
 
@@ -86,6 +86,7 @@ unit: helm
 
 e2e: k8s conformance-build
 	CGO_ENABLED=1 $(GO) test -race -tags e2e -count=1 -timeout 10m ./daemon/... ./chart/...
+	bash hack/chaos.sh short
 	bash hack/e2e.sh
 
 ## bench: benchmarks; results go to bench/RESULTS.md
@@ -99,6 +100,10 @@ bench-steady: deps build k8s
 ## fuzz-long: every fuzz target for 10^6 executions; results go to bench/RESULTS.md
 fuzz-long:
 	$(GO) run ./bench/fuzz -fuzztime $${FUZZTIME:-1000000x} -results bench/RESULTS.md
+
+## chaos: the fault suite (test/chaos): every scenario under traffic; results go to the Reliability section of bench/RESULTS.md
+chaos: deps k8s
+	bash hack/chaos.sh
 
 ## lint: gofmt, go mod tidy, go vet and staticcheck
 lint:
