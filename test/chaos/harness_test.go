@@ -70,7 +70,8 @@ func render() string {
 	fmt.Fprintf(&b, "## Reliability\n\n`make chaos` (hack/chaos.sh: `go test -tags chaos ./test/chaos`), %s, on %s (%d CPUs, %s/%s; load average before the run: %s).\n",
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), host, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, strings.Join(strings.Fields(string(load))[:3], " "))
 	b.WriteString("Each scenario: a fresh namespace harness (real etcd and kube-apiserver, two real flanneld nodes), pings every 50 ms and a 100 KB/s TCP stream both ways between the nodes' pod addresses (cni0). ")
-	b.WriteString("Lost and gap count pings over both directions from the fault to the check that passed; stall is the TCP stream's longest time without data; converge is from the fault to every node's kernel (routes, neighbours, FDB, iptables rules, guard set) matching what the Nodes ask for, checked every 100 ms; stale and missing are what was left after; crashed says whether a flanneld exited.\n\n")
+	b.WriteString("Lost and gap count pings over both directions from the fault to the check that passed; stall is the TCP stream's longest time without data; converge is from the fault to every node's kernel (routes, neighbours, FDB, iptables rules, guard set) matching what the Nodes ask for, checked every 100 ms; stale and missing are what was left after; crashed says whether a flanneld exited. ")
+	b.WriteString("The gap is counted in pings (sequence numbers × 50 ms): on a loaded machine ping sends fewer than 20 a second, so for a long outage the TCP stall is the closer measure of time.\n\n")
 	b.WriteString("| scenario | fault | pings sent | lost | longest gap | TCP stall | converged in | stale | missing | crashed | note |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|\n")
 	results.Lock()
 	defer results.Unlock()
@@ -272,14 +273,14 @@ func (h *harness) crashed() bool {
 // fault is one fault injected and measured: inject runs it, and the
 // record says what the traffic went through from then until every node
 // matched again (and a second of traffic after).
-func (h *harness) fault(name string, within time.Duration, inject func() error) record {
+func (h *harness) fault(name, note string, within time.Duration, inject func() error) record {
 	h.t.Helper()
 	before := h.marks()
 	if err := inject(); err != nil {
 		h.t.Fatalf("%s: %v", name, err)
 	}
 	took, err := h.converge(within)
-	r := record{scenario: h.name, fault: name, converge: took, crashed: h.crashed()}
+	r := record{scenario: h.name, fault: name, converge: took, crashed: h.crashed(), note: note}
 	if err != nil {
 		h.t.Errorf("%s: %v", name, err)
 	}

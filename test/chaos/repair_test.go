@@ -24,15 +24,15 @@ func TestRepairUnderTraffic(t *testing.T) {
 			return nil
 		}
 	}
-	h.fault("flannel.1 deleted", 30*time.Second, run("ip", "link", "del", "flannel.1"))
-	h.fault("route to n2 deleted", 30*time.Second, run("ip", "route", "del", "10.244.2.0/24"))
+	h.fault("flannel.1 deleted", "seen by the link watch", 30*time.Second, run("ip", "link", "del", "flannel.1"))
+	h.fault("route to n2 deleted", "seen by the route watch", 30*time.Second, run("ip", "route", "del", "10.244.2.0/24"))
 	// flanneld watches the kernel for deleted routes and devices, not FDB
 	// entries: a flushed FDB waits for the full resync (--resync, 1 min).
 	// The short form (make test) leaves this one out: it takes a minute.
 	if !short {
-		h.fault("FDB flushed", 90*time.Second, run("bridge", "fdb", "flush", "dev", "flannel.1"))
+		h.fault("FDB flushed", "not watched: repaired by the full resync (--resync, 1 min); traffic to n2 stops until then", 90*time.Second, run("bridge", "fdb", "flush", "dev", "flannel.1"))
 	}
-	h.fault("FLANNEL-FWD, FLANNEL-POSTRTG flushed", 30*time.Second, func() error {
+	h.fault("FLANNEL-FWD, FLANNEL-POSTRTG flushed", "the rule check (--iptables-resync=1s)", 30*time.Second, func() error {
 		if err := run("iptables", "-F", "FLANNEL-FWD")(); err != nil {
 			return err
 		}
