@@ -92,7 +92,6 @@ type harness struct {
 	nodes   []*testenv.Node
 	procs   map[string]*exec.Cmd
 	flows   []*traffic.Flow
-	mark    []traffic.Mark
 	name    string
 	pending []pendingFault
 }
