@@ -18,7 +18,7 @@ CNI_PLUGINS := \
 export CGO_ENABLED := 0
 export GOFLAGS := -buildvcs=false
 
-.PHONY: all build plugins deps k8s coredns helm manifest conformance-build conformance image image-test lab lab-down test unit e2e bench bench-steady fuzz-long lint dist compare clean
+.PHONY: all build plugins deps k8s coredns helm manifest conformance-build conformance image image-test lab lab-down test unit e2e bench bench-steady fuzz-long lint dist compare chaos clean
 
 all: build plugins
 
@@ -81,11 +81,13 @@ test: deps build plugins unit e2e
 unit: helm
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./...
+	$(GO) vet -tags chaos ./test/chaos/
 	CGO_ENABLED=1 $(GO) test -race -count=1 ./...
 	bash hack/fuzz.sh
 
 e2e: k8s conformance-build
 	CGO_ENABLED=1 $(GO) test -race -tags e2e -count=1 -timeout 10m ./daemon/... ./chart/...
+	bash hack/chaos.sh short
 	bash hack/e2e.sh
 
 ## bench: benchmarks; results go to bench/RESULTS.md
@@ -100,12 +102,16 @@ bench-steady: deps build k8s
 fuzz-long:
 	$(GO) run ./bench/fuzz -fuzztime $${FUZZTIME:-1000000x} -results bench/RESULTS.md
 
+## chaos: the fault suite (test/chaos): every scenario under traffic; results go to the Reliability section of bench/RESULTS.md
+chaos: deps k8s
+	bash hack/chaos.sh
+
 ## lint: gofmt, go mod tidy, go vet and staticcheck
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
 	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run 'go mod tidy'"; exit 1; }
 	$(GO) vet ./...
-	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 -tags e2e ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 -tags e2e,chaos ./...
 
 ## dist: release tarballs per architecture with checksums
 dist:

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/twill-net/twill/family"
+	"github.com/twill-net/twill/internal/testenv/pinglog"
 )
 
 // pingers ping from pod a to pod b over every family of the lab at once,
@@ -52,14 +53,14 @@ func startPingers(t *testing.T, tag string, a, b pod) *pingers {
 				continue
 			}
 			l := ps.read(t, p)
-			at, ok := l.steady(5)
+			at, ok := l.Steady(5)
 			if !ok {
-				return fmt.Errorf("%s: replies %d so far, not five in a row", p.f, len(l.replies))
+				return fmt.Errorf("%s: replies %d so far, not five in a row", p.f, len(l.Replies))
 			}
 			p.steadyAt = at
 			var lost []int
 			for seq := 1; seq < at; seq++ {
-				if !l.replies[seq] {
+				if !l.Replies[seq] {
 					lost = append(lost, seq)
 				}
 			}
@@ -84,13 +85,13 @@ func (ps *pingers) stop() {
 }
 
 // read returns what p has written so far.
-func (ps *pingers) read(t *testing.T, p *pinger) pingLog {
+func (ps *pingers) read(t *testing.T, p *pinger) pinglog.Log {
 	t.Helper()
 	out, err := podExecErr(ps.a, "cat", p.logFile)
 	if err != nil {
 		t.Fatalf("reading the ping log in %s: %v\n%s", ps.a.Name, err, out)
 	}
-	return parsePingLog(out)
+	return pinglog.Parse(out)
 }
 
 // waitReplies waits until every ping has had more replies than now.
@@ -98,11 +99,11 @@ func (ps *pingers) waitReplies(t *testing.T, what string, more int) {
 	t.Helper()
 	want := map[*pinger]int{}
 	for _, p := range ps.list {
-		want[p] = len(ps.read(t, p).replies) + more
+		want[p] = len(ps.read(t, p).Replies) + more
 	}
 	eventually(t, 10*time.Second, 200*time.Millisecond, what, func() error {
 		for _, p := range ps.list {
-			if n := len(ps.read(t, p).replies); n < want[p] {
+			if n := len(ps.read(t, p).Replies); n < want[p] {
 				return fmt.Errorf("%s: %d replies so far, want %d", p.f, n, want[p])
 			}
 		}
@@ -118,15 +119,15 @@ func (ps *pingers) stopAndCheck(t *testing.T, during string) {
 	ps.waitReplies(t, "pings answered after "+during, 10)
 	ps.stop()
 	for _, p := range ps.list {
-		var l pingLog
+		var l pinglog.Log
 		eventually(t, 10*time.Second, 200*time.Millisecond, "ping summary", func() error {
-			if l = ps.read(t, p); !l.done {
+			if l = ps.read(t, p); !l.Done {
 				return fmt.Errorf("ping %s in %s has not printed its summary", p.pid, ps.a.Name)
 			}
 			return nil
 		})
-		lost := l.lostAfter(p.steadyAt)
-		t.Logf("%s: %s: %d pings every 100ms, %d lost", during, p.f, l.transmitted, len(lost))
+		lost := l.LostAfter(p.steadyAt)
+		t.Logf("%s: %s: %d pings every 100ms, %d lost", during, p.f, l.Transmitted, len(lost))
 		if len(lost) > 0 {
 			t.Errorf("%s pings %s → %s lost during %s: icmp_seq %v", p.f, ipOf(ps.a.IPs, p.f), p.dst, during, lost)
 		}

@@ -1,4 +1,4 @@
-package e2e
+package pinglog
 
 import (
 	"reflect"
@@ -23,11 +23,11 @@ func TestPingLogLost(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			l := parsePingLog(tc.log)
-			if l.done != tc.done {
-				t.Errorf("done = %v, want %v", l.done, tc.done)
+			l := Parse(tc.log)
+			if l.Done != tc.done {
+				t.Errorf("done = %v, want %v", l.Done, tc.done)
 			}
-			if got := l.lost(); !reflect.DeepEqual(got, tc.wantLost) {
+			if got := l.Lost(); !reflect.DeepEqual(got, tc.wantLost) {
 				t.Errorf("lost = %v, want %v", got, tc.wantLost)
 			}
 		})
@@ -35,16 +35,16 @@ func TestPingLogLost(t *testing.T) {
 }
 
 func TestPingLogSteady(t *testing.T) {
-	log := func(seqs ...int) pingLog {
-		l := pingLog{replies: map[int]bool{}}
+	log := func(seqs ...int) Log {
+		l := Log{Replies: map[int]bool{}}
 		for _, s := range seqs {
-			l.replies[s] = true
+			l.Replies[s] = true
 		}
 		return l
 	}
 	for _, tc := range []struct {
 		name string
-		l    pingLog
+		l    Log
 		want int
 		ok   bool
 	}{
@@ -55,13 +55,23 @@ func TestPingLogSteady(t *testing.T) {
 		{"steady after a gap", log(1, 9, 10, 11, 12, 13), 13, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got, ok := tc.l.steady(5); got != tc.want || ok != tc.ok {
+			if got, ok := tc.l.Steady(5); got != tc.want || ok != tc.ok {
 				t.Errorf("steady(5) = %d, %v; want %d, %v", got, ok, tc.want, tc.ok)
 			}
 		})
 	}
-	l := pingLog{replies: map[int]bool{1: true, 9: true, 10: true, 12: true}, transmitted: 13}
-	if got := l.lostAfter(9); !reflect.DeepEqual(got, []int{11}) {
+	l := Log{Replies: map[int]bool{1: true, 9: true, 10: true, 12: true}, Transmitted: 13}
+	if got := l.LostAfter(9); !reflect.DeepEqual(got, []int{11}) {
 		t.Errorf("lostAfter(9) = %v, want [11]", got)
+	}
+}
+
+func TestLongestGap(t *testing.T) {
+	l := Log{Replies: map[int]bool{1: true, 2: true, 5: true, 6: true, 9: true}, Transmitted: 11}
+	if got := l.LongestGap(0); got != 2 {
+		t.Errorf("LongestGap(0) = %d, want 2 (3-4, 7-8; 10 lost, 11 in flight)", got)
+	}
+	if got := l.LongestGap(8); got != 1 {
+		t.Errorf("LongestGap(8) = %d, want 1", got)
 	}
 }

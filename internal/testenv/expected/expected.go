@@ -1,0 +1,279 @@
+// Package expected says what a vxlan node's kernel must hold, computed from
+// the Node objects alone (never from flanneld, whose output it judges), and
+// compares it with what the node's kernel does hold: routes, neighbours and
+// FDB entries on flannel.1, and the iptables rules and the tunnel guard's
+// set. The chaos suite runs it after every fault.
+package expected
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/twill-net/twill/internal/testenv"
+)
+
+// Device is the VXLAN device whose entries are checked.
+const Device = "flannel.1"
+
+// Rules is what the firewall must hold on every node.
+type Rules struct {
+	// Network is the cluster's pod network (net-conf.json's Network).
+	Network string
+	// IPMasq says whether flanneld runs with --ip-masq.
+	IPMasq bool
+}
+
+// Diff is what a node's kernel holds that it should not (Stale) and lacks
+// (Missing), each entry in words.
+type Diff struct {
+	Node           string
+	Missing, Stale []string
+}
+
+// Empty reports whether the kernel matched.
+func (d Diff) Empty() bool { return len(d.Missing) == 0 && len(d.Stale) == 0 }
+
+func (d Diff) String() string {
+	if d.Empty() {
+		return d.Node + ": as expected"
+	}
+	return fmt.Sprintf("%s: missing %q, stale %q", d.Node, d.Missing, d.Stale)
+}
+
+// peer is what one other Node asks of this node's kernel.
+type peer struct {
+	cidr     *net.IPNet
+	publicIP net.IP
+	mac      net.HardwareAddr
+}
+
+// peers reads the Nodes and returns those, other than self, that are vxlan
+// peers: a podCIDR, a public IP, and backend data with a VTEP MAC.
+func peers(ctx context.Context, c kubernetes.Interface, self string) ([]peer, *peer, error) {
+	list, err := c.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, nil, fmt.Errorf("listing Nodes: %w", err)
+	}
+	var res []peer
+	var me *peer
+	for _, n := range list.Items {
+		p, ok := parse(&n)
+		if !ok {
+			continue
+		}
+		if n.Name == self {
+			me = &p
+			continue
+		}
+		res = append(res, p)
+	}
+	return res, me, nil
+}
+
+func parse(n *v1.Node) (peer, bool) {
+	a := n.Annotations
+	if a["flannel.alpha.coreos.com/backend-type"] != "vxlan" {
+		return peer{}, false
+	}
+	var data struct{ VtepMAC string }
+	if err := json.Unmarshal([]byte(a["flannel.alpha.coreos.com/backend-data"]), &data); err != nil {
+		return peer{}, false
+	}
+	mac, err := net.ParseMAC(data.VtepMAC)
+	if err != nil {
+		return peer{}, false
+	}
+	ip := net.ParseIP(a["flannel.alpha.coreos.com/public-ip"])
+	_, cidr, err := net.ParseCIDR(n.Spec.PodCIDR)
+	if ip == nil || err != nil {
+		return peer{}, false
+	}
+	return peer{cidr: cidr, publicIP: ip, mac: mac}, true
+}
+
+// Check compares node's kernel with what the Nodes ask of it.
+func Check(ctx context.Context, c kubernetes.Interface, node *testenv.Node, rules Rules) (Diff, error) {
+	d := Diff{Node: node.Name}
+	ps, me, err := peers(ctx, c, node.Name)
+	if err != nil {
+		return d, err
+	}
+	var wantRoutes, wantNeigh, wantFDB []string
+	for _, p := range ps {
+		gw := p.cidr.IP.String()
+		wantRoutes = append(wantRoutes, fmt.Sprintf("%s via %s onlink", p.cidr, gw))
+		wantNeigh = append(wantNeigh, fmt.Sprintf("neigh %s lladdr %s permanent", gw, p.mac))
+		wantFDB = append(wantFDB, fmt.Sprintf("fdb %s dst %s", p.mac, p.publicIP))
+	}
+	h := node.Net().Netlink
+	link, err := h.LinkByName(Device)
+	if err != nil {
+		d.Missing = append(d.Missing, "device "+Device)
+	} else {
+		if link.Attrs().OperState != netlink.OperUp && link.Attrs().Flags&net.FlagUp == 0 {
+			d.Missing = append(d.Missing, "device "+Device+" up")
+		}
+		if me != nil {
+			addrs, err := h.AddrList(link, netlink.FAMILY_V4)
+			if err != nil {
+				return d, fmt.Errorf("listing addresses of %s on %s: %w", Device, node.Name, err)
+			}
+			want := me.cidr.IP.String() + "/32"
+			if !slices.ContainsFunc(addrs, func(a netlink.Addr) bool { return a.IPNet.String() == want }) {
+				d.Missing = append(d.Missing, "address "+want)
+			}
+			if !strings.EqualFold(link.Attrs().HardwareAddr.String(), me.mac.String()) {
+				d.Missing = append(d.Missing, "device MAC "+me.mac.String()+" (has "+link.Attrs().HardwareAddr.String()+")")
+			}
+		}
+		got, err := kernelEntries(h, link)
+		if err != nil {
+			return d, fmt.Errorf("reading %s on %s: %w", Device, node.Name, err)
+		}
+		compare(&d, append(append(wantRoutes, wantNeigh...), wantFDB...), got)
+	}
+	if err := checkRules(&d, node, rules, ps, me); err != nil {
+		return d, err
+	}
+	sort.Strings(d.Missing)
+	sort.Strings(d.Stale)
+	return d, nil
+}
+
+// kernelEntries lists flannel.1's routes, permanent neighbours and FDB
+// entries in the words Check uses.
+func kernelEntries(h *netlink.Handle, link netlink.Link) ([]string, error) {
+	var got []string
+	routes, err := h.RouteList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range routes {
+		if r.Dst == nil || r.Scope == netlink.SCOPE_LINK && r.Gw == nil {
+			continue // a connected route of the device's own address
+		}
+		s := fmt.Sprintf("%s via %s", r.Dst, r.Gw)
+		if r.Flags&unix.RTNH_F_ONLINK != 0 {
+			s += " onlink"
+		}
+		got = append(got, s)
+	}
+	neigh, err := h.NeighList(link.Attrs().Index, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range neigh {
+		state := "dynamic"
+		if n.State&netlink.NUD_PERMANENT != 0 {
+			state = "permanent"
+		}
+		got = append(got, fmt.Sprintf("neigh %s lladdr %s %s", n.IP, n.HardwareAddr, state))
+	}
+	fdb, err := h.NeighList(link.Attrs().Index, unix.AF_BRIDGE)
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range fdb {
+		if n.IP == nil {
+			continue // the device's own address, no remote
+		}
+		got = append(got, fmt.Sprintf("fdb %s dst %s", n.HardwareAddr, n.IP))
+	}
+	return got, nil
+}
+
+// compare files what is in want and not got as missing, the reverse as
+// stale.
+func compare(d *Diff, want, got []string) {
+	for _, w := range want {
+		if !slices.Contains(got, w) {
+			d.Missing = append(d.Missing, w)
+		}
+	}
+	for _, g := range got {
+		if !slices.Contains(want, g) {
+			d.Stale = append(d.Stale, g)
+		}
+	}
+}
+
+// checkRules compares the node's iptables rules and guard set with what
+// the network and the peers ask for.
+func checkRules(d *Diff, node *testenv.Node, r Rules, ps []peer, me *peer) error {
+	save, err := node.Exec("iptables-save")
+	if err != nil {
+		return fmt.Errorf("iptables-save on %s: %w\n%s", node.Name, err, save)
+	}
+	var lines []string
+	for _, l := range strings.Split(save, "\n") {
+		if strings.HasPrefix(l, "-A ") {
+			lines = append(lines, l)
+		}
+	}
+	has := func(what string, ok func(string) bool, n int) {
+		count := 0
+		for _, l := range lines {
+			if ok(l) {
+				count++
+			}
+		}
+		if count < n {
+			d.Missing = append(d.Missing, fmt.Sprintf("%s (%d of %d)", what, count, n))
+		}
+	}
+	chain := func(name string) func(string) bool {
+		return func(l string) bool { return strings.HasPrefix(l, "-A "+name+" ") }
+	}
+	jump := func(from, to string) func(string) bool {
+		return func(l string) bool { return strings.HasPrefix(l, "-A "+from+" ") && strings.HasSuffix(l, "-j "+to) }
+	}
+	nw := r.Network
+	has("FORWARD → FLANNEL-FWD", jump("FORWARD", "FLANNEL-FWD"), 1)
+	has("FLANNEL-FWD accepts "+nw+" both ways", func(l string) bool {
+		return chain("FLANNEL-FWD")(l) && (strings.Contains(l, "-s "+nw+" ") || strings.Contains(l, "-d "+nw+" ")) && strings.HasSuffix(l, "-j ACCEPT")
+	}, 2)
+	if r.IPMasq && me != nil {
+		has("POSTROUTING → FLANNEL-POSTRTG", jump("POSTROUTING", "FLANNEL-POSTRTG"), 1)
+		has("FLANNEL-POSTRTG keeps "+me.cidr.String()+"'s addresses", func(l string) bool {
+			return chain("FLANNEL-POSTRTG")(l) && strings.Contains(l, me.cidr.String()) && strings.HasSuffix(l, "-j RETURN")
+		}, 3)
+		has("FLANNEL-POSTRTG masquerades", func(l string) bool {
+			return chain("FLANNEL-POSTRTG")(l) && strings.Contains(l, "MASQUERADE")
+		}, 2)
+	}
+	has("INPUT → FLANNEL-VXLAN-GUARD", jump("INPUT", "FLANNEL-VXLAN-GUARD"), 1)
+	has("FLANNEL-VXLAN-GUARD drops", func(l string) bool { return chain("FLANNEL-VXLAN-GUARD")(l) && strings.HasSuffix(l, "-j DROP") }, 1)
+	// The guard's set holds exactly the peers' public IPs.
+	out, err := node.Exec("ipset", "list", "FLANNEL-VXLAN-PEERS")
+	if err != nil {
+		d.Missing = append(d.Missing, "ipset FLANNEL-VXLAN-PEERS")
+		return nil
+	}
+	var members []string
+	in := false
+	for _, l := range strings.Split(out, "\n") {
+		if in && strings.TrimSpace(l) != "" {
+			members = append(members, "guard "+strings.TrimSpace(l))
+		}
+		in = in || strings.HasPrefix(l, "Members:")
+	}
+	var want []string
+	for _, p := range ps {
+		if w := "guard " + p.publicIP.String(); !slices.Contains(want, w) {
+			want = append(want, w)
+		}
+	}
+	compare(d, want, members)
+	return nil
+}
