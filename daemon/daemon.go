@@ -351,14 +351,19 @@ func (h watchHandler) InitialPage(nodes []kube.PeerNode) {
 func (h watchHandler) Changed(name string) { h.d.queue.Add(name) }
 
 // kernelLost queues the repair of state the kernel lost: a whole device,
-// or one peer's route. Routes Twill itself removed have no owner any more
-// and are ignored, so a node leaving costs no full reconcile.
+// or one peer's route, neighbour or FDB entry. Entries Twill itself
+// removed, and entries that were never its own (a neighbour the kernel
+// aged out on cni0), have no owner and are ignored, so a node leaving
+// costs no full reconcile.
 func (d *Daemon) kernelLost(l kernel.Loss) {
 	if l.Device != "" {
 		d.queue.Add(fullKey)
 		return
 	}
-	if name, ok := d.table.Lost(l.Route); ok {
+	if l.Entry == nil {
+		return
+	}
+	if name, ok := d.table.Lost(l.Entry); ok {
 		d.queue.Add(name)
 	}
 }

@@ -390,7 +390,7 @@ func TestLostRouteRepaired(t *testing.T) {
 	route := kernel.Route{Dst: netip.MustParsePrefix("10.244.0.0/24"), Gw: netip.MustParseAddr("10.244.0.0"), LinkIndex: dev.Index, Onlink: true}
 	h.k.Remove(route)
 	h.k.ResetCalls()
-	h.d.kernelLost(kernel.Loss{Route: route})
+	h.d.kernelLost(kernel.Loss{Entry: route})
 	h.eventually("route back", all)
 	h.eventually("one repair recorded", func() bool { return h.rec.count("route/repaired") == 1 })
 	if n := h.k.Mutations(); n != 1 {

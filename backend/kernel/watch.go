@@ -15,12 +15,14 @@ type Watch struct {
 	Networks []netip.Prefix
 }
 
-// Loss is state the kernel lost: a whole device (Device) or one route
-// (Route, when Device is empty). Lost neighbour and FDB entries are found
-// by the next full resync.
+// Loss is state the kernel lost: a whole device (Device), or one entry
+// (Entry, when Device is empty): a route into one of the Networks, or a
+// neighbour or FDB entry (any: the daemon's table knows which are its
+// own, as it must for a flushed FDB, which no resync but the full one
+// would otherwise find).
 type Loss struct {
 	Device string
-	Route  Route
+	Entry  Entry
 }
 
 // WatchLosses calls lost whenever the kernel deletes what w names, so the
@@ -34,6 +36,12 @@ func WatchLosses(done <-chan struct{}, w Watch, lost func(Loss)) error {
 	routes := make(chan netlink.RouteUpdate, 256)
 	// Both families: RouteSubscribe joins the IPv4 and IPv6 route groups.
 	if err := netlink.RouteSubscribe(routes, done); err != nil {
+		return err
+	}
+	neighs := make(chan netlink.NeighUpdate, 256)
+	// Every family: the neighbour group carries the bridge family's FDB
+	// entries too (what `bridge monitor fdb` reads).
+	if err := netlink.NeighSubscribe(neighs, done); err != nil {
 		return err
 	}
 	go func() {
@@ -57,7 +65,19 @@ func WatchLosses(done <-chan struct{}, w Watch, lost func(Loss)) error {
 				}
 				r := Route{Dst: prefixOf(u.Dst), Gw: addrOf(u.Gw), LinkIndex: u.LinkIndex, Onlink: u.Flags&unix.RTNH_F_ONLINK != 0}
 				if slices.ContainsFunc(w.Networks, func(n netip.Prefix) bool { return n.Contains(r.Dst.Addr()) }) {
-					lost(Loss{Route: r})
+					lost(Loss{Entry: r})
+				}
+			case u, ok := <-neighs:
+				if !ok {
+					return
+				}
+				if u.Type != unix.RTM_DELNEIGH {
+					continue
+				}
+				if u.Family == unix.AF_BRIDGE && len(u.HardwareAddr) > 0 {
+					lost(Loss{Entry: FDB{LinkIndex: u.LinkIndex, MAC: u.HardwareAddr, Dst: addrOf(u.IP)}})
+				} else if u.IP != nil {
+					lost(Loss{Entry: Neigh{LinkIndex: u.LinkIndex, IP: addrOf(u.IP), MAC: u.HardwareAddr}})
 				}
 			}
 		}

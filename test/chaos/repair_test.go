@@ -10,7 +10,8 @@ import (
 )
 
 // TestRepairUnderTraffic is scenario 6: on n1, under traffic, flannel.1 is
-// deleted, then a route, then the FDB is flushed, then our iptables chains:
+// deleted, then a route, a neighbour, then the FDB is flushed, then our
+// iptables chains:
 // each is repaired, and the record says how long that took and what the
 // traffic lost meanwhile.
 func TestRepairUnderTraffic(t *testing.T) {
@@ -26,12 +27,8 @@ func TestRepairUnderTraffic(t *testing.T) {
 	}
 	h.fault("flannel.1 deleted", "seen by the link watch", 30*time.Second, run("ip", "link", "del", "flannel.1"))
 	h.fault("route to n2 deleted", "seen by the route watch", 30*time.Second, run("ip", "route", "del", "10.244.2.0/24"))
-	// flanneld watches the kernel for deleted routes and devices, not FDB
-	// entries: a flushed FDB waits for the full resync (--resync, 1 min).
-	// The short form (make test) leaves this one out: it takes a minute.
-	if !short {
-		h.fault("FDB flushed", "not watched: repaired by the full resync (--resync, 1 min); traffic to n2 stops until then", 90*time.Second, run("bridge", "fdb", "flush", "dev", "flannel.1"))
-	}
+	h.fault("neighbour of n2 deleted", "seen by the neighbour watch", 30*time.Second, run("ip", "neigh", "del", "10.244.2.0", "dev", "flannel.1"))
+	h.fault("FDB flushed", "seen by the neighbour watch (FDB entries are bridge-family neighbours)", 30*time.Second, run("bridge", "fdb", "flush", "dev", "flannel.1"))
 	h.fault("FLANNEL-FWD, FLANNEL-POSTRTG flushed", "the rule check (--iptables-resync=1s)", 30*time.Second, func() error {
 		if err := run("iptables", "-F", "FLANNEL-FWD")(); err != nil {
 			return err
