@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	mathrand "math/rand/v2"
 	mrand "math/rand/v2"
+	"net"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -25,6 +27,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 
@@ -308,7 +311,7 @@ func (m *Manager) Watch(ctx context.Context, h Handler) error {
 	lw := &strippedListWatch{ListWatch: &cache.ListWatch{
 		ListWithContextFunc: m.listStripped,
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-			w, err := m.watchPeers(ctx, opts)
+			w, err := m.watchUntilReachable(ctx, opts)
 			if err != nil {
 				return nil, err
 			}
@@ -362,6 +365,47 @@ func (m *Manager) Watch(ctx context.Context, h Handler) error {
 		return fmt.Errorf("waiting for the node cache to sync: %w", ctx.Err())
 	}
 	return nil
+}
+
+// watchRetry is how often a node watch the API server cannot take is
+// tried again, plus up to as much again at random, so that the nodes of
+// a large cluster do not all come back in the same second.
+var watchRetry = time.Second
+
+// watchUntilReachable starts the node watch, trying again every
+// watchRetry while the API server cannot be reached (refused, reset,
+// unavailable, timed out). The informer's own retry backs off up to 30 s
+// over a long outage, so a Node added or deleted meanwhile would reach
+// the kernel up to half a minute after the API server is back; this way
+// it is about a second. Other errors (a resource version too old, a
+// refusal) go to the informer, which relists.
+func (m *Manager) watchUntilReachable(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+	warned := false
+	for {
+		w, err := m.watchPeers(ctx, opts)
+		if err == nil || !unreachable(err) {
+			return w, err
+		}
+		if !warned {
+			m.log.WithError(err).Warnf("the API server cannot be reached: trying the node watch again every %s to %s", watchRetry, 2*watchRetry)
+			warned = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(watchRetry + mathrand.N(watchRetry)):
+		}
+	}
+}
+
+// unreachable says err means the API server could not be reached or could
+// not serve for now, as opposed to an answer. A refusal to serve for load
+// (429) is left to the informer's backoff, which is what the API server
+// asks for.
+func unreachable(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) || utilnet.IsConnectionRefused(err) || utilnet.IsConnectionReset(err) || utilnet.IsProbableEOF(err) ||
+		apierrors.IsServiceUnavailable(err) || apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err)
 }
 
 // Shutdown stops the informer.

@@ -1,10 +1,15 @@
 package kube
 
 import (
+	"errors"
+	"net"
+	"net/url"
 	"strings"
+	"syscall"
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/twill-net/twill/family"
@@ -38,6 +43,27 @@ func TestWaitReason(t *testing.T) {
 		}
 		if c.not != "" && strings.Contains(got, c.not) {
 			t.Errorf("waitReason(%v, missing %v) = %q, should not say %q", c.node.Spec.PodCIDRs, c.missing, got, c.not)
+		}
+	}
+}
+
+// TestUnreachable: the node watch retries by itself only while the API
+// server cannot be reached or serve; answers go to the informer.
+func TestUnreachable(t *testing.T) {
+	refused := &url.Error{Op: "Get", URL: "https://10.0.0.1:6443", Err: &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}}
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{refused, true},
+		{apierrors.NewServiceUnavailable("starting"), true},
+		{apierrors.NewTimeoutError("slow", 1), true},
+		{apierrors.NewResourceExpired("too old resource version"), false},
+		{apierrors.NewTooManyRequests("slow down", 1), false},
+		{apierrors.NewForbidden(v1.Resource("nodes"), "", errors.New("RBAC")), false},
+	} {
+		if got := unreachable(c.err); got != c.want {
+			t.Errorf("unreachable(%v) = %v, want %v", c.err, got, c.want)
 		}
 	}
 }
