@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	mathrand "math/rand/v2"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
@@ -393,7 +392,7 @@ func (m *Manager) watchUntilReachable(ctx context.Context, opts metav1.ListOptio
 		select {
 		case <-ctx.Done():
 			return nil, err
-		case <-time.After(watchRetry + mathrand.N(watchRetry)):
+		case <-time.After(watchRetry + mrand.N(watchRetry)):
 		}
 	}
 }
