@@ -53,7 +53,7 @@ func TestDualStack(t *testing.T) {
 	}
 	for i := 1; i <= 2; i++ {
 		n := ns[i]
-		eventually(t, 60*time.Second, n.Name+" ready", func() error { return readyz(n) })
+		eventually(t, 60*time.Second, n.Name+" ready", func() error { return n.Ready() })
 	}
 	mac2 := vxlan.StableMAC("n2", 1, family.IPv6).String()
 	want := map[string][]string{

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,7 +20,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/twill-net/twill/internal/testenv"
-	"github.com/twill-net/twill/internal/testenv/netns"
 	"github.com/twill-net/twill/internal/testenv/underlay"
 )
 
@@ -40,19 +38,6 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() er
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-func readyz(n *testenv.Node) error {
-	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: netns.DialContext(n.NS)}}
-	resp, err := c.Get(fmt.Sprintf("http://%s:10268/readyz", n.IP))
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("readyz: %s", resp.Status)
-	}
-	return nil
 }
 
 // cluster is a real API server with two node namespaces n1 and n2 whose
@@ -142,7 +127,7 @@ func startAll(t *testing.T, conf string, args []string, nodes ...*testenv.Node) 
 		p = append(p, cmd)
 	}
 	for _, n := range nodes {
-		eventually(t, time.Minute, n.Name+" ready", func() error { return readyz(n) })
+		eventually(t, time.Minute, n.Name+" ready", func() error { return n.Ready() })
 	}
 	return p
 }
@@ -190,7 +175,7 @@ func TestTwoNodesAgainstARealAPIServer(t *testing.T) {
 		}
 	}
 	for i := 1; i <= 2; i++ {
-		eventually(t, time.Minute, ns[i].Name+" ready", func() error { return readyz(ns[i]) })
+		eventually(t, time.Minute, ns[i].Name+" ready", func() error { return ns[i].Ready() })
 	}
 
 	// The routing table reads exactly like flannel's.
@@ -241,7 +226,7 @@ func TestTwoNodesAgainstARealAPIServer(t *testing.T) {
 	if procs[1], err = ns[1].StartFlanneld(netConf, args...); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Minute, "n1 ready again", func() error { return readyz(ns[1]) })
+	eventually(t, time.Minute, "n1 ready again", func() error { return ns[1].Ready() })
 	_ = ping.Wait()
 	if !strings.Contains(pingOut.String(), " 0% packet loss") {
 		t.Errorf("packets lost across a flanneld restart:\n%s", pingOut.String())
@@ -407,7 +392,7 @@ func TestDirectRoutingMixed(t *testing.T) {
 		}
 	}
 	for _, n := range []*testenv.Node{n1, n2, n3} {
-		eventually(t, time.Minute, n.Name+" ready", func() error { return readyz(n) })
+		eventually(t, time.Minute, n.Name+" ready", func() error { return n.Ready() })
 	}
 	routeIs(t, n1, "10.244.2.0/24", "10.244.2.0/24 via 172.18.0.12 dev eth0")
 	routeIs(t, n1, "10.244.3.0/24", "10.244.3.0/24 via 10.244.3.0 dev flannel.1 onlink")
@@ -435,7 +420,7 @@ func TestAPIServerOutage(t *testing.T) {
 		procs = append(procs, p)
 	}
 	for _, n := range []*testenv.Node{n1, n2} {
-		eventually(t, time.Minute, n.Name+" ready", func() error { return readyz(n) })
+		eventually(t, time.Minute, n.Name+" ready", func() error { return n.Ready() })
 	}
 	routeIs(t, n1, "10.244.2.0/24", "10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink")
 
@@ -450,7 +435,7 @@ func TestAPIServerOutage(t *testing.T) {
 	if !testenv.Running(procs[0]) {
 		t.Fatal("flanneld exited during the outage")
 	}
-	if err := readyz(n1); err != nil {
+	if err := n1.Ready(); err != nil {
 		t.Errorf("n1 not ready during the outage: %v", err)
 	}
 	n3 := vxlanPeer("n3", "10.244.3.0/24", "172.18.0.13", "0a:00:00:00:00:33")
@@ -529,7 +514,7 @@ func TestCapabilitiesNeeded(t *testing.T) {
 	if _, err := n.StartFlanneld(netConf, "--ip-masq", "--healthz-port=10268"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Minute, "ready with NET_ADMIN and NET_RAW only", func() error { return readyz(n) })
+	eventually(t, time.Minute, "ready with NET_ADMIN and NET_RAW only", func() error { return n.Ready() })
 }
 
 func lastLines(s string, n int) string {

@@ -146,7 +146,7 @@ func TestUpgradeAndDowngrade(t *testing.T) {
 				t.Fatal(err)
 			}
 			procs[i] = cmd
-			eventually(t, time.Minute, nodes[i].Name+" ready on "+filepath.Base(bin), func() error { return readyz(nodes[i]) })
+			eventually(t, time.Minute, nodes[i].Name+" ready on "+filepath.Base(bin), func() error { return nodes[i].Ready() })
 			t.Logf("%s: %s replaced and ready again in %s", nodes[i].Name, filepath.Base(bin), time.Since(start).Round(10*time.Millisecond))
 		}
 	}

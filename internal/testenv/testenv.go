@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -267,4 +268,23 @@ func Running(cmd *exec.Cmd) bool {
 	s := string(data)
 	i := strings.LastIndexByte(s, ')')
 	return i > 0 && i+2 < len(s) && s[i+2] != 'Z'
+}
+
+// HealthPort is the health port the tests start flanneld with
+// (--healthz-port).
+const HealthPort = 10268
+
+// Ready asks the node's flanneld, on HealthPort, whether it is ready: nil
+// when /readyz answers 200.
+func (n *Node) Ready() error {
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: netns.DialContext(n.NS)}}
+	resp, err := c.Get(fmt.Sprintf("http://%s:%d/readyz", n.IP, HealthPort))
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s's readyz: %s", n.Name, resp.Status)
+	}
+	return nil
 }

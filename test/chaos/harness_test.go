@@ -5,7 +5,6 @@ package chaos
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -149,26 +148,13 @@ func newHarness(t *testing.T, scenario string) *harness {
 		}
 	}
 	for _, n := range h.nodes {
-		h.until(time.Minute, n.Name+" ready", func() error { return readyz(n) })
+		h.until(time.Minute, n.Name+" ready", func() error { return n.Ready() })
 	}
 	if _, err := h.converge(time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	h.startTraffic()
 	return h
-}
-
-func readyz(n *testenv.Node) error {
-	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: netns.DialContext(n.NS)}}
-	resp, err := c.Get(fmt.Sprintf("http://%s:10268/readyz", n.IP))
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("readyz: %s", resp.Status)
-	}
-	return nil
 }
 
 // until polls cond every 100 ms until it holds or timeout passes.
