@@ -182,23 +182,8 @@ func (m *measurer) setup(ctx context.Context) error {
 			},
 		})
 	}
-	manifest, err := json.Marshal(map[string]any{"apiVersion": "v1", "kind": "List", "items": items})
-	if err != nil {
+	if err := m.applyAndWait(ctx, items, "measurement"); err != nil {
 		return err
-	}
-	actx, cancel := context.WithTimeout(ctx, opTimeout)
-	defer cancel()
-	cmd, err := m.c.KubectlCmd(actx, "apply", "-f", "-")
-	if err != nil {
-		return err
-	}
-	cmd.Stdin = bytes.NewReader(manifest)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("creating the measurement pods: %w: %s", err, bytes.TrimSpace(out))
-	}
-	if _, err := m.kubectl(ctx, "wait", "-n", namespace, "--for=condition=Ready", "pod", "--all", "--timeout=170s"); err != nil {
-		desc, _ := m.kubectl(ctx, "get", "pods", "-n", namespace, "-o", "wide")
-		return fmt.Errorf("measurement pods not Ready: %w\n%s", err, desc)
 	}
 	out, err := m.kubectl(ctx, "get", "pods", "-n", namespace, "-o", `jsonpath={range .items[*]}{.metadata.name} {.status.podIPs[*].ip}{"\n"}{end}`)
 	if err != nil {
@@ -220,6 +205,31 @@ func (m *measurer) setup(ctx context.Context) error {
 		p.ip = p.ips[0]
 	}
 	m.logf("pods ready: client %s on %s, server %s on %s", m.cli.ip, m.worker, m.srv.ip, m.worker2)
+	return nil
+}
+
+// applyAndWait applies items (objects of the compare namespace) as one
+// List and waits until every pod in the namespace is Ready; what names
+// the pods in errors.
+func (m *measurer) applyAndWait(ctx context.Context, items []any, what string) error {
+	manifest, err := json.Marshal(map[string]any{"apiVersion": "v1", "kind": "List", "items": items})
+	if err != nil {
+		return err
+	}
+	actx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	cmd, err := m.c.KubectlCmd(actx, "apply", "-f", "-")
+	if err != nil {
+		return err
+	}
+	cmd.Stdin = bytes.NewReader(manifest)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("creating the %s pods: %w: %s", what, err, bytes.TrimSpace(out))
+	}
+	if _, err := m.kubectl(ctx, "wait", "-n", namespace, "--for=condition=Ready", "pod", "--all", "--timeout=170s"); err != nil {
+		desc, _ := m.kubectl(ctx, "get", "pods", "-n", namespace, "-o", "wide")
+		return fmt.Errorf("%s pods not Ready: %w\n%s", what, err, desc)
+	}
 	return nil
 }
 

@@ -1,9 +1,7 @@
 package compare
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -181,24 +179,7 @@ func (m *measurer) startPods(ctx context.Context, pods map[string]string) error 
 			},
 		})
 	}
-	manifest, err := json.Marshal(map[string]any{"apiVersion": "v1", "kind": "List", "items": items})
-	if err != nil {
-		return err
-	}
-	actx, cancel := context.WithTimeout(ctx, opTimeout)
-	defer cancel()
-	cmd, err := m.c.KubectlCmd(actx, "apply", "-f", "-")
-	if err != nil {
-		return err
-	}
-	cmd.Stdin = bytes.NewReader(manifest)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("creating the reachability pods: %w: %s", err, bytes.TrimSpace(out))
-	}
-	if _, err := m.kubectl(ctx, "wait", "-n", namespace, "--for=condition=Ready", "pod", "--all", "--timeout=170s"); err != nil {
-		return fmt.Errorf("reachability pods not Ready: %w", err)
-	}
-	return nil
+	return m.applyAndWait(ctx, items, "reachability")
 }
 
 // cell is a check's entry in the section's table.
