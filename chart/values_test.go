@@ -70,8 +70,8 @@ func TestValues(t *testing.T) {
 			}
 		}},
 		{"host-gw.yaml", func(t *testing.T, o *objects) {
-			if _, cfg := o.netConf(t); cfg != (hostgw.Config{MTU: 1400}) {
-				t.Errorf("backend %+v, want host-gw with MTU 1400", cfg)
+			if _, cfg := o.netConf(t); cfg != (hostgw.Config{MTU: 1400, UnderlayRoutes: true}) {
+				t.Errorf("backend %+v, want host-gw with MTU 1400 and UnderlayRoutes", cfg)
 			}
 			if !slices.Contains(o.container(t).Args, "--ip-masq") {
 				t.Errorf("args %v lack --ip-masq", o.container(t).Args)
@@ -242,6 +242,8 @@ func TestBadValues(t *testing.T) {
 		{`netpol={"enabled":true}`, []string{"netpol.enabled"}},
 		{`flannel.backend="host-gw"`, nil}, // the control: this one is fine
 		{`flannel={"backend":"host-gw","vni":7}`, []string{"vxlan settings"}},
+		{`flannel.underlayRoutes=true`, []string{"host-gw setting"}},
+		{`flannel.underlayRoutes="yes"`, []string{"underlayRoutes"}},
 		{`flannel.cniConf="{not json"`, []string{"flannel.cniConf is not JSON"}},
 		{`flannel.healthz={"port":0}`, nil},
 		{`metrics.serviceMonitor={"enabled":true}`, nil},

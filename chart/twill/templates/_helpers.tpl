@@ -60,6 +60,9 @@ twill.checks fails the render on values the schema cannot judge alone.
 {{- if and (ne $f.backend "vxlan") (or $f.vni $f.backendPort $f.directRouting) -}}
 {{- fail (printf "flannel.vni, flannel.backendPort and flannel.directRouting are vxlan settings; flannel.backend is %s: remove them or use vxlan" $f.backend) -}}
 {{- end -}}
+{{- if and (ne $f.backend "host-gw") $f.underlayRoutes -}}
+{{- fail (printf "flannel.underlayRoutes is a host-gw setting; flannel.backend is %s: remove it or use host-gw" $f.backend) -}}
+{{- end -}}
 {{- if and .Values.metrics.serviceMonitor.enabled (not $f.healthz.port) -}}
 {{- fail "metrics.serviceMonitor.enabled needs flannel.healthz.port, the port /metrics is served on: set it (10268) or turn the ServiceMonitor off" -}}
 {{- end -}}
