@@ -151,7 +151,7 @@ func TestKubeProxyContention(t *testing.T) {
 	defer func() { stopPolls(); wg.Wait() }()
 
 	pollStart := time.Now()
-	var deleted time.Time
+	var delStart time.Time
 	creates, kills, terms := 0, 0, 0
 	r := h.fault("kube-proxy contention", "", time.Minute, func() error {
 		start := time.Now()
@@ -180,12 +180,12 @@ func TestKubeProxyContention(t *testing.T) {
 				for end := time.Now().Add(5 * time.Second); readFlannelMetrics(t, h.nodes[0]).checks == checks && time.Now().Before(end); {
 					time.Sleep(10 * time.Millisecond)
 				}
+				delStart = time.Now()
 				if err := deleteJump(h.nodes[0], "FORWARD", "FLANNEL-FWD"); err != nil {
 					stopChurn()
 					<-churned
 					return err
 				}
-				deleted = time.Now()
 			}
 		}
 		time.Sleep(time.Until(start.Add(run)))
@@ -249,16 +249,16 @@ func TestKubeProxyContention(t *testing.T) {
 		worstPoll = max(worstPoll, p.maxInterval)
 		for _, a := range p.absences {
 			longest = max(longest, a.length)
-			longestSeen = max(longestSeen, a.last.Sub(a.first))
+			longestSeen = max(longestSeen, a.last.Sub(a.first), 0)
 			absences = append(absences, fmt.Sprintf("%s %s–%s from %s into the run: %s", h.nodes[i].Name,
-				a.last.Sub(a.first).Round(time.Millisecond), a.length.Round(time.Millisecond), a.from.Sub(pollStart).Round(time.Millisecond), strings.Join(a.missing, ", ")))
+				max(a.last.Sub(a.first), 0).Round(time.Millisecond), a.length.Round(time.Millisecond), a.from.Sub(pollStart).Round(time.Millisecond), strings.Join(a.missing, ", ")))
 			// Allowed: one resync, the longest check, and the reads
 			// either side.
 			if limit := resync + worstCheck + a.first.Sub(a.from) + a.to.Sub(a.last); a.length > limit {
 				t.Errorf("%s: a rule of ours was missing for up to %s (seen missing for %s), want at most one resync (%s) + the longest check (%s) + the %s between the reads either side = %s",
 					h.nodes[i].Name, a.length.Round(time.Millisecond), a.last.Sub(a.first).Round(time.Millisecond), resync, worstCheck, (a.first.Sub(a.from) + a.to.Sub(a.last)).Round(time.Millisecond), limit.Round(time.Millisecond))
 			}
-			if i == 0 && !a.from.After(deleted) && a.to.After(deleted) {
+			if i == 0 && a.first.After(delStart) {
 				sawControl = true
 			}
 		}
@@ -280,13 +280,14 @@ func TestKubeProxyContention(t *testing.T) {
 	for _, n := range h.nodes {
 		restoreFails += countLines(t, n.ProcessLog("kube-proxy"), restoreFailure)
 	}
-	syncs := 0
+	syncs, worstSync := 0, time.Duration(0)
 	for _, kp := range kps {
 		syncs += kp.syncs
+		worstSync = max(worstSync, kp.worstSync)
 	}
 	t.Logf("rule polls: %d (every %s on average, %s at worst); absences: %q", nPolls, (time.Duration(len(polls)) * pollTime / time.Duration(max(nPolls, 1))).Round(time.Millisecond), worstPoll.Round(time.Millisecond), absences)
-	t.Logf("longest absence of a rule of ours %s–%s; flanneld's rule checks took at most %s; kube-proxy: %d SIGTERM and %d kill -9 restarts, %d syncs; %d Services created and deleted; lock errors in the logs %d; failed kube-proxy syncs %d; flanneld rule repairs %v, rule-check errors %v; %s",
-		longestSeen.Round(time.Millisecond), longest.Round(time.Millisecond), worstCheck, terms, kills, syncs, creates, lockErrs, restoreFails, repairs, ruleErrs, strings.TrimSpace(backend))
+	t.Logf("longest absence of a rule of ours %s–%s; flanneld's rule checks took at most %s; kube-proxy: %d SIGTERM and %d kill -9 restarts, %d syncs (each ≤ %s); %d Services created and deleted; lock errors in the logs %d; failed kube-proxy syncs %d; flanneld rule repairs %v, rule-check errors %v; %s",
+		longestSeen.Round(time.Millisecond), longest.Round(time.Millisecond), worstCheck, terms, kills, syncs, worstSync, creates, lockErrs, restoreFails, repairs, ruleErrs, strings.TrimSpace(backend))
 	if !sawControl {
 		t.Errorf("the poller did not see the test's own deletion of FORWARD → FLANNEL-FWD on n1 (absences %q)", absences)
 	}
@@ -310,8 +311,8 @@ func TestKubeProxyContention(t *testing.T) {
 		lockNote = "xtables lock: used (" + strings.TrimSpace(backend) + ")"
 	}
 	r.fault = fmt.Sprintf("kube-proxy restarted %d times (%d SIGTERM, %d kill -9), %d Services created and deleted over %s (%d standing)", restarts, terms, kills, creates, run, kubeProxyServices)
-	r.note = fmt.Sprintf("rules of ours missing only after the test's own deletion of FORWARD → FLANNEL-FWD on n1, for %s–%s (limit: one resync, 1 s, + the longest rule check, ≤ %s, + the reads either side; %d reads, ≤ %s apart); kube-proxy syncs %d (%d failed); lock errors %d (%s); flanneld repairs %v",
-		longestSeen.Round(time.Millisecond), longest.Round(time.Millisecond), worstCheck, nPolls, worstPoll.Round(time.Millisecond), syncs, restoreFails, lockErrs, lockNote, repairs)
+	r.note = fmt.Sprintf("rules of ours missing only after the test's own deletion of FORWARD → FLANNEL-FWD on n1, for %s–%s (limit: one resync, 1 s, + the longest rule check, ≤ %s, + the reads either side; %d reads, ≤ %s apart); kube-proxy syncs %d (%d failed, each ≤ %s); lock errors %d (%s); flanneld repairs %v",
+		longestSeen.Round(time.Millisecond), longest.Round(time.Millisecond), worstCheck, nPolls, worstPoll.Round(time.Millisecond), syncs, restoreFails, worstSync, lockErrs, lockNote, repairs)
 	h.pending[len(h.pending)-1].r = r
 	h.finish()
 }
@@ -348,6 +349,9 @@ type kubeProxy struct {
 	bin, conf string
 	cmd       *exec.Cmd
 	syncs     int
+	// worstSync is the longest sync of any run of it (to its bucket's
+	// bound).
+	worstSync time.Duration
 }
 
 func (k *kubeProxy) start() {
@@ -366,6 +370,7 @@ func (k *kubeProxy) stop(sig syscall.Signal) {
 	}
 	if m, err := scrape(k.node, "http://127.0.0.1:10249/metrics"); err == nil {
 		k.syncs += int(sum(m, "kubeproxy_sync_proxy_rules_duration_seconds_count"))
+		k.worstSync = max(k.worstSync, histMax(m, "kubeproxy_sync_proxy_rules_duration_seconds"))
 	}
 	if sig == syscall.SIGKILL {
 		_ = k.cmd.Process.Kill()
@@ -475,8 +480,8 @@ type rulePoll struct {
 
 // absence is a time some of our rules were missing: seen missing from
 // first to last, and present at the reads just before and after, from and
-// to. How long the rules were really missing lies between last-first and
-// length, to-from.
+// to. How long the rules were really missing lies between last-first
+// (negative when one read saw it) and length, to-from.
 type absence struct {
 	from, first, last, to time.Time
 	length                time.Duration
@@ -489,6 +494,7 @@ func (p *rulePoll) run(ctx context.Context) {
 	var cur *absence
 	prev := time.Now()
 	for ctx.Err() == nil {
+		began := time.Now()
 		out, err := exec.Command("nsenter", "--net="+p.node.NS, "--", "iptables-save").CombinedOutput()
 		now := time.Now()
 		if err != nil {
@@ -503,17 +509,22 @@ func (p *rulePoll) run(ctx context.Context) {
 		missing := expected.RulesMissing(string(out), rules, own)
 		switch {
 		case len(missing) > 0 && cur == nil:
-			cur = &absence{from: lastOK, first: now, missing: missing}
+			cur = &absence{from: lastOK, first: now, last: began, missing: missing}
 		case len(missing) == 0 && cur != nil:
 			cur.to = now
 			cur.length = now.Sub(cur.from)
 			p.absences = append(p.absences, *cur)
 			cur = nil
 		}
+		// A read saw the rules as they were at some moment between its
+		// start and its end: the absence is bounded by the start of the
+		// last read that had them and the end of the first that had them
+		// again, and holds at least from the end of the first read that
+		// missed them to the start of the last.
 		if len(missing) == 0 {
-			lastOK = now
+			lastOK = began
 		} else {
-			cur.last = now
+			cur.last = began
 		}
 		select {
 		case <-ctx.Done():
@@ -623,6 +634,44 @@ func worstBucket(before, after flannelMetrics) (time.Duration, bool) {
 		}
 	}
 	return best, best >= 0
+}
+
+// histMax is the largest, over the series of histogram name (kube-proxy
+// has one per IP family), of the smallest bucket bound that holds all of
+// the series' observations (0 for none).
+func histMax(m map[string]float64, name string) time.Duration {
+	smallest := map[string]time.Duration{}
+	for k, n := range m {
+		rest, ok := strings.CutPrefix(k, name+"_bucket{")
+		if !ok {
+			continue
+		}
+		var labels []string
+		le := ""
+		for _, l := range strings.Split(strings.TrimSuffix(rest, "}"), ",") {
+			if v, ok := strings.CutPrefix(l, `le="`); ok {
+				le = strings.TrimSuffix(v, `"`)
+			} else {
+				labels = append(labels, l)
+			}
+		}
+		series := name + "_count"
+		if len(labels) > 0 {
+			series += "{" + strings.Join(labels, ",") + "}"
+		}
+		s, err := strconv.ParseFloat(le, 64)
+		if total := m[series]; err != nil || le == "+Inf" || total == 0 || n < total {
+			continue
+		}
+		if d := time.Duration(s * float64(time.Second)); smallest[series] == 0 || d < smallest[series] {
+			smallest[series] = d
+		}
+	}
+	worst := time.Duration(0)
+	for _, d := range smallest {
+		worst = max(worst, d)
+	}
+	return worst
 }
 
 // countLines counts the lines of the file at path that re matches.
