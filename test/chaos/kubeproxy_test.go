@@ -54,17 +54,20 @@ const kubeProxyServices = 200
 // under traffic, kube-proxy is restarted again and again (SIGTERM or
 // kill -9, then started again) and Services are created and deleted in a
 // loop, so that it rewrites its rules all along, while flanneld checks its
-// own every second. Meanwhile every node's rules are read with the parser
-// the convergence check uses, 20 ms after each read (a read, iptables-save
-// of a table kube-proxy is rewriting, takes some 50 ms here): none of ours
-// may be missing for longer than one resync (plus the longest rule check
-// of flanneld's, and the reads' own resolution). Once, mid-run,
+// own every second. Once, mid-run, just after a rule check of flanneld's,
 // the test itself deletes FORWARD's jump to FLANNEL-FWD on n1, as a tool
-// that rewrote FORWARD would, just after a rule check of flanneld's: the
-// poller must see that absence, and it must be repaired within the same
-// bound. At the end: no lock timeout in
-// any log, flanneld's rules as they were, kube-proxy's KUBE-* rules left
-// alone by flanneld, and the kernel as the Nodes ask.
+// that rewrote FORWARD would.
+//
+// Meanwhile every node's rules are read with the parser the convergence
+// check uses, 20 ms after each read (a read, iptables-save of tables
+// kube-proxy is rewriting, takes some 50 ms here): none of ours may be
+// missing but after the test's deletion, and that for no longer than one
+// resync plus the longest rule check of flanneld's (within the reads' own
+// resolution). And `nft monitor` in each node reports every change to any
+// rule (iptables here is iptables-nft): none of ours may be deleted,
+// however briefly, but by the test. At the end: no lock error in any log,
+// flanneld's rules as they were, kube-proxy's KUBE-* rules left alone by
+// flanneld, and the kernel as the Nodes ask.
 func TestKubeProxyContention(t *testing.T) {
 	bin, err := k8sbin.Path("kube-proxy")
 	if err != nil {
@@ -139,6 +142,15 @@ func TestKubeProxyContention(t *testing.T) {
 		checksBefore[i] = readFlannelMetrics(t, n)
 	}
 
+	// Every change to any node's rules, as nf_tables reports it: a
+	// deletion of one of ours, however short, is seen here.
+	mons := make([]*ruleMonitor, len(h.nodes))
+	for i, n := range h.nodes {
+		if mons[i], err = startRuleMonitor(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	// The poller: every node's rules, read every ~20 ms.
 	polls := make([]*rulePoll, len(h.nodes))
 	pollCtx, stopPolls := context.WithCancel(ctx)
@@ -201,6 +213,9 @@ func TestKubeProxyContention(t *testing.T) {
 	stopPolls()
 	wg.Wait()
 	pollTime := time.Since(pollStart)
+	for _, m := range mons {
+		m.stop()
+	}
 
 	// kube-proxy runs no more; flanneld keeps checking its rules: KUBE-*
 	// must stay exactly as kube-proxy left them.
@@ -291,6 +306,17 @@ func TestKubeProxyContention(t *testing.T) {
 	if !sawControl {
 		t.Errorf("the poller did not see the test's own deletion of FORWARD → FLANNEL-FWD on n1 (absences %q)", absences)
 	}
+	var deletions [][]string
+	for i, m := range mons {
+		if m.err != nil {
+			t.Errorf("monitoring %s's rules: %v", h.nodes[i].Name, m.err)
+		}
+		deletions = append(deletions, m.deleted)
+	}
+	t.Logf("deletions of rules of ours that nf_tables reported: n1 %q, n2 %q; events read: %d, %d", deletions[0], deletions[1], mons[0].events, mons[1].events)
+	if len(deletions[0]) != 1 || len(deletions[1]) != 0 {
+		t.Errorf("rules of ours deleted: n1 %q, n2 %q; want only the test's own deletion on n1", deletions[0], deletions[1])
+	}
 	if len(absences) > 1 {
 		t.Errorf("rules of ours went missing besides the test's own deletion: %q", absences)
 	}
@@ -311,10 +337,110 @@ func TestKubeProxyContention(t *testing.T) {
 		lockNote = "xtables lock: used (" + strings.TrimSpace(backend) + ")"
 	}
 	r.fault = fmt.Sprintf("kube-proxy restarted %d times (%d SIGTERM, %d kill -9), %d Services created and deleted over %s (%d standing)", restarts, terms, kills, creates, run, kubeProxyServices)
-	r.note = fmt.Sprintf("rules of ours missing only after the test's own deletion of FORWARD → FLANNEL-FWD on n1, for %s–%s (limit: one resync, 1 s, + the longest rule check, ≤ %s, + the reads either side; %d reads, ≤ %s apart); kube-proxy syncs %d (%d failed, each ≤ %s); lock errors %d (%s); flanneld repairs %v",
-		longestSeen.Round(time.Millisecond), longest.Round(time.Millisecond), worstCheck, nPolls, worstPoll.Round(time.Millisecond), syncs, restoreFails, worstSync, lockErrs, lockNote, repairs)
+	r.note = fmt.Sprintf("nft monitor: no rule of ours deleted but by the test (%d events); rules of ours missing only after the test's own deletion of FORWARD → FLANNEL-FWD on n1, for %s–%s (limit: one resync, 1 s, + the longest rule check, ≤ %s, + the reads either side; %d reads, ≤ %s apart); kube-proxy syncs %d (%d failed, each ≤ %s); lock errors %d (%s); flanneld repairs %v",
+		mons[0].events+mons[1].events, longestSeen.Round(time.Millisecond), longest.Round(time.Millisecond), worstCheck, nPolls, worstPoll.Round(time.Millisecond), syncs, restoreFails, worstSync, lockErrs, lockNote, repairs)
 	h.pending[len(h.pending)-1].r = r
 	h.finish()
+}
+
+// ruleMonitor follows `nft monitor` in a node's namespace and keeps the
+// deletions of our rules: a rule in a FLANNEL-* chain, a jump to one (known
+// from the ruleset when it started, or added since), or a FLANNEL-* chain.
+type ruleMonitor struct {
+	node    *testenv.Node
+	cmd     *exec.Cmd
+	ours    map[string]bool // "family table handle" of a jump of ours
+	events  int
+	deleted []string
+	err     error
+}
+
+// monitorLine is one event of `nft -a monitor` that adds, inserts or
+// deletes a rule or a chain: verb, object, family, table, chain, the rest
+// (a rule's body) and the handle, if printed.
+var monitorLine = regexp.MustCompile(`^(add|insert|delete) (rule|chain) (\S+) (\S+) (\S+)(.*?)(?:(?:# )?handle (\d+))?\s*$`)
+
+func startRuleMonitor(n *testenv.Node) (*ruleMonitor, error) {
+	m := &ruleMonitor{node: n, ours: map[string]bool{}}
+	var err error
+	if m.cmd, err = n.StartProcess("nft-monitor", "/usr/sbin/nft", "-a", "monitor"); err != nil {
+		return nil, err
+	}
+	// nft listens once it reports a table made for the purpose; then the
+	// ruleset is listed: every jump of ours is in the list or comes as an
+	// event after it.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if out, err := n.Exec("nft", "add", "table", "inet", "chaosd-probe"); err != nil {
+			return nil, fmt.Errorf("%v: %s", err, out)
+		}
+		if log, _ := os.ReadFile(n.ProcessLog("nft-monitor")); strings.Contains(string(log), "add table inet chaosd-probe") {
+			break
+		}
+		if _, err := n.Exec("nft", "delete", "table", "inet", "chaosd-probe"); err != nil {
+			return nil, err
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("nft monitor on %s reports nothing", n.Name)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := n.Exec("nft", "delete", "table", "inet", "chaosd-probe"); err != nil {
+		return nil, err
+	}
+	list, err := n.Exec("nft", "-a", "list", "ruleset")
+	if err != nil {
+		return nil, err
+	}
+	table := ""
+	for _, l := range strings.Split(list, "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 3 && f[0] == "table" {
+			table = f[1] + " " + f[2]
+		}
+		if i := strings.Index(l, "# handle "); i >= 0 && strings.Contains(l, "jump FLANNEL-") {
+			m.ours[table+" "+strings.TrimSpace(l[i+len("# handle "):])] = true
+		}
+	}
+	return m, nil
+}
+
+// stop ends the monitor and reads what it printed.
+func (m *ruleMonitor) stop() {
+	_ = m.cmd.Process.Kill()
+	_ = m.cmd.Wait()
+	f, err := os.Open(m.node.ProcessLog("nft-monitor"))
+	if err != nil {
+		m.err = err
+		return
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		l := sc.Text()
+		m.events++
+		if strings.Contains(l, "rror") {
+			m.err = fmt.Errorf("nft monitor: %s", l)
+			continue
+		}
+		g := monitorLine.FindStringSubmatch(l)
+		if g == nil {
+			continue
+		}
+		key := g[3] + " " + g[4] + " " + g[7]
+		switch {
+		case g[1] != "delete":
+			if g[2] == "rule" && strings.Contains(g[6], "jump FLANNEL-") {
+				m.ours[key] = true
+			}
+		case strings.HasPrefix(g[5], "FLANNEL-"), g[2] == "rule" && m.ours[key]:
+			m.deleted = append(m.deleted, l)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		m.err = err
+	}
 }
 
 // deleteJump deletes the rule of chain that jumps to target, by its number.
