@@ -797,8 +797,9 @@ func (d *Daemon) ensureRules() error {
 		if p.fw == nil {
 			continue
 		}
+		start := time.Now()
 		changed, err := p.fw.Ensure(p.policy)
-		d.rec.RulesChecked(p.fam, changed, err)
+		d.rec.RulesChecked(p.fam, time.Since(start), changed, err)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("keeping %s rules: %w", p.fam, err))
 			continue

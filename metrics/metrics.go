@@ -68,9 +68,11 @@ type Recorder interface {
 	// APIWrite counts a write to the API server of kind ("annotations",
 	// "condition", "event") and its outcome.
 	APIWrite(kind string, err error)
-	// RulesChecked says the packet-filter rules of fam were checked;
-	// repaired is true when they were wrong and have been rewritten.
-	RulesChecked(fam family.Family, repaired bool, err error)
+	// RulesChecked says the packet-filter rules of fam were checked, which
+	// took d (with the repair, if any: kube-proxy rewriting its rules
+	// beside ours makes every iptables call slower); repaired is true when
+	// they were wrong and have been rewritten.
+	RulesChecked(fam family.Family, d time.Duration, repaired bool, err error)
 	// GuardDropped says how many tunnelled packets from addresses that
 	// are not peers the tunnel guard of fam has dropped in all, as the
 	// kernel counts them (since the guard's rules were made); read at
@@ -111,7 +113,7 @@ func (Nop) APIContact() {}
 func (Nop) APIWrite(string, error) {}
 
 // RulesChecked implements Recorder.
-func (Nop) RulesChecked(family.Family, bool, error) {}
+func (Nop) RulesChecked(family.Family, time.Duration, bool, error) {}
 
 // GuardDropped implements Recorder.
 func (Nop) GuardDropped(family.Family, uint64) {}

@@ -8,8 +8,8 @@
 // Its subpackages are the parts, shared with the other tests and the lab
 // (`twill lab`, a full kubelet cluster): netns (namespaces), underlay
 // (bridges and veths), controlplane with pki, proc and k8sbin (etcd and the
-// Kubernetes control plane), and cnihost (the CNI plugin run as a runtime
-// runs it).
+// Kubernetes control plane), kubeproxy (kube-proxy's configuration), and
+// cnihost (the CNI plugin run as a runtime runs it).
 package testenv
 
 import (
@@ -210,6 +210,30 @@ func (n *Node) StartFlanneldWith(caps string, env []string, netConf string, extr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := startSteady(cmd); err != nil {
 		return nil, fmt.Errorf("starting flanneld on %s: %w", n.Name, err)
+	}
+	n.procs = append(n.procs, cmd)
+	return cmd, nil
+}
+
+// ProcessLog is where the process that StartProcess started as name logs.
+func (n *Node) ProcessLog(name string) string { return filepath.Join(n.Dir, name+".log") }
+
+// StartProcess starts path with args in the node's network namespace, as
+// root with every capability (kube-proxy, say), its output appended to
+// ProcessLog(name). It dies with the test binary, and Close stops it if it
+// still runs.
+func (n *Node) StartProcess(name, path string, args ...string) (*exec.Cmd, error) {
+	log, err := os.OpenFile(n.ProcessLog(name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer log.Close()
+	// nsenter execs in place: cmd's PID is the process's.
+	cmd := exec.Command("nsenter", append([]string{"--net=" + n.NS, "--", path}, args...)...)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := startSteady(cmd); err != nil {
+		return nil, fmt.Errorf("starting %s on %s: %w", name, n.Name, err)
 	}
 	n.procs = append(n.procs, cmd)
 	return cmd, nil

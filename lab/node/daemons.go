@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/twill-net/twill/internal/testenv/kubeproxy"
 	"github.com/twill-net/twill/lab/registry"
 )
 
@@ -200,29 +201,11 @@ func joinIPs(ips []net.IP) string {
 // StartKubeProxy writes kube-proxy's configuration (iptables mode, one
 // proxier per family of clusterCIDRs) and starts it.
 func (n *Node) StartKubeProxy(bin, kubeconfig string, clusterCIDRs []string, cgroups []string) error {
-	healthz := "0.0.0.0:10256"
-	if ip := n.IPs[0]; ip.To4() == nil {
-		healthz = "[::]:10256"
-	}
-	conf := fmt.Sprintf(`apiVersion: kubeproxy.config.k8s.io/v1alpha1
-kind: KubeProxyConfiguration
-clientConnection:
-  kubeconfig: %s
-mode: iptables
-clusterCIDR: %s
-hostnameOverride: %s
-healthzBindAddress: %q
-metricsBindAddress: 127.0.0.1:10249
-# Zero leaves the host-wide conntrack sysctls alone: nodes share a kernel.
-conntrack:
-  maxPerCore: 0
-  min: 0
-  tcpEstablishedTimeout: 0s
-  tcpCloseWaitTimeout: 0s
-`, kubeconfig, strings.Join(clusterCIDRs, ","), n.Name, healthz)
 	path := filepath.Join(n.Dir, "kube-proxy.yaml")
-	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
-		return fmt.Errorf("writing kube-proxy config: %w", err)
+	if err := kubeproxy.Write(path, kubeproxy.Config{
+		Kubeconfig: kubeconfig, ClusterCIDRs: clusterCIDRs, NodeName: n.Name, IPv6: n.IPs[0].To4() == nil,
+	}); err != nil {
+		return err
 	}
 	return n.Start("kube-proxy", bin, cgroups, "--config="+path)
 }

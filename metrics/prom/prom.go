@@ -48,6 +48,7 @@ type Recorder struct {
 	lastContact      prometheus.Gauge
 	apiWrites        *prometheus.CounterVec
 	rulesChecks      *prometheus.CounterVec
+	rulesSeconds     *prometheus.HistogramVec
 	rulesRepairs     *prometheus.CounterVec
 	rulesErrors      *prometheus.CounterVec
 	rulesLastCheck   *prometheus.GaugeVec
@@ -90,6 +91,10 @@ func New(o Options) *Recorder {
 	r.reg.MustRegister(r.watches, r.lastContact)
 	r.apiWrites = f.counters("api_writes_total", "Writes to the API server, by kind (annotations: this node's lease; condition: NetworkUnavailable; event: a Warning on a node) and result (ok, error).", "kind", "result")
 	r.rulesChecks = f.counters("rules_checks_total", "Checks of the packet-filter rules, by family.", "family")
+	r.rulesSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: Namespace, Name: "rules_check_duration_seconds", Help: "How long checks of the packet-filter rules take (with their repair, if any), by family.", Buckets: reconcileBuckets,
+	}, []string{"family"})
+	r.reg.MustRegister(r.rulesSeconds)
 	r.rulesRepairs = f.counters("rules_repairs_total", "Checks that found the packet-filter rules missing or wrong and rewrote them, by family.", "family")
 	r.rulesErrors = f.counters("rules_check_errors_total", "Checks of the packet-filter rules that failed, by family.", "family")
 	r.rulesLastCheck = f.gauges("rules_last_check_timestamp_seconds", "Unix time of the last successful check of the packet-filter rules, by family.", "family")
@@ -223,9 +228,10 @@ func (r *Recorder) APIWrite(kind string, err error) {
 }
 
 // RulesChecked implements metrics.Recorder.
-func (r *Recorder) RulesChecked(fam family.Family, repaired bool, err error) {
+func (r *Recorder) RulesChecked(fam family.Family, d time.Duration, repaired bool, err error) {
 	f := familyLabel(fam)
 	r.rulesChecks.WithLabelValues(f).Inc()
+	r.rulesSeconds.WithLabelValues(f).Observe(d.Seconds())
 	switch {
 	case err != nil:
 		r.rulesErrors.WithLabelValues(f).Inc()

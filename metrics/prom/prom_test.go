@@ -110,9 +110,9 @@ func TestSeries(t *testing.T) {
 	r.APIContact()
 	r.APIWrite("annotations", nil)
 	r.APIWrite("event", fail)
-	r.RulesChecked(family.IPv4, false, nil)
-	r.RulesChecked(family.IPv4, true, nil)
-	r.RulesChecked(family.IPv4, false, fail)
+	r.RulesChecked(family.IPv4, 20*time.Millisecond, false, nil)
+	r.RulesChecked(family.IPv4, 30*time.Millisecond, true, nil)
+	r.RulesChecked(family.IPv4, time.Second, false, fail)
 	r.GuardDropped(family.IPv4, 5)
 	r.GuardDropped(family.IPv4, 7)
 
@@ -142,6 +142,7 @@ func TestSeries(t *testing.T) {
 		{"twill_api_writes_total", []string{"kind", "annotations", "result", "ok"}, 1},
 		{"twill_api_writes_total", []string{"kind", "event", "result", "error"}, 1},
 		{"twill_rules_checks_total", []string{"family", "ipv4"}, 3},
+		{"twill_rules_check_duration_seconds", []string{"family", "ipv4"}, 3},
 		{"twill_rules_repairs_total", []string{"family", "ipv4"}, 1},
 		{"twill_rules_check_errors_total", []string{"family", "ipv4"}, 1},
 		{"twill_rules_last_check_timestamp_seconds", []string{"family", "ipv4"}, 1700000000},

@@ -215,45 +215,11 @@ func checkRules(d *Diff, node *testenv.Node, r Rules, ps []peer, me *peer) error
 	if err != nil {
 		return fmt.Errorf("iptables-save on %s: %w\n%s", node.Name, err, save)
 	}
-	var lines []string
-	for _, l := range strings.Split(save, "\n") {
-		if strings.HasPrefix(l, "-A ") {
-			lines = append(lines, l)
-		}
+	var own *net.IPNet
+	if me != nil {
+		own = me.cidr
 	}
-	has := func(what string, ok func(string) bool, n int) {
-		count := 0
-		for _, l := range lines {
-			if ok(l) {
-				count++
-			}
-		}
-		if count < n {
-			d.Missing = append(d.Missing, fmt.Sprintf("%s (%d of %d)", what, count, n))
-		}
-	}
-	chain := func(name string) func(string) bool {
-		return func(l string) bool { return strings.HasPrefix(l, "-A "+name+" ") }
-	}
-	jump := func(from, to string) func(string) bool {
-		return func(l string) bool { return strings.HasPrefix(l, "-A "+from+" ") && strings.HasSuffix(l, "-j "+to) }
-	}
-	nw := r.Network
-	has("FORWARD → FLANNEL-FWD", jump("FORWARD", "FLANNEL-FWD"), 1)
-	has("FLANNEL-FWD accepts "+nw+" both ways", func(l string) bool {
-		return chain("FLANNEL-FWD")(l) && (strings.Contains(l, "-s "+nw+" ") || strings.Contains(l, "-d "+nw+" ")) && strings.HasSuffix(l, "-j ACCEPT")
-	}, 2)
-	if r.IPMasq && me != nil {
-		has("POSTROUTING → FLANNEL-POSTRTG", jump("POSTROUTING", "FLANNEL-POSTRTG"), 1)
-		has("FLANNEL-POSTRTG keeps "+me.cidr.String()+"'s addresses", func(l string) bool {
-			return chain("FLANNEL-POSTRTG")(l) && strings.Contains(l, me.cidr.String()) && strings.HasSuffix(l, "-j RETURN")
-		}, 3)
-		has("FLANNEL-POSTRTG masquerades", func(l string) bool {
-			return chain("FLANNEL-POSTRTG")(l) && strings.Contains(l, "MASQUERADE")
-		}, 2)
-	}
-	has("INPUT → FLANNEL-VXLAN-GUARD", jump("INPUT", "FLANNEL-VXLAN-GUARD"), 1)
-	has("FLANNEL-VXLAN-GUARD drops", func(l string) bool { return chain("FLANNEL-VXLAN-GUARD")(l) && strings.HasSuffix(l, "-j DROP") }, 1)
+	d.Missing = append(d.Missing, RulesMissing(save, r, own)...)
 	// The guard's set holds exactly the peers' public IPs.
 	out, err := node.Exec("ipset", "list", "FLANNEL-VXLAN-PEERS")
 	if err != nil {
@@ -276,4 +242,53 @@ func checkRules(d *Diff, node *testenv.Node, r Rules, ps []peer, me *peer) error
 	}
 	compare(d, want, members)
 	return nil
+}
+
+// RulesMissing says, in words, which of the iptables rules that r asks for
+// are missing from save, the output of iptables-save (all tables, or the
+// filter and nat tables) on a node whose own podCIDR is own (nil while the
+// node has none: its masquerade rules are then not asked for). Rules of
+// other owners (kube-proxy's KUBE-* chains, jumps inserted before ours) do
+// not matter. The guard's set of peers is not in save and not checked.
+func RulesMissing(save string, r Rules, own *net.IPNet) []string {
+	var lines, missing []string
+	for _, l := range strings.Split(save, "\n") {
+		if strings.HasPrefix(l, "-A ") {
+			lines = append(lines, l)
+		}
+	}
+	has := func(what string, ok func(string) bool, n int) {
+		count := 0
+		for _, l := range lines {
+			if ok(l) {
+				count++
+			}
+		}
+		if count < n {
+			missing = append(missing, fmt.Sprintf("%s (%d of %d)", what, count, n))
+		}
+	}
+	chain := func(name string) func(string) bool {
+		return func(l string) bool { return strings.HasPrefix(l, "-A "+name+" ") }
+	}
+	jump := func(from, to string) func(string) bool {
+		return func(l string) bool { return strings.HasPrefix(l, "-A "+from+" ") && strings.HasSuffix(l, "-j "+to) }
+	}
+	nw := r.Network
+	has("FORWARD → FLANNEL-FWD", jump("FORWARD", "FLANNEL-FWD"), 1)
+	has("FLANNEL-FWD accepts "+nw+" both ways", func(l string) bool {
+		return chain("FLANNEL-FWD")(l) && (strings.Contains(l, "-s "+nw+" ") || strings.Contains(l, "-d "+nw+" ")) && strings.HasSuffix(l, "-j ACCEPT")
+	}, 2)
+	if r.IPMasq && own != nil {
+		has("POSTROUTING → FLANNEL-POSTRTG", jump("POSTROUTING", "FLANNEL-POSTRTG"), 1)
+		has("FLANNEL-POSTRTG keeps "+own.String()+"'s addresses", func(l string) bool {
+			return chain("FLANNEL-POSTRTG")(l) && strings.Contains(l, own.String()) && strings.HasSuffix(l, "-j RETURN")
+		}, 3)
+		has("FLANNEL-POSTRTG masquerades", func(l string) bool {
+			return chain("FLANNEL-POSTRTG")(l) && strings.Contains(l, "MASQUERADE")
+		}, 2)
+	}
+	has("INPUT → FLANNEL-VXLAN-GUARD", jump("INPUT", "FLANNEL-VXLAN-GUARD"), 1)
+	has("FLANNEL-VXLAN-GUARD drops", func(l string) bool { return chain("FLANNEL-VXLAN-GUARD")(l) && strings.HasSuffix(l, "-j DROP") }, 1)
+	return missing
 }
