@@ -58,6 +58,14 @@ type Options struct {
 	// PublicIPs, when set, are published instead of the interface's
 	// addresses (at most one per family).
 	PublicIPs []netip.Addr
+	// ChooseIface, when set, chooses the underlay interface again as at
+	// start (the same flags): each full reconcile, and when the kernel
+	// watch sees the underlay's addresses change, the daemon follows a
+	// new address of it (see readdress).
+	ChooseIface func() (*iface.Choice, error)
+	// Reconnect, when set, closes every connection to the API server, so
+	// that the next request dials from the node's new address.
+	Reconnect func()
 	// Firewall, when set, makes each family's firewall, which keeps the
 	// forward rules, and the masquerade rules when IPMasq is true.
 	Firewall firewall.Maker
@@ -123,6 +131,8 @@ type Daemon struct {
 	readyTries int
 	// noted holds peers whose missing families were logged.
 	noted map[string]string
+	// ifaceProblem is the last problem choosing the interface again.
+	ifaceProblem string
 }
 
 // New validates options and returns a daemon.
@@ -184,6 +194,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		} else if over.IsValid() {
 			d.log.Infof("publishing %s from the %s annotation", over, d.o.Annotations.For(f).PublicIPOverwrite)
 			p.own.PublicIP = over
+			p.explicit = "the " + d.o.Annotations.For(f).PublicIPOverwrite + " annotation"
 		}
 		d.planes = append(d.planes, p)
 		d.own.Nets = append(d.own.Nets, p.own)
@@ -250,6 +261,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 	if d.o.WatchKernel != nil {
 		w := kernel.Watch{Devices: d.planes.devices()}
+		if d.o.ChooseIface != nil {
+			w.Underlay = d.o.Iface.Index
+		}
 		for _, n := range d.o.Config.Networks {
 			w.Networks = append(w.Networks, n.Prefix)
 		}
@@ -309,10 +323,10 @@ func (d *Daemon) newPlane(f family.Family, subnet netip.Prefix, ann map[string]s
 	if err != nil {
 		return nil, err
 	}
-	pub := n.Addr
+	pub, explicit := n.Addr, ""
 	for _, ip := range d.o.PublicIPs {
 		if family.Of(ip) == f {
-			pub = ip
+			pub, explicit = ip, "--public-ip (or the node-public-ip annotation)"
 		}
 	}
 	var guard uint16
@@ -325,6 +339,7 @@ func (d *Daemon) newPlane(f family.Family, subnet netip.Prefix, ann map[string]s
 		fam: f, be: be,
 		policy: policy,
 		own:    lease.Net{Subnet: subnet, PublicIP: pub, BackendData: be.Data()},
+		node:   n, explicit: explicit,
 	}, nil
 }
 
@@ -356,7 +371,7 @@ func (h watchHandler) Changed(name string) { h.d.queue.Add(name) }
 // aged out on cni0), have no owner and are ignored, so a node leaving
 // costs no full reconcile.
 func (d *Daemon) kernelLost(l kernel.Loss) {
-	if l.Device != "" {
+	if l.Device != "" || l.Underlay {
 		d.queue.Add(fullKey)
 		return
 	}
@@ -668,6 +683,9 @@ func (d *Daemon) fullReconcile(ctx context.Context) error {
 			d.initial = nil
 		}
 	}()
+	if err := d.readdress(); err != nil {
+		return err
+	}
 	recreated, err := d.setup()
 	if err != nil {
 		return fmt.Errorf("backend setup: %w", err)
