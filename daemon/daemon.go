@@ -133,6 +133,8 @@ type Daemon struct {
 	noted map[string]string
 	// ifaceProblem is the last problem choosing the interface again.
 	ifaceProblem string
+	// publicIPs finds peers that publish one public address.
+	publicIPs *publicIPs
 }
 
 // New validates options and returns a daemon.
@@ -155,7 +157,7 @@ func New(o Options) (*Daemon, error) {
 	if o.SubnetFile == "" {
 		o.SubnetFile = subnetenv.DefaultPath
 	}
-	d := &Daemon{o: o, log: o.Log.WithField("node", o.NodeName), rec: metrics.OrNop(o.Metrics), noted: map[string]string{}, counts: newPeerCounts()}
+	d := &Daemon{o: o, log: o.Log.WithField("node", o.NodeName), rec: metrics.OrNop(o.Metrics), noted: map[string]string{}, counts: newPeerCounts(), publicIPs: newPublicIPs()}
 	d.mgr = kube.NewManager(o.API, o.NodeName, o.Annotations, d.log, d.rec)
 	return d, nil
 }
@@ -464,6 +466,7 @@ func (d *Daemon) syncNode(ctx context.Context, name string) error {
 		if !ok {
 			return nil
 		}
+		d.checkOwnPodCIDRs(ctx, node.PodCIDRs)
 		if changed, err := d.mgr.Publish(ctx, node.Annotations, d.own); err != nil {
 			return err
 		} else if changed {
@@ -530,7 +533,13 @@ func (d *Daemon) peerEntries(ctx context.Context, name string) (want peerEntries
 	case problem != nil:
 		d.mgr.Warn(ctx, name, reason, problem)
 	default:
-		want.clean = true
+		if err := d.publicIPConflict(l); err != nil {
+			// Programmed all the same: the peers take no slot from
+			// each other, and one of them may be right.
+			d.mgr.Warn(ctx, name, "PublicIPConflict", err)
+		} else {
+			want.clean = true
+		}
 	}
 	d.noteMissing(name, want.missing)
 	return want, false
@@ -599,6 +608,16 @@ func (d *Daemon) forget(name string) {
 	d.mu.Lock()
 	delete(d.noted, name)
 	d.mu.Unlock()
+	d.publicIPs.set(name, nil)
+}
+
+// checkOwnPodCIDRs warns when this node's Node has podCIDRs other than
+// the subnets served. The old lease stays: its pods keep working, and
+// taking a new podCIDR under running pods would cut them all off.
+func (d *Daemon) checkOwnPodCIDRs(ctx context.Context, cidrs []string) {
+	if err := d.ownPodCIDRChanged(cidrs); err != nil {
+		d.mgr.Warn(ctx, d.o.NodeName, "PodCIDRChanged", err)
+	}
 }
 
 // pager programs peers while the initial node list is still being read,
@@ -700,6 +719,7 @@ func (d *Daemon) fullReconcile(ctx context.Context) error {
 	}
 	d.writeSubnetEnv(ctx)
 	if node, ok := d.mgr.Node(d.o.NodeName); ok {
+		d.checkOwnPodCIDRs(ctx, node.PodCIDRs)
 		if _, err := d.mgr.Publish(ctx, node.Annotations, d.own); err != nil {
 			return err
 		}
