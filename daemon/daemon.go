@@ -92,6 +92,11 @@ type Options struct {
 // fullKey is the queue key of a full reconcile; node names cannot hold NUL.
 const fullKey = "\x00full"
 
+// underlayKey is the queue key of a check of the underlay (readdress): a
+// change of its addresses runs a full reconcile only when the node's
+// address moved, not at every IPv6 address lifetime renewal.
+const underlayKey = "\x00underlay"
+
 // readyRetry is how soon a full reconcile is tried again when it left the
 // node not ready, doubling up to readyRetryMax.
 const (
@@ -373,7 +378,11 @@ func (h watchHandler) Changed(name string) { h.d.queue.Add(name) }
 // aged out on cni0), have no owner and are ignored, so a node leaving
 // costs no full reconcile.
 func (d *Daemon) kernelLost(l kernel.Loss) {
-	if l.Device != "" || l.Underlay {
+	if l.Underlay {
+		d.queue.Add(underlayKey)
+		return
+	}
+	if l.Device != "" {
 		d.queue.Add(fullKey)
 		return
 	}
@@ -415,7 +424,14 @@ func (d *Daemon) processNext(ctx context.Context) bool {
 	}
 	defer d.queue.Done(key)
 	var err error
-	if key == fullKey {
+	if key == underlayKey {
+		var moved bool
+		// Moved: the full reconcile sets the new device up, reprograms
+		// the peers and publishes, before any peer's sync needs it.
+		if moved, err = d.readdress(); moved && err == nil {
+			err = d.timedFull(ctx)
+		}
+	} else if key == fullKey {
 		err = d.timedFull(ctx)
 		if err == nil {
 			d.becomeReady(ctx)
@@ -453,8 +469,11 @@ func (d *Daemon) notReadyFor() time.Duration {
 }
 
 func printable(key string) string {
-	if key == fullKey {
+	switch key {
+	case fullKey:
 		return "(all nodes)"
+	case underlayKey:
+		return "(the underlay interface)"
 	}
 	return key
 }
@@ -702,7 +721,7 @@ func (d *Daemon) fullReconcile(ctx context.Context) error {
 			d.initial = nil
 		}
 	}()
-	if err := d.readdress(); err != nil {
+	if _, err := d.readdress(); err != nil {
 		return err
 	}
 	recreated, err := d.setup()

@@ -46,23 +46,24 @@ func decideMove(old, now backend.Node, published netip.Addr, explicit string) mo
 // with the new local address, and every peer is programmed again) and
 // publishes the new address (the next Publish; peers follow on their node
 // watch). When no interface can be chosen (the address is gone, no new one
-// yet), everything stays as it is and the problem is logged once.
-func (d *Daemon) readdress() error {
+// yet), everything stays as it is and the problem is logged once. It
+// reports whether any family's backend was made anew.
+func (d *Daemon) readdress() (bool, error) {
 	if d.o.ChooseIface == nil {
-		return nil
+		return false, nil
 	}
 	c, err := d.o.ChooseIface()
 	if err != nil {
 		d.noteIface(fmt.Sprintf("cannot choose the underlay interface again: %v; keeping %s and the addresses published", err, d.o.Iface.Name))
-		return nil
+		return false, nil
 	}
 	d.noteIface("")
-	moved := false
+	rebuilt, moved := false, false
 	for i, p := range d.planes {
 		n, err := BackendNode(d.o.NodeName, d.o.Config, p.fam, p.own.Subnet, c)
 		if err != nil {
 			d.noteIface(fmt.Sprintf("%v; keeping %s and the addresses published", err, d.o.Iface.Name))
-			return nil
+			return false, nil
 		}
 		m := decideMove(p.node, n, p.own.PublicIP, p.explicit)
 		if !m.rebuild {
@@ -71,7 +72,7 @@ func (d *Daemon) readdress() error {
 		n.Published = p.own.BackendData // keep the VTEP MAC peers hold
 		be, err := d.o.Backend.Config.New(d.o.Kernel, n)
 		if err != nil {
-			return fmt.Errorf("following %s's new address %s: %w", n.Iface.Name, n.Addr, err)
+			return rebuilt, fmt.Errorf("following %s's new address %s: %w", n.Iface.Name, n.Addr, err)
 		}
 		log := d.log.WithFields(logrus.Fields{"family": p.fam, "iface": n.Iface.Name, "was": p.node.Addr, "addr": n.Addr})
 		if m.kept {
@@ -80,6 +81,7 @@ func (d *Daemon) readdress() error {
 			log.Infof("the underlay interface's address changed: the tunnel now starts from %s and %s is published", n.Addr, m.publish)
 		}
 		moved = moved || p.node.Addr != n.Addr
+		rebuilt = true
 		p.be, p.node = be, n
 		p.own.PublicIP, p.own.BackendData = m.publish, be.Data()
 		d.own.Nets[i] = p.own
@@ -92,7 +94,7 @@ func (d *Daemon) readdress() error {
 	if d.env != nil {
 		d.env.MTU = d.planes.mtu()
 	}
-	return nil
+	return rebuilt, nil
 }
 
 // noteIface logs problem (a Warning) when it differs from the last one

@@ -112,6 +112,7 @@ func TestUnderlayAddressFollowed(t *testing.T) {
 			// changes, and the problem is logged once however often the
 			// reconcile runs.
 			u.set("", errors.New("no IPv4 default route"))
+			h.d.kernelLost(kernel.Loss{Underlay: true})
 			for range 3 {
 				h.full()
 			}
@@ -152,14 +153,14 @@ func TestUnderlayAddressFollowed(t *testing.T) {
 	}
 }
 
-// full queues a full reconcile as the kernel watch does for an underlay
-// change, and waits for it to finish.
+// full queues a full reconcile, as the resync timer does, and waits for
+// it to finish.
 func (h *harness) full() {
 	h.t.Helper()
 	h.d.mu.Lock()
 	runs := h.d.fullRuns
 	h.d.mu.Unlock()
-	h.d.kernelLost(kernel.Loss{Underlay: true})
+	h.d.queue.Add(fullKey)
 	h.eventually("a full reconcile", func() bool {
 		h.d.mu.Lock()
 		defer h.d.mu.Unlock()

@@ -11,7 +11,7 @@ import (
 
 // Watch says what WatchLosses reports: the deletion of any of Devices, and
 // of any route into one of Networks; with Underlay set, a change of that
-// link's addresses and the addition of a default route.
+// link's addresses and the addition of a default route through it.
 type Watch struct {
 	Devices  []string
 	Networks []netip.Prefix
@@ -26,9 +26,9 @@ type Watch struct {
 // would otherwise find).
 //
 // Underlay, set alone, says the underlay may have moved: an address of
-// the watched link was added or removed, or a default route added (after
-// a re-address the default route comes back last), so the node's public
-// address may be another now.
+// the watched link was added or removed, or a default route through it
+// added (after a re-address the default route comes back last), so the
+// node's public address may be another now.
 type Loss struct {
 	Device   string
 	Entry    Entry
@@ -83,7 +83,7 @@ func WatchLosses(done <-chan struct{}, w Watch, lost func(Loss)) error {
 				if !ok {
 					return
 				}
-				if w.Underlay != 0 && u.Type == unix.RTM_NEWROUTE && isDefault(u.Dst) && (u.Table == unix.RT_TABLE_MAIN || u.Table == 0) {
+				if w.Underlay != 0 && u.Type == unix.RTM_NEWROUTE && u.LinkIndex == w.Underlay && isDefault(u.Dst) && (u.Table == unix.RT_TABLE_MAIN || u.Table == 0) {
 					lost(Loss{Underlay: true})
 					continue
 				}
