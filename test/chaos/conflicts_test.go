@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -21,9 +22,10 @@ import (
 // TestConflicts is scenario 9: simulated Nodes conflicting with n2 (one
 // claiming its podCIDR, one its VTEP MAC, one its public IP) and a peer
 // whose podCIDR is removed, then changed (the API server refuses either in
-// place: the Node is created anew). Each conflict raises a Warning Event
-// naming both Nodes, from each flanneld that sees it; n1↔n2 pings lose
-// nothing; and over 10 s of full resyncs every 2 s, n2's kernel entries on
+// place: the Node is created anew), then n1's flanneld restarted. Each
+// conflict raises a Warning Event naming both Nodes, from each flanneld
+// that sees it; n1↔n2 pings lose nothing, across the restart too; and
+// over 10 s of full resyncs every 2 s, n2's kernel entries on
 // n1 are never touched (ip monitor, bridge monitor fdb) and no Event more
 // is recorded. Last, n2's own Node is created anew with another podCIDR:
 // n2's flanneld keeps serving the old one, with a Warning.
@@ -112,6 +114,48 @@ func TestConflicts(t *testing.T) {
 	h.fault("peer p9's podCIDR removed (created anew without)", "its entries go; no Warning: a Node without a podCIDR is one still joining", 30*time.Second, recreate(""))
 	h.fault("peer p9's podCIDR changed (created anew)", "its entries move", 30*time.Second, recreate("10.244.10.0/24"))
 
+	// A restart of n1's flanneld starts from an empty table: the entries
+	// the kernel holds for n2 must stay n2's, not go to dup, first by name.
+	restarted := time.Now().Truncate(time.Second)
+	h.fault("n1's flanneld restarted with the conflicts in place", "the kernel's holder keeps its slot", 60*time.Second, func() error {
+		if err := testenv.Stop(h.procs["n1"]); err != nil {
+			return fmt.Errorf("stopping n1's flanneld: %w", err)
+		}
+		p, err := n1.StartFlanneld(netConf, append(slices.Clone(flannelArgs), "--resync-period=2s")...)
+		if err != nil {
+			return err
+		}
+		h.procs["n1"] = p
+		deadline := time.Now().Add(time.Minute)
+		for n1.Ready() != nil {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("n1's flanneld not ready after a minute: %v", n1.Ready())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		return nil
+	})
+
+	// The new process reports each conflict once again: dup's and
+	// clone's, and the public IP twin and n2 share (each at the first full
+	// reconcile that has seen the other).
+	h.until(15*time.Second, "n1's flanneld reporting the 4 conflicts again", func() error {
+		list, err := h.env.Client.CoreV1().Events(metav1.NamespaceDefault).List(h.ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		n := 0
+		for _, ev := range list.Items {
+			if ev.Source.Host == "n1" && !ev.FirstTimestamp.Time.Before(restarted) {
+				n++
+			}
+		}
+		if n != 4 {
+			return fmt.Errorf("%d Events from n1 since the restart", n)
+		}
+		return nil
+	})
+
 	// No flapping: full resyncs every 2 s change nothing of n2's on n1
 	// and record no Event more. The window is a length of time by
 	// definition.
@@ -142,7 +186,7 @@ func TestConflicts(t *testing.T) {
 		}
 	}
 	h.finish()
-	for _, r := range results.list[len(results.list)-5:] {
+	for _, r := range results.list[len(results.list)-6:] {
 		if r.lost > 0 {
 			t.Errorf("%s: %d pings lost between n1 and n2, want 0", r.fault, r.lost)
 		}
