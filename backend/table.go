@@ -259,8 +259,9 @@ func (t *Table) ownerOf(key kernel.Key) (string, bool) {
 
 // resolve finds the peers of want that want a slot another peer wants too
 // or holds. The peer that holds the slot wins: the one the table applied
-// it for, else (a new table over a kernel read as held, after a restart)
-// one whose every entry the kernel holds as it wants it; between two
+// it for, else (a new table, after a restart or a recreated device, over
+// a kernel read as held) one whose every entry the kernel holds as it
+// wants it; between two
 // newcomers, the name first in order, so every node of a cluster makes the
 // same choice. It returns want without the losers (a copy, when there are
 // any), the slots the rest want, by peer, and the conflicts. t.mu is held.
@@ -272,7 +273,8 @@ func (t *Table) resolve(want map[string]Entries, held map[kernel.Key]kernel.Entr
 		n += len(es)
 	}
 	slices.Sort(names)
-	if held != nil {
+	checkHolders := len(t.applied) > 0
+	if held != nil && !checkHolders {
 		// The peers the kernel holds intact first: a restart must not
 		// hand a working peer's slot to a newcomer earlier by name.
 		broken := make(map[string]bool, len(want))
@@ -294,7 +296,6 @@ func (t *Table) resolve(want map[string]Entries, held map[kernel.Key]kernel.Entr
 	}
 	claims := make(map[kernel.Key]string, n)
 	var out []*ConflictError
-	checkHolders := len(t.applied) > 0
 	for _, name := range names {
 		var lost *ConflictError
 		for _, e := range want[name] {
