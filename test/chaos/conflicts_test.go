@@ -117,7 +117,7 @@ func TestConflicts(t *testing.T) {
 	// A restart of n1's flanneld starts from an empty table: the entries
 	// the kernel holds for n2 must stay n2's, not go to dup, first by name.
 	restarted := time.Now().Truncate(time.Second)
-	h.fault("n1's flanneld restarted with the conflicts in place", "the kernel's holder keeps its slot", 60*time.Second, func() error {
+	h.fault("n1's flanneld restarted with the conflicts in place", "the kernel's holder keeps its slot; then 10 s of resyncs every 2 s: n2's entries on n1 untouched (ip monitor, bridge monitor fdb), no Event more", 60*time.Second, func() error {
 		if err := testenv.Stop(h.procs["n1"]); err != nil {
 			return fmt.Errorf("stopping n1's flanneld: %w", err)
 		}

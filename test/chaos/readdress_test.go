@@ -83,7 +83,7 @@ func TestPublicIPChange(t *testing.T) {
 		}
 		return nil
 	})
-	r.note = fmt.Sprintf("the InternalIP updated %s after the re-address; n2 publishes the new address and n1's FDB follows %s after it; limit: a gap of 5 s (the underlay's addresses are watched)",
+	r.note = fmt.Sprintf("the InternalIP updated %s after the re-address; n2 sending from and publishing the new address, and n1's FDB entry pointing there, %s after the re-address; limit: a ping gap of 5 s (n2's flanneld watches its interface's addresses)",
 		updated.Sub(start).Round(time.Millisecond), moved.Round(time.Millisecond))
 	h.pending = append(h.pending, pendingFault{r: r, before: before, after: h.marks()})
 	h.finish()
