@@ -40,6 +40,16 @@ func decideMove(old, now backend.Node, published netip.Addr, explicit string) mo
 	return m
 }
 
+// sticky keeps old's address in now when the interface still has it: an
+// interface with several addresses of a family (IPv6 temporary addresses
+// come and go) moves the tunnel only when its address is gone.
+func sticky(old, now backend.Node) backend.Node {
+	if old.Iface.Index == now.Iface.Index && slices.ContainsFunc(now.Nets, func(p netip.Prefix) bool { return p.Addr() == old.Addr }) {
+		now.Addr = old.Addr
+	}
+	return now
+}
+
 // readdress follows a change of the underlay: it chooses the interface
 // again as at start and, for each family whose interface or address
 // changed, makes the backend anew (the next Setup recreates the device
@@ -65,6 +75,7 @@ func (d *Daemon) readdress() (bool, error) {
 			d.noteIface(fmt.Sprintf("%v; keeping %s and the addresses published", err, d.o.Iface.Name))
 			return false, nil
 		}
+		n = sticky(p.node, n)
 		m := decideMove(p.node, n, p.own.PublicIP, p.explicit)
 		if !m.rebuild {
 			continue
@@ -75,9 +86,12 @@ func (d *Daemon) readdress() (bool, error) {
 			return rebuilt, fmt.Errorf("following %s's new address %s: %w", n.Iface.Name, n.Addr, err)
 		}
 		log := d.log.WithFields(logrus.Fields{"family": p.fam, "iface": n.Iface.Name, "was": p.node.Addr, "addr": n.Addr})
-		if m.kept {
+		switch {
+		case p.node.Addr == n.Addr:
+			log.Debug("the underlay interface's subnets changed")
+		case m.kept:
 			log.Warnf("the underlay interface's address changed; the tunnel now starts from %s, but %s stays published as given by %s: set it to the new address and restart flanneld, or peers keep sending to the old one", n.Addr, p.own.PublicIP, p.explicit)
-		} else {
+		default:
 			log.Infof("the underlay interface's address changed: the tunnel now starts from %s and %s is published", n.Addr, m.publish)
 		}
 		moved = moved || p.node.Addr != n.Addr

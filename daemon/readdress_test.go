@@ -47,6 +47,28 @@ func TestDecideMove(t *testing.T) {
 	}
 }
 
+func TestStickyAddress(t *testing.T) {
+	a, b := netip.MustParseAddr("fc00::12"), netip.MustParseAddr("fc00::99")
+	eth0 := backend.Link{Index: 2, Name: "eth0", MTU: 1500}
+	old := backend.Node{Iface: eth0, Addr: a, Nets: []netip.Prefix{netip.PrefixFrom(a, 64)}}
+	// A temporary address listed first: the tunnel stays on a.
+	now := backend.Node{Iface: eth0, Addr: b, Nets: []netip.Prefix{netip.PrefixFrom(b, 64), netip.PrefixFrom(a, 64)}}
+	if got := sticky(old, now); got.Addr != a || len(got.Nets) != 2 {
+		t.Errorf("with a still on eth0: %+v, want a kept and both subnets", got)
+	}
+	if m := decideMove(old, sticky(old, now), a, ""); m.publish != a {
+		t.Errorf("published %s after a temporary address came, want %s", m.publish, a)
+	}
+	gone := backend.Node{Iface: eth0, Addr: b, Nets: []netip.Prefix{netip.PrefixFrom(b, 64)}}
+	if got := sticky(old, gone); got.Addr != b {
+		t.Errorf("with a gone: %s, want b", got.Addr)
+	}
+	other := backend.Node{Iface: backend.Link{Index: 3, Name: "eth1"}, Addr: b, Nets: []netip.Prefix{netip.PrefixFrom(b, 64), netip.PrefixFrom(a, 64)}}
+	if got := sticky(old, other); got.Addr != b {
+		t.Errorf("on another interface: %s, want that interface's choice b", got.Addr)
+	}
+}
+
 // underlay is a ChooseIface whose answer the test changes.
 type underlay struct {
 	mu     sync.Mutex
