@@ -258,11 +258,14 @@ func (t *Table) ownerOf(key kernel.Key) (string, bool) {
 }
 
 // resolve finds the peers of want that want a slot another peer wants too
-// or holds. The peer that holds the slot wins; between two newcomers, the
-// name first in order, so every node of a cluster makes the same choice.
-// It returns want without the losers (a copy, when there are any), the
-// slots the rest want, by peer, and the conflicts. t.mu is held.
-func (t *Table) resolve(want map[string]Entries) (map[string]Entries, map[kernel.Key]string, []*ConflictError) {
+// or holds. The peer that holds the slot wins: the one the table applied
+// it for, else (a new table, after a restart or a recreated device, over
+// a kernel read as held) one whose every entry the kernel holds as it
+// wants it; between two
+// newcomers, the name first in order, so every node of a cluster makes the
+// same choice. It returns want without the losers (a copy, when there are
+// any), the slots the rest want, by peer, and the conflicts. t.mu is held.
+func (t *Table) resolve(want map[string]Entries, held map[kernel.Key]kernel.Entry) (map[string]Entries, map[kernel.Key]string, []*ConflictError) {
 	names := make([]string, 0, len(want))
 	n := 0
 	for name, es := range want {
@@ -270,9 +273,29 @@ func (t *Table) resolve(want map[string]Entries) (map[string]Entries, map[kernel
 		n += len(es)
 	}
 	slices.Sort(names)
+	checkHolders := len(t.applied) > 0
+	if held != nil && !checkHolders {
+		// The peers the kernel holds intact first: a restart must not
+		// hand a working peer's slot to a newcomer earlier by name.
+		broken := make(map[string]bool, len(want))
+		for name, es := range want {
+			broken[name] = len(es) == 0 || slices.ContainsFunc(es, func(e kernel.Entry) bool {
+				h, ok := held[e.Key()]
+				return !ok || !h.Equal(e)
+			})
+		}
+		slices.SortStableFunc(names, func(a, b string) int {
+			switch {
+			case broken[a] == broken[b]:
+				return 0
+			case broken[b]:
+				return -1
+			}
+			return 1
+		})
+	}
 	claims := make(map[kernel.Key]string, n)
 	var out []*ConflictError
-	checkHolders := len(t.applied) > 0
 	for _, name := range names {
 		var lost *ConflictError
 		for _, e := range want[name] {
@@ -386,7 +409,8 @@ func (f *FullSync) Add(want map[string]Entries) (Stats, error) {
 	}
 	var st Stats
 	var p plan
-	want, _, st.Conflicts = t.resolve(want)
+	want = f.withoutChanges(want)
+	want, _, st.Conflicts = t.resolve(want, f.held)
 	f.addOrFix(want, &p, &st)
 	err := p.apply(t.k)
 	for name, e := range want {
@@ -397,6 +421,33 @@ func (f *FullSync) Add(want map[string]Entries) (Stats, error) {
 		return st, fmt.Errorf("programming peers: %w", err)
 	}
 	return st, nil
+}
+
+// withoutChanges returns want without the peers that would change an
+// entry the kernel holds (a copy, when there are any): they wait for
+// Finish, which knows every peer, as the entry may be another peer's that
+// a later page brings. t.mu is held.
+func (f *FullSync) withoutChanges(want map[string]Entries) map[string]Entries {
+	changes := func(es Entries) bool {
+		return slices.ContainsFunc(es, func(e kernel.Entry) bool {
+			h, ok := f.held[e.Key()]
+			return ok && !h.Equal(e)
+		})
+	}
+	var out map[string]Entries
+	for name, es := range want {
+		if !changes(es) {
+			continue
+		}
+		if out == nil {
+			out = maps.Clone(want)
+		}
+		delete(out, name)
+	}
+	if out == nil {
+		return want
+	}
+	return out
 }
 
 // Finish ends the full sync: want is every peer's entries. Owned entries
@@ -412,7 +463,7 @@ func (f *FullSync) Finish(want map[string]Entries) (Stats, error) {
 	t.full = nil
 	var st Stats
 	var p plan
-	want, wanted, conflicts := t.resolve(want)
+	want, wanted, conflicts := t.resolve(want, f.held)
 	st.Conflicts = conflicts
 	n := len(wanted)
 	for i := len(kernel.Kinds) - 1; i >= 0; i-- {

@@ -58,6 +58,14 @@ type Options struct {
 	// PublicIPs, when set, are published instead of the interface's
 	// addresses (at most one per family).
 	PublicIPs []netip.Addr
+	// ChooseIface, when set, chooses the underlay interface again as at
+	// start (the same flags): each full reconcile, and when the kernel
+	// watch sees the underlay's addresses change, the daemon follows a
+	// new address of it (see readdress).
+	ChooseIface func() (*iface.Choice, error)
+	// Reconnect, when set, closes every connection to the API server, so
+	// that the next request dials from the node's new address.
+	Reconnect func()
 	// Firewall, when set, makes each family's firewall, which keeps the
 	// forward rules, and the masquerade rules when IPMasq is true.
 	Firewall firewall.Maker
@@ -83,6 +91,11 @@ type Options struct {
 
 // fullKey is the queue key of a full reconcile; node names cannot hold NUL.
 const fullKey = "\x00full"
+
+// underlayKey is the queue key of a check of the underlay (readdress): a
+// change of its addresses runs a full reconcile only when the node's
+// address moved, not at every IPv6 address lifetime renewal.
+const underlayKey = "\x00underlay"
 
 // readyRetry is how soon a full reconcile is tried again when it left the
 // node not ready, doubling up to readyRetryMax.
@@ -123,6 +136,10 @@ type Daemon struct {
 	readyTries int
 	// noted holds peers whose missing families were logged.
 	noted map[string]string
+	// ifaceProblem is the last problem choosing the interface again.
+	ifaceProblem string
+	// publicIPs finds peers that publish one public address.
+	publicIPs *publicIPs
 }
 
 // New validates options and returns a daemon.
@@ -145,7 +162,7 @@ func New(o Options) (*Daemon, error) {
 	if o.SubnetFile == "" {
 		o.SubnetFile = subnetenv.DefaultPath
 	}
-	d := &Daemon{o: o, log: o.Log.WithField("node", o.NodeName), rec: metrics.OrNop(o.Metrics), noted: map[string]string{}, counts: newPeerCounts()}
+	d := &Daemon{o: o, log: o.Log.WithField("node", o.NodeName), rec: metrics.OrNop(o.Metrics), noted: map[string]string{}, counts: newPeerCounts(), publicIPs: newPublicIPs()}
 	d.mgr = kube.NewManager(o.API, o.NodeName, o.Annotations, d.log, d.rec)
 	return d, nil
 }
@@ -184,6 +201,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		} else if over.IsValid() {
 			d.log.Infof("publishing %s from the %s annotation", over, d.o.Annotations.For(f).PublicIPOverwrite)
 			p.own.PublicIP = over
+			p.explicit = "the " + d.o.Annotations.For(f).PublicIPOverwrite + " annotation"
 		}
 		d.planes = append(d.planes, p)
 		d.own.Nets = append(d.own.Nets, p.own)
@@ -250,6 +268,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 	if d.o.WatchKernel != nil {
 		w := kernel.Watch{Devices: d.planes.devices()}
+		if d.o.ChooseIface != nil {
+			w.Underlay = d.o.Iface.Index
+		}
 		for _, n := range d.o.Config.Networks {
 			w.Networks = append(w.Networks, n.Prefix)
 		}
@@ -309,10 +330,10 @@ func (d *Daemon) newPlane(f family.Family, subnet netip.Prefix, ann map[string]s
 	if err != nil {
 		return nil, err
 	}
-	pub := n.Addr
+	pub, explicit := n.Addr, ""
 	for _, ip := range d.o.PublicIPs {
 		if family.Of(ip) == f {
-			pub = ip
+			pub, explicit = ip, "--public-ip (or the node-public-ip annotation)"
 		}
 	}
 	var guard uint16
@@ -325,6 +346,7 @@ func (d *Daemon) newPlane(f family.Family, subnet netip.Prefix, ann map[string]s
 		fam: f, be: be,
 		policy: policy,
 		own:    lease.Net{Subnet: subnet, PublicIP: pub, BackendData: be.Data()},
+		node:   n, explicit: explicit,
 	}, nil
 }
 
@@ -356,6 +378,10 @@ func (h watchHandler) Changed(name string) { h.d.queue.Add(name) }
 // aged out on cni0), have no owner and are ignored, so a node leaving
 // costs no full reconcile.
 func (d *Daemon) kernelLost(l kernel.Loss) {
+	if l.Underlay {
+		d.queue.Add(underlayKey)
+		return
+	}
 	if l.Device != "" {
 		d.queue.Add(fullKey)
 		return
@@ -398,7 +424,14 @@ func (d *Daemon) processNext(ctx context.Context) bool {
 	}
 	defer d.queue.Done(key)
 	var err error
-	if key == fullKey {
+	if key == underlayKey {
+		var moved bool
+		// Moved: the full reconcile sets the new device up, reprograms
+		// the peers and publishes, before any peer's sync needs it.
+		if moved, err = d.readdress(); moved && err == nil {
+			err = d.timedFull(ctx)
+		}
+	} else if key == fullKey {
 		err = d.timedFull(ctx)
 		if err == nil {
 			d.becomeReady(ctx)
@@ -436,8 +469,11 @@ func (d *Daemon) notReadyFor() time.Duration {
 }
 
 func printable(key string) string {
-	if key == fullKey {
+	switch key {
+	case fullKey:
 		return "(all nodes)"
+	case underlayKey:
+		return "(the underlay interface)"
 	}
 	return key
 }
@@ -449,6 +485,7 @@ func (d *Daemon) syncNode(ctx context.Context, name string) error {
 		if !ok {
 			return nil
 		}
+		d.checkOwnPodCIDRs(ctx, node.PodCIDRs)
 		if changed, err := d.mgr.Publish(ctx, node.Annotations, d.own); err != nil {
 			return err
 		} else if changed {
@@ -515,7 +552,13 @@ func (d *Daemon) peerEntries(ctx context.Context, name string) (want peerEntries
 	case problem != nil:
 		d.mgr.Warn(ctx, name, reason, problem)
 	default:
-		want.clean = true
+		if err := d.publicIPConflict(l); err != nil {
+			// Programmed all the same: the peers take no slot from
+			// each other, and one of them may be right.
+			d.mgr.Warn(ctx, name, "PublicIPConflict", err)
+		} else {
+			want.clean = true
+		}
 	}
 	d.noteMissing(name, want.missing)
 	return want, false
@@ -584,6 +627,16 @@ func (d *Daemon) forget(name string) {
 	d.mu.Lock()
 	delete(d.noted, name)
 	d.mu.Unlock()
+	d.publicIPs.set(name, nil)
+}
+
+// checkOwnPodCIDRs warns when this node's Node has podCIDRs other than
+// the subnets served. The old lease stays: its pods keep working, and
+// taking a new podCIDR under running pods would cut them all off.
+func (d *Daemon) checkOwnPodCIDRs(ctx context.Context, cidrs []string) {
+	if err := d.ownPodCIDRChanged(cidrs); err != nil {
+		d.mgr.Warn(ctx, d.o.NodeName, "PodCIDRChanged", err)
+	}
 }
 
 // pager programs peers while the initial node list is still being read,
@@ -668,6 +721,9 @@ func (d *Daemon) fullReconcile(ctx context.Context) error {
 			d.initial = nil
 		}
 	}()
+	if _, err := d.readdress(); err != nil {
+		return err
+	}
 	recreated, err := d.setup()
 	if err != nil {
 		return fmt.Errorf("backend setup: %w", err)
@@ -682,6 +738,7 @@ func (d *Daemon) fullReconcile(ctx context.Context) error {
 	}
 	d.writeSubnetEnv(ctx)
 	if node, ok := d.mgr.Node(d.o.NodeName); ok {
+		d.checkOwnPodCIDRs(ctx, node.PodCIDRs)
 		if _, err := d.mgr.Publish(ctx, node.Annotations, d.own); err != nil {
 			return err
 		}

@@ -83,6 +83,13 @@ var v6Addr = iface.Addr{Addr: netip.MustParseAddr("fc00:f853:ccd:e793::2"), Nets
 // podCIDRs ownCIDRs (none: not waited for).
 func startWith(t *testing.T, dir, conf string, ownCIDRs []string, objs ...*v1.Node) *harness {
 	t.Helper()
+	return startTweaked(t, dir, conf, ownCIDRs, nil, objs...)
+}
+
+// startTweaked is startWith with tweak, when not nil, changing the
+// options before the daemon is made.
+func startTweaked(t *testing.T, dir, conf string, ownCIDRs []string, tweak func(*Options), objs ...*v1.Node) *harness {
+	t.Helper()
 	cfg, err := netconf.Parse([]byte(conf))
 	if err != nil {
 		t.Fatal(err)
@@ -117,14 +124,18 @@ func startWith(t *testing.T, dir, conf string, ownCIDRs []string, objs ...*v1.No
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	logs := logtest.NewLocal(log)
-	d, err := New(Options{
+	o := Options{
 		Config: cfg, Backends: backends, Backend: chosen, API: clientsetapi.API{C: client}, NodeName: "node-1", Annotations: ann, Kernel: k,
 		Iface:    &iface.Choice{Name: "eth0", Index: 2, MTU: 1500, Addrs: addrs},
 		Firewall: func(f family.Family) (firewall.Firewall, error) { fw.families = append(fw.families, f); return fw, nil },
 		IPMasq:   true, TunnelGuard: true, SubnetFile: filepath.Join(dir, "run/flannel/subnet.env"),
 		CNIConfSrc: filepath.Join(dir, "cni-conf.json"), CNIConfDest: filepath.Join(dir, "net.d/10-flannel.conflist"),
 		Resync: time.Hour, RulesResync: time.Hour, Metrics: rec, Log: log,
-	})
+	}
+	if tweak != nil {
+		tweak(&o)
+	}
+	d, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}

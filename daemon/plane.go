@@ -23,6 +23,12 @@ type plane struct {
 	fw     firewall.Firewall // nil: no rules kept
 	policy firewall.Policy
 	own    lease.Net
+	// node is what the backend was made with: the underlay interface and
+	// its address, which a re-address changes (see readdress).
+	node backend.Node
+	// explicit names where an explicitly given public IP came from
+	// (--public-ip, an annotation); empty when it is the interface's.
+	explicit string
 }
 
 // Policy is what the packet filter of family f must do on a node whose

@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"net"
 	"net/netip"
 	"slices"
 
@@ -9,10 +10,13 @@ import (
 )
 
 // Watch says what WatchLosses reports: the deletion of any of Devices, and
-// of any route into one of Networks.
+// of any route into one of Networks; with Underlay set, a change of that
+// link's addresses and the addition of a default route through it.
 type Watch struct {
 	Devices  []string
 	Networks []netip.Prefix
+	// Underlay is the index of the underlay link, 0 for none.
+	Underlay int
 }
 
 // Loss is state the kernel lost: a whole device (Device), or one entry
@@ -20,9 +24,15 @@ type Watch struct {
 // neighbour or FDB entry (any: the daemon's table knows which are its
 // own, as it must for a flushed FDB, which no resync but the full one
 // would otherwise find).
+//
+// Underlay, set alone, says the underlay may have moved: an address of
+// the watched link was added or removed, or a default route through it
+// added (after a re-address the default route comes back last), so the
+// node's public address may be another now.
 type Loss struct {
-	Device string
-	Entry  Entry
+	Device   string
+	Entry    Entry
+	Underlay bool
 }
 
 // WatchLosses calls lost whenever the kernel deletes what w names, so the
@@ -44,6 +54,12 @@ func WatchLosses(done <-chan struct{}, w Watch, lost func(Loss)) error {
 	if err := netlink.NeighSubscribe(neighs, done); err != nil {
 		return err
 	}
+	addrs := make(chan netlink.AddrUpdate, 64)
+	if w.Underlay != 0 {
+		if err := netlink.AddrSubscribe(addrs, done); err != nil {
+			return err
+		}
+	}
 	go func() {
 		for {
 			select {
@@ -56,9 +72,20 @@ func WatchLosses(done <-chan struct{}, w Watch, lost func(Loss)) error {
 				if u.Header.Type == unix.RTM_DELLINK && slices.Contains(w.Devices, u.Attrs().Name) {
 					lost(Loss{Device: u.Attrs().Name})
 				}
+			case u, ok := <-addrs:
+				if !ok {
+					return
+				}
+				if u.LinkIndex == w.Underlay {
+					lost(Loss{Underlay: true})
+				}
 			case u, ok := <-routes:
 				if !ok {
 					return
+				}
+				if w.Underlay != 0 && u.Type == unix.RTM_NEWROUTE && u.LinkIndex == w.Underlay && isDefault(u.Dst) && (u.Table == unix.RT_TABLE_MAIN || u.Table == 0) {
+					lost(Loss{Underlay: true})
+					continue
 				}
 				if u.Type != unix.RTM_DELROUTE || u.Dst == nil {
 					continue
@@ -83,4 +110,14 @@ func WatchLosses(done <-chan struct{}, w Watch, lost func(Loss)) error {
 		}
 	}()
 	return nil
+}
+
+// isDefault reports whether dst is a default route's destination (netlink
+// gives nil or a zero-length prefix).
+func isDefault(dst *net.IPNet) bool {
+	if dst == nil {
+		return true
+	}
+	ones, _ := dst.Mask.Size()
+	return ones == 0
 }

@@ -431,6 +431,10 @@ func (b *Backend) Entries(p *lease.Lease, n lease.Net) (backend.Entries, error) 
 	if vni != b.cfg.VNI {
 		return nil, fmt.Errorf("node uses VNI %d, this node %d", vni, b.cfg.VNI)
 	}
+	if bytes.Equal(mac, b.mac) {
+		// Its FDB entry would take this node's own MAC on the device.
+		return nil, fmt.Errorf("node publishes VTEP MAC %s, which is this node's own: two Nodes with one VTEP MAC (a cloned machine's backend data?)", mac)
+	}
 	if b.dev == nil {
 		return nil, errors.New("vxlan device not set up yet")
 	}

@@ -411,6 +411,10 @@ func TestEntriesRefusesMismatchedPeers(t *testing.T) {
 	if _, err := f.b.Entries(other, other.Nets[0]); err == nil {
 		t.Error("a peer with another VNI got entries")
 	}
+	clone := peer("node-3", "10.244.3.0/24", "172.18.0.5", f.b.mac.String())
+	if _, err := f.b.Entries(clone, clone.Nets[0]); err == nil || !strings.Contains(err.Error(), "this node's own") {
+		t.Errorf("a peer with this node's VTEP MAC: %v, want it refused", err)
+	}
 }
 
 // TestBrokenPeerData: data that is not flannel's vxlan data is a

@@ -25,6 +25,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/util/connrotation"
 
 	"github.com/twill-net/twill/backend/builtin"
 	"github.com/twill-net/twill/backend/kernel"
@@ -233,6 +234,11 @@ func run(f *flags, log *logrus.Logger) error {
 	// default of 5 requests a second would spread 5,000 nodes over 10 s.
 	restCfg.QPS, restCfg.Burst = 50, 200
 	restCfg.UserAgent = "twill-flanneld/" + version.Version
+	// A move of the underlay address leaves the connections to the API
+	// server bound to an address the node no longer has, dead until TCP
+	// gives up: the daemon closes them all when it follows a move.
+	apiConns := connrotation.NewDialer((&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext)
+	restCfg.Dial = apiConns.DialContext
 	api, err := kube.NewRESTAPI(restCfg)
 	if err != nil {
 		return err
@@ -246,7 +252,8 @@ func run(f *flags, log *logrus.Logger) error {
 	// The node's node-public-ip(v6) annotations, when set, stand for
 	// --public-ip(v6), as in flannel.
 	pubs := overrideByFamily(flagIPs, kube.StoredPublicIPs(ctx, api, nodeName, ann, log))
-	choice, err := iface.Choose(iface.Options{Ifaces: f.ifaces, Regexes: f.ifaceRegexes, CanReach: f.ifaceCanReach, PublicIPs: pubs}, cfg.Families())
+	ifaceOpts := iface.Options{Ifaces: f.ifaces, Regexes: f.ifaceRegexes, CanReach: f.ifaceCanReach, PublicIPs: pubs}
+	choice, err := iface.Choose(ifaceOpts, cfg.Families())
 	if err != nil {
 		return err
 	}
@@ -269,7 +276,8 @@ func run(f *flags, log *logrus.Logger) error {
 	rec := prom.New(prom.Options{Version: version.Version, EntryKinds: kinds, Families: cfg.Families()})
 	d, err := daemon.New(daemon.Options{
 		Config: cfg, Backends: backends, Backend: chosen, API: api, NodeName: nodeName, Annotations: ann, Kernel: k,
-		Iface: choice, PublicIPs: pubs, Firewall: firewallMaker(cfg), IPMasq: f.ipMasq, TunnelGuard: f.vxlanGuard, SubnetFile: f.subnetFile,
+		Iface: choice, PublicIPs: pubs, ChooseIface: func() (*iface.Choice, error) { return iface.Choose(ifaceOpts, cfg.Families()) },
+		Reconnect: apiConns.CloseAll, Firewall: firewallMaker(cfg), IPMasq: f.ipMasq, TunnelGuard: f.vxlanGuard, SubnetFile: f.subnetFile,
 		CNIConfSrc: f.cniConfSrc, CNIConfDest: f.cniConfDest, ProcSys: "/proc/sys",
 		Resync: f.resync, RulesResync: f.iptablesResync,
 		WatchKernel: kernel.WatchLosses,

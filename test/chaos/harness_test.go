@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -93,6 +94,8 @@ type harness struct {
 	flows   []*traffic.Flow
 	name    string
 	pending []pendingFault
+	// refused are the Nodes flanneld must refuse (conflicts).
+	refused []string
 }
 
 // pendingFault is a fault whose traffic figures wait for the flows to stop.
@@ -102,6 +105,12 @@ type pendingFault struct {
 }
 
 func newHarness(t *testing.T, scenario string) *harness {
+	t.Helper()
+	return newHarnessWith(t, scenario)
+}
+
+// newHarnessWith is newHarness with extra flanneld flags.
+func newHarnessWith(t *testing.T, scenario string, extra ...string) *harness {
 	t.Helper()
 	netns.RequireRoot(t)
 	dir := t.TempDir()
@@ -143,7 +152,7 @@ func newHarness(t *testing.T, scenario string) *harness {
 			t.Fatal(err)
 		}
 		h.nodes = append(h.nodes, n)
-		if h.procs[name], err = n.StartFlanneld(netConf, flannelArgs...); err != nil {
+		if h.procs[name], err = n.StartFlanneld(netConf, append(slices.Clone(flannelArgs), extra...)...); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -216,8 +225,10 @@ func (h *harness) marks() []traffic.Mark {
 // diff checks every real node against the Nodes.
 func (h *harness) diff() ([]expected.Diff, error) {
 	var ds []expected.Diff
+	r := rules
+	r.Refused = h.refused
 	for _, n := range h.nodes {
-		d, err := expected.Check(h.ctx, h.env.Client, n, rules)
+		d, err := expected.Check(h.ctx, h.env.Client, n, r)
 		if err != nil {
 			return nil, err
 		}
