@@ -22,6 +22,12 @@ import (
 	"k8s.io/client-go/kubernetes"
 )
 
+// Network is a cluster network (net-conf.json's Network) that holds every
+// simulated Node's podCIDR and flannel's default, 10.244.0.0/16, where
+// tests put their real nodes: the first 29,696 simulated Nodes stay clear
+// of it.
+const Network = "10.128.0.0/9"
+
 // Max is the number of distinct simulated Nodes: beyond it podCIDRs and
 // public IPs would repeat.
 const Max = 30000
