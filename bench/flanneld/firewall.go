@@ -20,6 +20,7 @@ import (
 	"github.com/twill-net/twill/firewall/iptables"
 	"github.com/twill-net/twill/firewall/nftables"
 	"github.com/twill-net/twill/internal/testenv"
+	"github.com/twill-net/twill/internal/testenv/proc"
 	"github.com/twill-net/twill/internal/testenv/simnodes"
 )
 
@@ -86,9 +87,9 @@ func (p nftProbe) has(ip string) bool {
 	return err == nil
 }
 
-// cpuWithChildren is cpuTime with the children: flanneld and the
+// cpuWithChildren is cpuSeconds with the children: flanneld and the
 // commands it ran.
-func cpuWithChildren(pid int) (float64, error) { return cpuTime(pid, true) }
+func cpuWithChildren(pid int) (float64, error) { return proc.CPUSeconds(pid, true) }
 
 // poll calls ok every 20 ms until it holds.
 func poll(ctx context.Context, what string, ok func() bool) error {

@@ -44,6 +44,7 @@ import (
 
 	"github.com/twill-net/twill/bench/report"
 	"github.com/twill-net/twill/internal/testenv"
+	"github.com/twill-net/twill/internal/testenv/proc"
 	"github.com/twill-net/twill/internal/testenv/simnodes"
 )
 
@@ -329,43 +330,10 @@ func waitRoutes(ctx context.Context, h *netlink.Handle, devices []string, ok fun
 }
 
 // cpuSeconds is user+system time of pid so far.
-func cpuSeconds(pid int) (float64, error) { return cpuTime(pid, false) }
-
-// cpuTime is user+system time of pid so far, with children that of its
-// reaped children too (the iptables and nft commands flanneld ran).
-func cpuTime(pid int, children bool) (float64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	s := string(data)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	n := 2 // utime, stime
-	if children {
-		n = 4 // and cutime, cstime
-	}
-	var sum float64
-	for _, f := range fields[11 : 11+n] {
-		v, _ := strconv.ParseFloat(f, 64)
-		sum += v
-	}
-	return sum / 100, nil // USER_HZ is 100 on Linux
-}
+func cpuSeconds(pid int) (float64, error) { return proc.CPUSeconds(pid, false) }
 
 // peakRSS is VmHWM of pid in MiB.
-func peakRSS(pid int) (float64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if strings.HasPrefix(line, "VmHWM:") {
-			kb, err := strconv.ParseFloat(strings.Fields(line)[1], 64)
-			return kb / 1024, err
-		}
-	}
-	return 0, fmt.Errorf("no VmHWM for pid %d", pid)
-}
+func peakRSS(pid int) (float64, error) { return proc.PeakRSSMiB(pid) }
 
 func render(rs []result) string {
 	var b strings.Builder
