@@ -39,7 +39,8 @@ func seed(t *testing.T) uint64 {
 // random count of routes in the first half. The others hit, at a random
 // moment (seeded) 0–2.5 s into a flanneld's life, the node restarted last
 // (one time in two) or a random one, so that some land in a restarted
-// flanneld's own initial list. While a flanneld is dead one peer is
+// flanneld's own initial list; n1 and n2, which carry the traffic, are hit
+// at least once each. While a flanneld is dead one peer is
 // deleted and one added, which its restart must catch up with. After each
 // restart every node must converge to exactly the right entries (0 stale,
 // 0 missing), and the pods of n1 and n2 lose no ping: the kernel keeps its
@@ -179,11 +180,18 @@ func TestKill9(t *testing.T) {
 	// convergence is still to be measured.
 	last, lastStart, open, early := n3, start, false, 0
 	starts := map[string]time.Time{"n3": start} // n1 and n2: long ago
+	// unhit are the nodes with traffic not killed yet: the last kills go
+	// to them if the draws did not.
+	unhit := []*testenv.Node{h.nodes[0], h.nodes[1]}
 	for k := 2; k <= kills; k++ {
 		n := last
 		if rng.IntN(2) == 0 {
 			n = h.nodes[rng.IntN(len(h.nodes))]
 		}
+		if kills-k+1 <= len(unhit) && !slices.Contains(unhit, n) {
+			n = unhit[0]
+		}
+		unhit = slices.DeleteFunc(unhit, func(u *testenv.Node) bool { return u == n })
 		moment := starts[n.Name].Add(time.Duration(rng.Int64N(int64(2500 * time.Millisecond))))
 		switch {
 		case !open:
