@@ -3,7 +3,8 @@
 # namespace harness with a real API server, under traffic. With no argument
 # it runs every scenario and writes the "Reliability" section of
 # bench/RESULTS.md; with "short" it runs make test's fixed subset (scenario
-# 6, and scenario 1 with a 10 s outage) and writes nothing.
+# 6, and scenario 1 with a 10 s outage) and writes nothing. Scenarios with
+# random moments log their seed: CHAOS_SEED=<seed> repeats them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ "${1:-}" == short ]]; then

@@ -20,6 +20,8 @@ import (
 	"github.com/twill-net/twill/firewall/iptables"
 	"github.com/twill-net/twill/firewall/nftables"
 	"github.com/twill-net/twill/internal/testenv"
+	"github.com/twill-net/twill/internal/testenv/proc"
+	"github.com/twill-net/twill/internal/testenv/simnodes"
 )
 
 const fwSection = "## Firewall modes and the VXLAN guard"
@@ -85,9 +87,9 @@ func (p nftProbe) has(ip string) bool {
 	return err == nil
 }
 
-// cpuWithChildren is cpuTime with the children: flanneld and the
+// cpuWithChildren is cpuSeconds with the children: flanneld and the
 // commands it ran.
-func cpuWithChildren(pid int) (float64, error) { return cpuTime(pid, true) }
+func cpuWithChildren(pid int) (float64, error) { return proc.CPUSeconds(pid, true) }
 
 // poll calls ok every 20 ms until it holds.
 func poll(ctx context.Context, what string, ok func() bool) error {
@@ -117,7 +119,7 @@ func measureFirewalls(bin string, peers, rounds int, modes []string, results str
 		return err
 	}
 	defer env.Close()
-	if err := createNodes(ctx, env.Client, clusters["ipv4"], 0, peers); err != nil {
+	if err := simnodes.Create(ctx, env.Client, 0, peers, clusters["ipv4"].sim()); err != nil {
 		return err
 	}
 	own := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "bench-node"}, Spec: v1.NodeSpec{PodCIDR: "10.255.255.0/24"}}
@@ -229,7 +231,7 @@ func measureFirewall(ctx context.Context, env *testenv.Env, node *testenv.Node, 
 	var joins, leaves []time.Duration
 	cpu0 := cpu
 	for i := 0; i < churn; i++ {
-		joiner := simNode(clusters["ipv4"], peers+i)
+		joiner := simnodes.Node(peers+i, clusters["ipv4"].sim())
 		ip := joiner.Annotations["flannel.alpha.coreos.com/public-ip"]
 		t1 := time.Now()
 		if _, err := env.Client.CoreV1().Nodes().Create(ctx, joiner, metav1.CreateOptions{}); err != nil {
@@ -251,7 +253,7 @@ func measureFirewall(ctx context.Context, env *testenv.Env, node *testenv.Node, 
 		return r, err
 	}
 	for i := 0; i < churn; i++ {
-		leaver := simNode(clusters["ipv4"], peers+i)
+		leaver := simnodes.Node(peers+i, clusters["ipv4"].sim())
 		ip := leaver.Annotations["flannel.alpha.coreos.com/public-ip"]
 		t2 := time.Now()
 		if err := env.Client.CoreV1().Nodes().Delete(ctx, leaver.Name, metav1.DeleteOptions{}); err != nil {

@@ -31,23 +31,21 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	v1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/twill-net/twill/bench/report"
 	"github.com/twill-net/twill/internal/testenv"
+	"github.com/twill-net/twill/internal/testenv/proc"
+	"github.com/twill-net/twill/internal/testenv/simnodes"
 )
 
 const section = "## flanneld at scale"
@@ -214,7 +212,7 @@ func measure(bin string, c cluster, peers int) (result, error) {
 	defer env.Close()
 
 	start := time.Now()
-	if err := createNodes(ctx, env.Client, c, 0, peers); err != nil {
+	if err := simnodes.Create(ctx, env.Client, 0, peers, c.sim()); err != nil {
 		return r, err
 	}
 	r.createNodes = time.Since(start)
@@ -255,7 +253,7 @@ func measure(bin string, c cluster, peers int) (result, error) {
 
 	// One node joins.
 	t1 := time.Now()
-	if err := createNodes(ctx, env.Client, c, peers, peers+1); err != nil {
+	if err := simnodes.Create(ctx, env.Client, peers, peers+1, c.sim()); err != nil {
 		return r, err
 	}
 	if err := waitRoutes(ctx, h, c.devices, func(n int) bool { return n >= peers+1 }); err != nil {
@@ -264,7 +262,7 @@ func measure(bin string, c cluster, peers int) (result, error) {
 	r.newPeer = time.Since(t1)
 	// One node leaves.
 	t2 := time.Now()
-	if err := env.Client.CoreV1().Nodes().Delete(ctx, nodeName(peers), metav1.DeleteOptions{}); err != nil {
+	if err := env.Client.CoreV1().Nodes().Delete(ctx, simnodes.Name(peers), metav1.DeleteOptions{}); err != nil {
 		return r, err
 	}
 	if err := waitRoutes(ctx, h, c.devices, func(n int) bool { return n <= peers }); err != nil {
@@ -294,106 +292,8 @@ func measure(bin string, c cluster, peers int) (result, error) {
 	return r, nil
 }
 
-func nodeName(i int) string { return fmt.Sprintf("sim-%05d", i) }
-
-// simNode is a peer as a kubelet would leave it: podCIDR, flannel
-// annotations, and a status of about 6 KB; in a dual-stack cluster with an
-// IPv6 podCIDR and flannel's IPv6 annotations too.
-func simNode(c cluster, i int) *v1.Node {
-	ip := fmt.Sprintf("172.19.%d.%d", i/250, i%250+1)
-	mac := fmt.Sprintf("0a:00:00:%02x:%02x:%02x", (i>>16)&0xff, (i>>8)&0xff, i&0xff)
-	n := &v1.Node{
-		ObjectMeta: metav1.ObjectMeta{
-			Name: nodeName(i),
-			Labels: map[string]string{
-				"kubernetes.io/hostname": nodeName(i), "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
-				"node.kubernetes.io/instance-type": "m5.large", "topology.kubernetes.io/zone": "zone-" + strconv.Itoa(i%3),
-			},
-			Annotations: map[string]string{
-				"flannel.alpha.coreos.com/backend-type":                  "vxlan",
-				"flannel.alpha.coreos.com/backend-data":                  fmt.Sprintf(`{"VNI":1,"VtepMAC":"%s"}`, mac),
-				"flannel.alpha.coreos.com/kube-subnet-manager":           "true",
-				"flannel.alpha.coreos.com/public-ip":                     ip,
-				"node.alpha.kubernetes.io/ttl":                           "0",
-				"volumes.kubernetes.io/controller-managed-attach-detach": "true",
-			},
-		},
-		Spec: v1.NodeSpec{PodCIDR: fmt.Sprintf("10.%d.%d.0/24", 128+i/256, i%256)},
-	}
-	if c.dual {
-		a := n.Annotations
-		a["flannel.alpha.coreos.com/backend-v6-data"] = fmt.Sprintf(`{"VNI":1,"VtepMAC":"0a:00:06:%02x:%02x:%02x"}`, (i>>16)&0xff, (i>>8)&0xff, i&0xff)
-		a["flannel.alpha.coreos.com/public-ipv6"] = fmt.Sprintf("fc00:f853:ccd:e794::%x", i+1)
-		v6 := netip.AddrFrom16([16]byte{0xfd, 0, 0, 0x10, 0, 0, byte(i >> 8), byte(i)})
-		n.Spec.PodCIDRs = []string{n.Spec.PodCIDR, netip.PrefixFrom(v6, 64).String()}
-	}
-	st := &n.Status
-	res := v1.ResourceList{
-		v1.ResourceCPU: resource.MustParse("2"), v1.ResourceMemory: resource.MustParse("8Gi"),
-		v1.ResourcePods: resource.MustParse("110"), v1.ResourceEphemeralStorage: resource.MustParse("100Gi"),
-	}
-	st.Capacity, st.Allocatable = res, res
-	now := metav1.Now()
-	for _, c := range []v1.NodeConditionType{v1.NodeMemoryPressure, v1.NodeDiskPressure, v1.NodePIDPressure, v1.NodeReady} {
-		status := v1.ConditionFalse
-		if c == v1.NodeReady {
-			status = v1.ConditionTrue
-		}
-		st.Conditions = append(st.Conditions, v1.NodeCondition{Type: c, Status: status, Reason: "Kubelet" + string(c),
-			Message: "kubelet has sufficient resources and is posting ready status", LastHeartbeatTime: now, LastTransitionTime: now})
-	}
-	st.Addresses = []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: ip}, {Type: v1.NodeHostName, Address: nodeName(i)}}
-	if c.dual {
-		st.Addresses = append(st.Addresses, v1.NodeAddress{Type: v1.NodeInternalIP, Address: n.Annotations["flannel.alpha.coreos.com/public-ipv6"]})
-	}
-	st.NodeInfo = v1.NodeSystemInfo{
-		MachineID: fmt.Sprintf("%032x", i), SystemUUID: fmt.Sprintf("ec2%029x", i), BootID: fmt.Sprintf("%08x-0000-4000-8000-%012x", i, i),
-		KernelVersion: "6.1.0-27-cloud-amd64", OSImage: "Debian GNU/Linux 12 (bookworm)", ContainerRuntimeVersion: "containerd://1.7.24",
-		KubeletVersion: "v1.37.2", OperatingSystem: "linux", Architecture: "amd64",
-	}
-	for j := 0; j < 30; j++ {
-		st.Images = append(st.Images, v1.ContainerImage{
-			Names: []string{
-				fmt.Sprintf("registry.example.com/team-%02d/service-%02d@sha256:%064x", j%7, j, j*7919+i),
-				fmt.Sprintf("registry.example.com/team-%02d/service-%02d:v1.%d.%d", j%7, j, j, i%10),
-			},
-			SizeBytes: int64(20_000_000 + j*1_000_000),
-		})
-	}
-	return n
-}
-
-// createNodes creates nodes [from, to) of cluster cl with 16 workers.
-func createNodes(ctx context.Context, c kubernetes.Interface, cl cluster, from, to int) error {
-	jobs := make(chan int)
-	errs := make(chan error, 16)
-	var wg sync.WaitGroup
-	for w := 0; w < 16; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range jobs {
-				if _, err := c.CoreV1().Nodes().Create(ctx, simNode(cl, i), metav1.CreateOptions{}); err != nil {
-					errs <- fmt.Errorf("creating %s: %w", nodeName(i), err)
-					return
-				}
-			}
-		}()
-	}
-	go func() {
-		defer close(jobs)
-		for i := from; i < to; i++ {
-			select {
-			case jobs <- i:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	wg.Wait()
-	close(errs)
-	return <-errs
-}
+// sim is what kind of simulated peers the cluster has.
+func (c cluster) sim() simnodes.Options { return simnodes.Options{Dual: c.dual} }
 
 // waitRoutes polls the node's peer routes (those with a gateway) on each
 // of devices until ok holds for every device's count.
@@ -430,43 +330,10 @@ func waitRoutes(ctx context.Context, h *netlink.Handle, devices []string, ok fun
 }
 
 // cpuSeconds is user+system time of pid so far.
-func cpuSeconds(pid int) (float64, error) { return cpuTime(pid, false) }
-
-// cpuTime is user+system time of pid so far, with children that of its
-// reaped children too (the iptables and nft commands flanneld ran).
-func cpuTime(pid int, children bool) (float64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	s := string(data)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	n := 2 // utime, stime
-	if children {
-		n = 4 // and cutime, cstime
-	}
-	var sum float64
-	for _, f := range fields[11 : 11+n] {
-		v, _ := strconv.ParseFloat(f, 64)
-		sum += v
-	}
-	return sum / 100, nil // USER_HZ is 100 on Linux
-}
+func cpuSeconds(pid int) (float64, error) { return proc.CPUSeconds(pid, false) }
 
 // peakRSS is VmHWM of pid in MiB.
-func peakRSS(pid int) (float64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if strings.HasPrefix(line, "VmHWM:") {
-			kb, err := strconv.ParseFloat(strings.Fields(line)[1], 64)
-			return kb / 1024, err
-		}
-	}
-	return 0, fmt.Errorf("no VmHWM for pid %d", pid)
-}
+func peakRSS(pid int) (float64, error) { return proc.PeakRSSMiB(pid) }
 
 func render(rs []result) string {
 	var b strings.Builder

@@ -26,6 +26,7 @@ import (
 
 	"github.com/twill-net/twill/bench/report"
 	"github.com/twill-net/twill/internal/testenv"
+	"github.com/twill-net/twill/internal/testenv/simnodes"
 )
 
 // steadySection holds the steady-state run.
@@ -100,7 +101,7 @@ func measureSteady(bins []binary, load steadyLoad, round int) ([]steadyResult, e
 	}
 	defer env.Close()
 	c := clusters["ipv4"]
-	if err := createNodes(ctx, env.Client, c, 0, load.peers); err != nil {
+	if err := simnodes.Create(ctx, env.Client, 0, load.peers, c.sim()); err != nil {
 		return nil, err
 	}
 	// Take turns in who converges first, round by round.
@@ -225,12 +226,12 @@ func measureSteady(bins []binary, load steadyLoad, round int) ([]steadyResult, e
 		ip := net.IPv4(172, 21, byte(peer/250), byte(peer%250+1))
 		patch := fmt.Sprintf(`{"metadata":{"annotations":{"flannel.alpha.coreos.com/public-ip":"%s"}}}`, ip)
 		t0 := time.Now()
-		if _, err := env.Client.CoreV1().Nodes().Patch(ctx, nodeName(peer), types.MergePatchType, []byte(patch), metav1.PatchOptions{}, "status"); err != nil {
-			return nil, fmt.Errorf("changing %s's annotations: %w", nodeName(peer), err)
+		if _, err := env.Client.CoreV1().Nodes().Patch(ctx, simnodes.Name(peer), types.MergePatchType, []byte(patch), metav1.PatchOptions{}, "status"); err != nil {
+			return nil, fmt.Errorf("changing %s's annotations: %w", simnodes.Name(peer), err)
 		}
 		// Every build's kernel is polled at once, so no build's lag
 		// includes the wait for another's.
-		mac := peerMAC(peer)
+		mac := simnodes.MAC(peer)
 		var wg sync.WaitGroup
 		for i, r := range rs {
 			wg.Add(1)
@@ -239,7 +240,7 @@ func measureSteady(bins []binary, load steadyLoad, round int) ([]steadyResult, e
 				lag, err := waitFDB(ctx, r.h, "flannel.1", mac, ip, t0, 30*time.Second)
 				if err != nil {
 					out[i].missedAnn++
-					fmt.Fprintf(os.Stderr, "%s: %s: %v\n", r.b.name, nodeName(peer), err)
+					fmt.Fprintf(os.Stderr, "%s: %s: %v\n", r.b.name, simnodes.Name(peer), err)
 					return
 				}
 				out[i].lags = append(out[i].lags, lag)
@@ -338,10 +339,10 @@ func updateStatuses(ctx context.Context, c kubernetes.Interface, load steadyLoad
 				peer := rand.IntN(load.peers)
 				data, err := statusPatch(peer, k)
 				if err == nil {
-					_, err = c.CoreV1().Nodes().Patch(ctx, nodeName(peer), types.StrategicMergePatchType, data, metav1.PatchOptions{FieldManager: "kubelet"}, "status")
+					_, err = c.CoreV1().Nodes().Patch(ctx, simnodes.Name(peer), types.StrategicMergePatchType, data, metav1.PatchOptions{FieldManager: "kubelet"}, "status")
 				}
 				if err != nil {
-					errs <- fmt.Errorf("patching %s's status: %w", nodeName(peer), err)
+					errs <- fmt.Errorf("patching %s's status: %w", simnodes.Name(peer), err)
 					return
 				}
 				done.Add(1)
@@ -406,11 +407,6 @@ func statusPatch(peer, k int) ([]byte, error) {
 		st["images"] = images
 	}
 	return json.Marshal(map[string]any{"status": st})
-}
-
-// peerMAC is simNode's VTEP MAC of peer i.
-func peerMAC(i int) net.HardwareAddr {
-	return net.HardwareAddr{0x0a, 0, 0, byte(i >> 16), byte(i >> 8), byte(i)}
 }
 
 // waitFDB polls dev's FDB until mac points at ip, and returns how long

@@ -8,8 +8,9 @@
 // Its subpackages are the parts, shared with the other tests and the lab
 // (`twill lab`, a full kubelet cluster): netns (namespaces), underlay
 // (bridges and veths), controlplane with pki, proc and k8sbin (etcd and the
-// Kubernetes control plane), kubeproxy (kube-proxy's configuration), and
-// cnihost (the CNI plugin run as a runtime runs it).
+// Kubernetes control plane), kubeproxy (kube-proxy's configuration),
+// cnihost (the CNI plugin run as a runtime runs it), and simnodes
+// (simulated peer Nodes).
 package testenv
 
 import (

@@ -8,6 +8,9 @@
 // with CHAOS_RESULTS set, the suite writes them as the "Reliability"
 // section of that markdown file.
 //
+// Scenarios that draw random moments (kill -9, churn) log their seed;
+// CHAOS_SEED=<seed> repeats a run's draws.
+//
 // The tests carry the chaos build tag, so that `go test ./...` and the e2e
 // step leave them out: `make chaos` runs them all (hack/chaos.sh), and
 // `make test` a short fixed subset (CHAOS_SHORT=1).

@@ -12,9 +12,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -96,6 +98,12 @@ type harness struct {
 	pending []pendingFault
 	// refused are the Nodes flanneld must refuse (conflicts).
 	refused []string
+	// netConf is the nodes' net-conf.json, rules what it asks of their
+	// firewall.
+	netConf string
+	rules   expected.Rules
+	// watch, when set (watchNodes), is where diff reads the Nodes.
+	watch *expected.Watcher
 }
 
 // pendingFault is a fault whose traffic figures wait for the flows to stop.
@@ -106,11 +114,26 @@ type pendingFault struct {
 
 func newHarness(t *testing.T, scenario string) *harness {
 	t.Helper()
-	return newHarnessWith(t, scenario)
+	return newHarnessOpts(t, scenario, network)
 }
 
 // newHarnessWith is newHarness with extra flanneld flags.
 func newHarnessWith(t *testing.T, scenario string, extra ...string) *harness {
+	t.Helper()
+	return newHarnessOpts(t, scenario, network, extra...)
+}
+
+// newHarnessIn is newHarness with the cluster network nw (net-conf.json's
+// Network) instead of network, for scenarios with more peers than a /16
+// holds.
+func newHarnessIn(t *testing.T, scenario, nw string) *harness {
+	t.Helper()
+	return newHarnessOpts(t, scenario, nw)
+}
+
+// newHarnessOpts is newHarness with the cluster network nw and extra
+// flanneld flags.
+func newHarnessOpts(t *testing.T, scenario, nw string, extra ...string) *harness {
 	t.Helper()
 	netns.RequireRoot(t)
 	dir := t.TempDir()
@@ -124,7 +147,9 @@ func newHarnessWith(t *testing.T, scenario string, extra ...string) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, ctx: ctx, env: env, procs: map[string]*exec.Cmd{}, name: scenario}
+	h := &harness{t: t, ctx: ctx, env: env, procs: map[string]*exec.Cmd{}, name: scenario,
+		netConf: strings.Replace(netConf, network, nw, 1), rules: rules}
+	h.rules.Network = nw
 	t.Cleanup(func() {
 		for _, f := range h.flows {
 			_ = f.Stop()
@@ -152,7 +177,7 @@ func newHarnessWith(t *testing.T, scenario string, extra ...string) *harness {
 			t.Fatal(err)
 		}
 		h.nodes = append(h.nodes, n)
-		if h.procs[name], err = n.StartFlanneld(netConf, append(slices.Clone(flannelArgs), extra...)...); err != nil {
+		if h.procs[name], err = n.StartFlanneld(h.netConf, append(slices.Clone(flannelArgs), extra...)...); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -225,14 +250,16 @@ func (h *harness) marks() []traffic.Mark {
 // diff checks every real node against the Nodes.
 func (h *harness) diff() ([]expected.Diff, error) {
 	var ds []expected.Diff
-	r := rules
+	var err error
+	r := h.rules
 	r.Refused = h.refused
-	for _, n := range h.nodes {
-		d, err := expected.Check(h.ctx, h.env.Client, n, r)
-		if err != nil {
-			return nil, err
-		}
-		ds = append(ds, d)
+	if h.watch != nil {
+		ds, err = h.watch.CheckAll(h.nodes, r)
+	} else {
+		ds, err = expected.CheckAll(h.ctx, h.env.Client, h.nodes, r)
+	}
+	if err != nil {
+		return nil, err
 	}
 	return ds, nil
 }
@@ -330,4 +357,78 @@ func (h *harness) finish() {
 		results.Unlock()
 	}
 	h.pending = nil
+}
+
+// addNode adds a real node beyond n1 and n2: its Node with podCIDR cidr,
+// its namespace with eth0 holding ip, cni0 and a flanneld. It does not
+// wait for it; h.diff checks it from now on.
+func (h *harness) addNode(name, ip, cidr string) *testenv.Node {
+	h.t.Helper()
+	if _, err := h.env.Client.CoreV1().Nodes().Create(h.ctx, &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: v1.NodeSpec{PodCIDR: cidr}}, metav1.CreateOptions{}); err != nil {
+		h.t.Fatal(err)
+	}
+	n, err := h.env.AddNode(name, ip)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	gw, _, _ := strings.Cut(cidr, "/")
+	if err := underlay.Bridge(n.NS, "cni0", strings.TrimSuffix(gw, ".0")+".1/24"); err != nil {
+		h.t.Fatal(err)
+	}
+	h.nodes = append(h.nodes, n)
+	if h.procs[name], err = n.StartFlanneld(h.netConf, flannelArgs...); err != nil {
+		h.t.Fatal(err)
+	}
+	return n
+}
+
+// kill9 sends SIGKILL to node's flanneld and waits for it to be gone.
+func (h *harness) kill9(n *testenv.Node) {
+	h.t.Helper()
+	p := h.procs[n.Name]
+	if err := p.Process.Signal(syscall.SIGKILL); err != nil {
+		h.t.Fatalf("killing flanneld on %s: %v", n.Name, err)
+	}
+	_ = p.Wait() // "signal: killed"
+}
+
+// restart starts a new flanneld on node in place of one that exited.
+func (h *harness) restart(n *testenv.Node) {
+	h.t.Helper()
+	p, err := n.StartFlanneld(h.netConf, flannelArgs...)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.procs[n.Name] = p
+}
+
+// routes counts node's peer routes (those with a gateway) on flannel.1.
+func routes(n *testenv.Node) int {
+	h := n.Net().Netlink
+	l, err := h.LinkByName(expected.Device)
+	if err != nil {
+		return 0
+	}
+	rs, err := h.RouteList(l, netlink.FAMILY_V4)
+	if err != nil {
+		return 0
+	}
+	count := 0
+	for _, r := range rs {
+		if r.Dst != nil && r.Gw != nil {
+			count++
+		}
+	}
+	return count
+}
+
+// watchNodes has diff read the Nodes from a watch's cache instead of
+// listing them every time: for scenarios with thousands of Nodes, whose
+// list would cost more than the 100 ms between two checks.
+func (h *harness) watchNodes() {
+	h.t.Helper()
+	var err error
+	if h.watch, err = expected.Watch(h.ctx, h.env.Client); err != nil {
+		h.t.Fatal(err)
+	}
 }

@@ -141,3 +141,21 @@ func TestKillAllAndInNamespaces(t *testing.T) {
 		t.Errorf("InNamespaces(missing file) = %v, want none", pids)
 	}
 }
+
+// TestUsage reads this process's CPU time and peak RSS: both are there
+// and not zero once some work was done.
+func TestUsage(t *testing.T) {
+	for start := time.Now(); time.Since(start) < 50*time.Millisecond; {
+	}
+	cpu, err := CPUSeconds(os.Getpid(), true)
+	if err != nil || cpu <= 0 {
+		t.Errorf("CPUSeconds: %v, %v", cpu, err)
+	}
+	rss, err := PeakRSSMiB(os.Getpid())
+	if err != nil || rss <= 0 {
+		t.Errorf("PeakRSSMiB: %v, %v", rss, err)
+	}
+	if _, err := CPUSeconds(-1, false); err == nil {
+		t.Error("CPUSeconds of pid -1: no error")
+	}
+}
