@@ -1,0 +1,77 @@
+//go:build chaos
+
+package chaos
+
+import (
+	"fmt"
+	"syscall"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/twill-net/twill/internal/testenv/controlplane"
+)
+
+// TestControlPlaneRestart is scenario 2: under traffic, etcd and then
+// kube-apiserver are restarted in place (same flags, same data), each
+// cleanly (SIGTERM) and as a crash (SIGKILL). The data plane does not
+// depend on the API, so the pods lose nothing; and flanneld's watch must
+// survive each restart: right after the API is ready again a simulated
+// peer Node is created (or deleted), and it must reach both kernels within
+// 5 s. The short form restarts each component once (etcd killed, the API
+// server stopped).
+func TestControlPlaneRestart(t *testing.T) {
+	h := newHarness(t, "2 control plane restart")
+	type restart struct {
+		component string
+		sig       syscall.Signal
+	}
+	restarts := []restart{
+		{controlplane.Etcd, syscall.SIGTERM},
+		{controlplane.Etcd, syscall.SIGKILL},
+		{controlplane.APIServer, syscall.SIGTERM},
+		{controlplane.APIServer, syscall.SIGKILL},
+	}
+	if short {
+		restarts = []restart{{controlplane.Etcd, syscall.SIGKILL}, {controlplane.APIServer, syscall.SIGTERM}}
+	}
+	const bound = 5 * time.Second
+	nodes := h.env.Client.CoreV1().Nodes()
+	for i, r := range restarts {
+		// The first of each pair creates a peer, the second deletes it: both a
+		// watch ADDED and a DELETED event must come through.
+		peer := fmt.Sprintf("sim%d", i/2)
+		change := "a peer Node created"
+		if i%2 == 1 {
+			change = "the peer Node deleted"
+		}
+		how := map[syscall.Signal]string{syscall.SIGTERM: "restarted (SIGTERM)", syscall.SIGKILL: "killed (SIGKILL) and restarted"}[r.sig]
+		var down time.Duration
+		h.fault(r.component+" "+how, "", 30*time.Second, func() error {
+			start := time.Now()
+			if err := h.env.CP.Restart(h.ctx, r.component, r.sig); err != nil {
+				return err
+			}
+			down = time.Since(start)
+			if i%2 == 0 {
+				_, err := nodes.Create(h.ctx, simPeer(peer, fmt.Sprintf("10.244.%d.0/24", 20+i), fmt.Sprintf("172.18.0.%d", 120+i), fmt.Sprintf("0a:00:00:00:01:%02x", i)), metav1.CreateOptions{})
+				return err
+			}
+			return nodes.Delete(h.ctx, peer, metav1.DeleteOptions{})
+		})
+		p := &h.pending[len(h.pending)-1].r
+		p.note = fmt.Sprintf("%s back and ready %s after the stop; %s right after reached both kernels in %s (limit %s)", r.component, down.Round(100*time.Millisecond), change, p.converge.Round(time.Millisecond), bound)
+		if p.converge > bound {
+			t.Errorf("%s %s: %s reached the kernels %s after the API was ready again, want within %s", r.component, how, change, p.converge, bound)
+		}
+	}
+	h.finish()
+	results.Lock()
+	defer results.Unlock()
+	for _, r := range results.list[len(results.list)-len(restarts):] {
+		if r.lost > 0 {
+			t.Errorf("%s: %d pings lost; the data plane must not depend on the API", r.fault, r.lost)
+		}
+	}
+}
