@@ -246,6 +246,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.queue.AddRateLimited(fullKey)
 	} else {
 		d.becomeReady(ctx)
+		if !d.ready.Load() {
+			// Not networked (subnet.env or the node's condition could not
+			// be written): try again on the same backoff as later full
+			// reconciles do, not only at the next periodic resync.
+			d.queue.AddAfter(fullKey, d.notReadyFor())
+		}
 	}
 
 	if d.o.WatchKernel != nil {

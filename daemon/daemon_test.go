@@ -83,6 +83,16 @@ var v6Addr = iface.Addr{Addr: netip.MustParseAddr("fc00:f853:ccd:e793::2"), Nets
 // podCIDRs ownCIDRs (none: not waited for).
 func startWith(t *testing.T, dir, conf string, ownCIDRs []string, objs ...*v1.Node) *harness {
 	t.Helper()
+	h := launch(t, dir, conf, ownCIDRs, objs...)
+	if len(ownCIDRs) > 0 {
+		h.eventually("ready", h.d.Ready)
+	}
+	return h
+}
+
+// launch is startWith without the wait for ready.
+func launch(t *testing.T, dir, conf string, ownCIDRs []string, objs ...*v1.Node) *harness {
+	t.Helper()
 	cfg, err := netconf.Parse([]byte(conf))
 	if err != nil {
 		t.Fatal(err)
@@ -142,9 +152,6 @@ func startWith(t *testing.T, dir, conf string, ownCIDRs []string, objs ...*v1.No
 			t.Error("Run did not return after cancel")
 		}
 	})
-	if ownCIDR != "" {
-		h.eventually("ready", d.Ready)
-	}
 	return h
 }
 
@@ -588,6 +595,36 @@ func TestSubnetEnvNotWritable(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "run/flannel/subnet.env")); err != nil {
 		t.Errorf("subnet.env: %v", err)
 	}
+}
+
+// TestSubnetEnvNotWritableAtStart: a flanneld that starts with its node's
+// podCIDR already there (a restart) and subnet.env unwritable programs its
+// peers, is not ready, and tries again on its own
+// backoff, not only at the next periodic resync (an hour here): once the
+// file can be written the node is ready within readyRetryMax.
+func TestSubnetEnvNotWritableAtStart(t *testing.T) {
+	dir := t.TempDir()
+	blocker := filepath.Join(dir, "run")
+	if err := os.WriteFile(blocker, []byte("a file where the directory should be"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := launch(t, dir, `{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}`, []string{"10.244.1.0/24"}, peerNode("node-0", "10.244.0.0/24", "172.18.0.3", "0a:00:00:00:00:10"))
+	h.eventually("peer programmed without subnet.env", h.node0Programmed())
+	h.eventually("the first full reconcile, not ready", func() bool {
+		for _, e := range h.logs.AllEntries() {
+			if strings.HasPrefix(e.Message, "not ready: subnet.env") {
+				return true
+			}
+		}
+		return false
+	})
+	if h.d.Ready() {
+		t.Error("ready without subnet.env")
+	}
+	if err := os.Remove(blocker); err != nil {
+		t.Fatal(err)
+	}
+	h.within(readyRetryMax+10*time.Second, "ready once subnet.env is written", h.d.Ready)
 }
 
 // TestDuplicatePodCIDR: a second Node with a podCIDR another Node has gets
