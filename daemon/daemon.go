@@ -157,6 +157,21 @@ func (d *Daemon) Alive() bool { return d.started.Load() }
 // (for /readyz).
 func (d *Daemon) Ready() bool { return d.ready.Load() }
 
+// NotReady says why the node is not ready yet (for /readyz), or "" once
+// it is.
+func (d *Daemon) NotReady() string {
+	if d.ready.Load() {
+		return ""
+	}
+	d.mu.Lock()
+	envErr := d.envErr
+	d.mu.Unlock()
+	if envErr != nil {
+		return fmt.Sprintf("%s is not written, so the CNI plugin cannot add pods (%v); existing pods keep working; flanneld retries by itself once it can be written", d.o.SubnetFile, envErr)
+	}
+	return "the first full reconcile has not finished"
+}
+
 // Run sets the node up and keeps it reconciled until ctx ends. On return the
 // data plane is left as it is, so pods keep working while flanneld restarts.
 func (d *Daemon) Run(ctx context.Context) error {

@@ -599,7 +599,7 @@ func TestSubnetEnvNotWritable(t *testing.T) {
 
 // TestSubnetEnvNotWritableAtStart: a flanneld that starts with its node's
 // podCIDR already there (a restart) and subnet.env unwritable programs its
-// peers, is not ready, and tries again on its own
+// peers, says why it is not ready (/readyz), and tries again on its own
 // backoff, not only at the next periodic resync (an hour here): once the
 // file can be written the node is ready within readyRetryMax.
 func TestSubnetEnvNotWritableAtStart(t *testing.T) {
@@ -618,6 +618,9 @@ func TestSubnetEnvNotWritableAtStart(t *testing.T) {
 		}
 		return false
 	})
+	if r := h.d.NotReady(); !strings.Contains(r, "subnet.env is not written") {
+		t.Errorf("NotReady = %q, want it to say subnet.env is not written", r)
+	}
 	if h.d.Ready() {
 		t.Error("ready without subnet.env")
 	}
@@ -625,6 +628,9 @@ func TestSubnetEnvNotWritableAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.within(readyRetryMax+10*time.Second, "ready once subnet.env is written", h.d.Ready)
+	if r := h.d.NotReady(); r != "" {
+		t.Errorf("ready, and NotReady says %q", r)
+	}
 }
 
 // TestDuplicatePodCIDR: a second Node with a podCIDR another Node has gets
