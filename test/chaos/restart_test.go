@@ -19,8 +19,11 @@ import (
 // depend on the API, so the pods lose nothing; and flanneld's watch must
 // survive each restart: right after the API is ready again a simulated
 // peer Node is created (or deleted), and it must reach both kernels within
-// 5 s. The short form restarts each component once (etcd killed, the API
-// server stopped).
+// 5 s. A clean stop of the API server ends its watches (flanneld's among
+// them) and exits in about a second, thanks to the control plane's
+// --shutdown-watch-termination-grace-period; without it, it waited 60 s
+// for them and Restart killed it after its 15 s grace. The short form
+// restarts each component once (etcd killed, the API server stopped).
 func TestControlPlaneRestart(t *testing.T) {
 	h := newHarness(t, "2 control plane restart")
 	type restart struct {
