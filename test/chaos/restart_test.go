@@ -4,13 +4,19 @@ package chaos
 
 import (
 	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/twill-net/twill/internal/testenv"
 	"github.com/twill-net/twill/internal/testenv/controlplane"
+	"github.com/twill-net/twill/internal/testenv/netns"
 )
 
 // TestControlPlaneRestart is scenario 2: under traffic, etcd and then
@@ -50,6 +56,7 @@ func TestControlPlaneRestart(t *testing.T) {
 			change = "the peer Node deleted"
 		}
 		how := map[syscall.Signal]string{syscall.SIGTERM: "restarted (SIGTERM)", syscall.SIGKILL: "killed (SIGKILL) and restarted"}[r.sig]
+		lists, watches := h.counter("twill_node_lists_total{kind=\"relist\"}"), h.counter("twill_node_watches_total")
 		var down time.Duration
 		h.fault(r.component+" "+how, "", 30*time.Second, func() error {
 			start := time.Now()
@@ -63,8 +70,16 @@ func TestControlPlaneRestart(t *testing.T) {
 			}
 			return nodes.Delete(h.ctx, peer, metav1.DeleteOptions{})
 		})
+		// No relist storm: the informers come back with at most one relist
+		// and a few watches each.
+		relists, rewatches := sub(h.counter("twill_node_lists_total{kind=\"relist\"}"), lists), sub(h.counter("twill_node_watches_total"), watches)
+		for n := range relists {
+			if relists[n] > 1 || rewatches[n] > 10 {
+				t.Errorf("%s %s: %s's flanneld relisted the nodes %d times and opened %d watches; want at most 1 and 10", r.component, how, h.nodes[n].Name, relists[n], rewatches[n])
+			}
+		}
 		p := &h.pending[len(h.pending)-1].r
-		p.note = fmt.Sprintf("%s back and ready %s after the stop; %s right after reached both kernels in %s (limit %s)", r.component, down.Round(100*time.Millisecond), change, p.converge.Round(time.Millisecond), bound)
+		p.note = fmt.Sprintf("%s back and ready %s after the stop; %s right after reached both kernels in %s (limit %s); node relists %v and watches opened %v (n1, n2)", r.component, down.Round(100*time.Millisecond), change, p.converge.Round(time.Millisecond), bound, relists, rewatches)
 		if p.converge > bound {
 			t.Errorf("%s %s: %s reached the kernels %s after the API was ready again, want within %s", r.component, how, change, p.converge, bound)
 		}
@@ -77,4 +92,46 @@ func TestControlPlaneRestart(t *testing.T) {
 			t.Errorf("%s: %d pings lost; the data plane must not depend on the API", r.fault, r.lost)
 		}
 	}
+}
+
+// counter reads a metric of every node's flanneld (its /metrics on the
+// health port), e.g. `twill_node_watches_total`.
+func (h *harness) counter(series string) []int {
+	h.t.Helper()
+	var out []int
+	for _, n := range h.nodes {
+		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: netns.DialContext(n.NS)}}
+		resp, err := c.Get(fmt.Sprintf("http://%s:%d/metrics", n.IP, testenv.HealthPort))
+		if err != nil {
+			h.t.Fatalf("%s's metrics: %v", n.Name, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			h.t.Fatalf("%s's metrics: %v", n.Name, err)
+		}
+		v := -1
+		for _, line := range strings.Split(string(body), "\n") {
+			if rest, ok := strings.CutPrefix(line, series+" "); ok {
+				f, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+				if err != nil {
+					h.t.Fatalf("%s's metrics: %q: %v", n.Name, line, err)
+				}
+				v = int(f)
+			}
+		}
+		if v < 0 {
+			h.t.Fatalf("%s's metrics have no %s", n.Name, series)
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+func sub(a, b []int) []int {
+	d := make([]int, len(a))
+	for i := range a {
+		d[i] = a[i] - b[i]
+	}
+	return d
 }
