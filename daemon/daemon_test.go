@@ -633,6 +633,41 @@ func TestSubnetEnvNotWritableAtStart(t *testing.T) {
 	}
 }
 
+// TestSubnetEnvUnwritableLater: a ready node whose subnet.env goes
+// missing and cannot be written again (its directory replaced, as by a
+// full or read-only /run) keeps its peers and its conflist, but is not
+// ready, saying why, until a retry on the not-ready backoff writes it.
+func TestSubnetEnvUnwritableLater(t *testing.T) {
+	dir := t.TempDir()
+	h := startIn(t, dir, "10.244.1.0/24", peerNode("node-0", "10.244.0.0/24", "172.18.0.3", "0a:00:00:00:00:10"))
+	h.eventually("node-0 programmed", h.node0Programmed())
+	flannelDir := filepath.Join(dir, "run/flannel")
+	if err := os.RemoveAll(flannelDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(flannelDir, []byte("a file where the directory should be"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.d.queue.Add(fullKey)
+	h.eventually("not ready, saying why", func() bool { return strings.Contains(h.d.NotReady(), "subnet.env is not written") })
+	if h.d.Ready() {
+		t.Error("ready with subnet.env missing and unwritable")
+	}
+	if !h.node0Programmed()() {
+		t.Error("node-0's entries changed while subnet.env could not be written")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "net.d/10-flannel.conflist")); err != nil {
+		t.Errorf("conflist withdrawn while the node is networked: %v", err)
+	}
+	if err := os.Remove(flannelDir); err != nil {
+		t.Fatal(err)
+	}
+	h.within(readyRetryMax+10*time.Second, "ready once subnet.env is written again", h.d.Ready)
+	if _, err := os.Stat(filepath.Join(flannelDir, "subnet.env")); err != nil {
+		t.Errorf("subnet.env: %v", err)
+	}
+}
+
 // TestDuplicatePodCIDR: a second Node with a podCIDR another Node has gets
 // a Warning Event naming both and no entries; the first keeps its entries;
 // full reconciles after that change nothing and say nothing more.
