@@ -96,7 +96,9 @@ func (m *privateMounts) tmpfs(dir, size string) {
 // answer /readyz with 503 saying subnet.env is not written, since the CNI
 // plugin cannot add pods with a wrong file. Once the file can be written
 // the daemon's own retries write it and the node is ready again, within
-// the retry backoff's cap (30 s).
+// the retry backoff's cap (30 s). (c) At run time, subnet.env deleted
+// while the tmpfs is full: the next full reconcile turns the node not
+// ready, saying why, with the data plane kept, until there is room again.
 func TestSubnetFileUnwritable(t *testing.T) {
 	h := newHarness(t, "8 subnet.env unwritable")
 	n1 := h.nodes[0]
@@ -143,13 +145,14 @@ func TestSubnetFileUnwritable(t *testing.T) {
 		if err := f.block(); err != nil {
 			t.Fatal(err)
 		}
-		logStart := fileSize(t, n1.LogFile())
+		logStart, since := fileSize(t, n1.LogFile()), time.Now()
 		peer := fmt.Sprintf("sim8%d", i)
 		h.fault("subnet.env's directory "+f.name+", n1's flanneld restarted", "", 60*time.Second, func() error {
 			if err := testenv.Stop(h.procs["n1"]); err != nil {
 				return fmt.Errorf("stopping n1's flanneld: %w", err)
 			}
-			p, err := n1.StartFlanneld(netConf, append(flannelArgs, "--subnet-file="+file)...)
+			// A full reconcile every 2 s, for (c) below.
+			p, err := n1.StartFlanneld(netConf, append(flannelArgs, "--subnet-file="+file, "--resync-period=2s")...)
 			if err != nil {
 				return err
 			}
@@ -173,7 +176,7 @@ func TestSubnetFileUnwritable(t *testing.T) {
 		if !strings.Contains(logLine, "read-only or full") || !strings.Contains(logLine, "CNI plugin") {
 			t.Errorf("log line does not say what it means or what to do: %s", logLine)
 		}
-		h.until(30*time.Second, "a Warning Event on n1", func() error { return warned(h.ctx, h, "n1", file, f.errText) })
+		h.until(30*time.Second, "a Warning Event on n1", func() error { return warned(h.ctx, h, "n1", file, f.errText, since) })
 		if err := n1.Ready(); err == nil || !strings.Contains(err.Error(), "subnet.env") {
 			t.Errorf("n1's readyz with subnet.env unwritable: %v; want a 503 that names subnet.env", err)
 		}
@@ -204,19 +207,63 @@ func TestSubnetFileUnwritable(t *testing.T) {
 		r := &pf.r
 		r.note = fmt.Sprintf("flanneld keeps running and the data plane (a peer added meanwhile programmed); Warning Event SubnetEnvNotWritten; old file intact; /readyz 503 naming the file; writable again: rewritten and ready in %s (retry backoff, cap 30 s)", readyIn.Round(100*time.Millisecond))
 	}
+
+	// (c) At run time: subnet.env deleted while its directory is full. The
+	// next full reconcile cannot write it again: the node turns not ready,
+	// saying why, and keeps its data plane; once there is room it is
+	// written and ready again.
+	filler := filepath.Join(dir, "filler")
+	logStart, since := fileSize(t, n1.LogFile()), time.Now()
+	h.fault("subnet.env deleted with its directory full, n1's flanneld running", "", 30*time.Second, func() error {
+		if err := os.Remove(mnt.Path(file)); err != nil {
+			return err
+		}
+		_, _ = mnt.exec("dd", "if=/dev/zero", "of="+filler, "bs=4k") // to ENOSPC
+		return nil
+	})
+	h.until(20*time.Second, "n1 not ready, naming subnet.env", func() error {
+		if err := n1.Ready(); err == nil || !strings.Contains(err.Error(), "subnet.env") {
+			return fmt.Errorf("readyz: %v", err)
+		}
+		return nil
+	})
+	h.until(30*time.Second, "a Warning Event on n1", func() error { return warned(h.ctx, h, "n1", file, "no space left on device", since) })
+	if line := findLine(t, n1.LogFile(), logStart, file, "no space left on device"); line == "" {
+		t.Errorf("no log line naming %s and the error", file)
+	}
+	if _, err := h.converge(10 * time.Second); err != nil {
+		t.Errorf("with subnet.env missing and unwritable: %v", err)
+	}
+	if h.crashed() {
+		t.Fatalf("n1's flanneld exited with subnet.env missing and unwritable; its log:\n%s", tailFrom(t, n1.LogFile(), logStart))
+	}
+	if err := os.Remove(mnt.Path(filler)); err != nil {
+		t.Fatal(err)
+	}
+	back := time.Now()
+	h.until(40*time.Second, "n1 ready once subnet.env can be written again", n1.Ready)
+	readyIn := time.Since(back)
+	if got, _ := os.ReadFile(mnt.Path(file)); !bytes.Equal(got, current) {
+		t.Errorf("subnet.env once writable: %q, want %q", got, current)
+	}
+	pf := &h.pending[len(h.pending)-1]
+	pf.after = h.marks()
+	pf.r.note = fmt.Sprintf("found by the next full reconcile (--resync-period=2s); /readyz 503 naming the file, Warning Event, data plane kept; room again: rewritten and ready in %s", readyIn.Round(100*time.Millisecond))
+
 	h.finish()
 	results.Lock()
 	defer results.Unlock()
-	for _, r := range results.list[len(results.list)-len(faults):] {
+	for _, r := range results.list[len(results.list)-len(faults)-1:] {
 		if r.lost > 0 {
 			t.Errorf("%s: %d pings lost; an unwritable subnet.env must not touch the data plane", r.fault, r.lost)
 		}
 	}
 }
 
-// warned checks for a Warning Event SubnetEnvNotWritten on node whose
-// message names file and errText.
-func warned(ctx context.Context, h *harness, node, file, errText string) error {
+// warned checks for a Warning Event SubnetEnvNotWritten on node, raised
+// since then (to the second, as Events keep time), whose message names
+// file and errText.
+func warned(ctx context.Context, h *harness, node, file, errText string, since time.Time) error {
 	evs, err := h.env.Client.CoreV1().Events(metav1.NamespaceDefault).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return err
@@ -226,7 +273,8 @@ func warned(ctx context.Context, h *harness, node, file, errText string) error {
 		if ev.InvolvedObject.Name != node {
 			continue
 		}
-		if ev.Type == "Warning" && ev.Reason == "SubnetEnvNotWritten" && strings.Contains(ev.Message, file) && strings.Contains(ev.Message, errText) {
+		if ev.Type == "Warning" && ev.Reason == "SubnetEnvNotWritten" && strings.Contains(ev.Message, file) && strings.Contains(ev.Message, errText) &&
+			!ev.LastTimestamp.Time.Before(since.Truncate(time.Second)) {
 			return nil
 		}
 		seen = append(seen, ev.Reason+": "+ev.Message)
