@@ -584,27 +584,29 @@ func (cp *ControlPlane) specFile(component string) string {
 
 // Restart stops one component and starts it again in place, with the same
 // flags, data directory (etcd's) and certificates, then waits until it is
-// healthy: etcd's /health and then the API server's /readyz (which checks
-// etcd) for etcd, the component's own endpoint otherwise. sig says how it
-// is stopped: syscall.SIGTERM for a clean stop (SIGKILL after 15 s),
-// syscall.SIGKILL for a crash. It is how fault tests restart etcd or the
-// API server under a running cluster.
+// healthy: StopComponent, then StartComponent. It is how fault tests
+// restart etcd or the API server under a running cluster.
 func (cp *ControlPlane) Restart(ctx context.Context, component string, sig syscall.Signal) error {
-	url, err := cp.health(component)
+	if err := cp.StopComponent(component, sig); err != nil {
+		return fmt.Errorf("restarting %s: %w", component, err)
+	}
+	if err := cp.StartComponent(ctx, component); err != nil {
+		return fmt.Errorf("restarting %s: %w", component, err)
+	}
+	return nil
+}
+
+// StopComponent stops one component and waits until it is gone. sig says
+// how: syscall.SIGTERM for a clean stop (SIGKILL after 15 s),
+// syscall.SIGKILL for a crash. StartComponent starts it again.
+func (cp *ControlPlane) StopComponent(component string, sig syscall.Signal) error {
+	s, err := cp.spec(component)
 	if err != nil {
 		return err
 	}
-	data, err := os.ReadFile(cp.specFile(component))
-	if err != nil {
-		return fmt.Errorf("restarting %s: no record of how it was started (was it started by this control plane?): %w", component, err)
-	}
-	var s proc.Spec
-	if err := json.Unmarshal(data, &s); err != nil {
-		return fmt.Errorf("restarting %s: reading %s: %w", component, cp.specFile(component), err)
-	}
 	p, err := proc.Load(s.PIDFile)
 	if err != nil {
-		return fmt.Errorf("restarting %s: %w", component, err)
+		return fmt.Errorf("stopping %s: %w", component, err)
 	}
 	switch sig {
 	case syscall.SIGTERM:
@@ -617,18 +619,50 @@ func (cp *ControlPlane) Restart(ctx context.Context, component string, sig sysca
 		err = fmt.Errorf("signal %v: want SIGTERM or SIGKILL", sig)
 	}
 	if err != nil {
-		return fmt.Errorf("restarting %s: stopping it: %w", component, err)
+		return fmt.Errorf("stopping %s: %w", component, err)
 	}
+	return nil
+}
+
+// StartComponent starts a component that StopComponent stopped, as Start
+// first started it, and waits until it is healthy: etcd's /health and
+// then the API server's /readyz (which checks etcd) for etcd, the
+// component's own endpoint otherwise.
+func (cp *ControlPlane) StartComponent(ctx context.Context, component string) error {
+	s, err := cp.spec(component)
+	if err != nil {
+		return err
+	}
+	if p, err := proc.Load(s.PIDFile); err == nil && p.Alive() {
+		return fmt.Errorf("starting %s: it runs already (PID %d)", component, p.PID)
+	}
+	url, _ := cp.health(component)
 	if err := cp.startSpec(component, s); err != nil {
-		return fmt.Errorf("restarting %s: %w", component, err)
+		return err
 	}
 	if err := cp.waitHTTP(ctx, component, url); err != nil {
-		return fmt.Errorf("restarting %s: %w", component, err)
+		return err
 	}
 	if component == Etcd {
 		if err := cp.waitHTTP(ctx, APIServer, cp.Server+"/readyz"); err != nil {
-			return fmt.Errorf("restarting %s: %w", component, err)
+			return err
 		}
 	}
 	return nil
+}
+
+// spec reads how component was started.
+func (cp *ControlPlane) spec(component string) (proc.Spec, error) {
+	var s proc.Spec
+	if _, err := cp.health(component); err != nil {
+		return s, err
+	}
+	data, err := os.ReadFile(cp.specFile(component))
+	if err != nil {
+		return s, fmt.Errorf("%s: no record of how it was started (was it started by this control plane?): %w", component, err)
+	}
+	if err := json.Unmarshal(data, &s); err != nil {
+		return s, fmt.Errorf("%s: reading %s: %w", component, cp.specFile(component), err)
+	}
+	return s, nil
 }

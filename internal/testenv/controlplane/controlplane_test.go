@@ -99,7 +99,8 @@ func TestStartAllocatesNodeCIDRs(t *testing.T) {
 
 // TestRestart: etcd killed and the API server stopped, each restarted in
 // place: a new process each time, healthy again, and the cluster's data
-// (etcd's data directory) still there.
+// (etcd's data directory) still there; then the API server stopped for a
+// while and started again.
 func TestRestart(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create a network namespace")
@@ -148,5 +149,24 @@ func TestRestart(t *testing.T) {
 	}
 	if err := cp.Restart(ctx, "kubelet", syscall.SIGTERM); err == nil {
 		t.Error("restarting an unknown component: no error")
+	}
+	// Stopped, the API server answers nothing; started, it is ready again.
+	if err := cp.StartComponent(ctx, APIServer); err == nil {
+		t.Error("starting a running API server: no error")
+	}
+	if err := cp.StopComponent(APIServer, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	short, cancelShort := context.WithTimeout(ctx, 2*time.Second)
+	_, err = cs.CoreV1().Nodes().Get(short, "kept", metav1.GetOptions{})
+	cancelShort()
+	if err == nil {
+		t.Error("the API server answers after StopComponent")
+	}
+	if err := cp.StartComponent(ctx, APIServer); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().Nodes().Get(ctx, "kept", metav1.GetOptions{}); err != nil {
+		t.Errorf("after StartComponent: %v", err)
 	}
 }
