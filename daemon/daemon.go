@@ -170,9 +170,25 @@ func New(o Options) (*Daemon, error) {
 // Alive reports whether the loop has started (for /healthz).
 func (d *Daemon) Alive() bool { return d.started.Load() }
 
-// Ready reports whether the first full reconcile, peers included, is done
-// (for /readyz).
-func (d *Daemon) Ready() bool { return d.ready.Load() }
+// Ready reports whether the node is networked (for /readyz): the first
+// full reconcile, peers included, is done and subnet.env is written. A
+// later failure to rewrite subnet.env (a read-only or full /run) makes it
+// not ready again until a retry succeeds; the data plane is kept all along.
+func (d *Daemon) Ready() bool { return d.NotReady() == "" }
+
+// NotReady says why the node is not ready (for /readyz), or "" when it is.
+func (d *Daemon) NotReady() string {
+	d.mu.Lock()
+	envErr := d.envErr
+	d.mu.Unlock()
+	if envErr != nil {
+		return fmt.Sprintf("%s is not written, so the CNI plugin cannot add pods (%v); existing pods keep working; flanneld retries by itself once it can be written", d.o.SubnetFile, envErr)
+	}
+	if !d.ready.Load() {
+		return "the first full reconcile has not finished"
+	}
+	return ""
+}
 
 // Run sets the node up and keeps it reconciled until ctx ends. On return the
 // data plane is left as it is, so pods keep working while flanneld restarts.
@@ -264,6 +280,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.queue.AddRateLimited(fullKey)
 	} else {
 		d.becomeReady(ctx)
+		if !d.Ready() {
+			// Not networked (subnet.env or the node's condition could not
+			// be written): try again on the same backoff as later full
+			// reconciles do, not only at the next periodic resync.
+			d.queue.AddAfter(fullKey, d.notReadyFor())
+		}
 	}
 
 	if d.o.WatchKernel != nil {
@@ -435,7 +457,7 @@ func (d *Daemon) processNext(ctx context.Context) bool {
 		err = d.timedFull(ctx)
 		if err == nil {
 			d.becomeReady(ctx)
-			if !d.ready.Load() {
+			if !d.Ready() {
 				// Not networked yet (subnet.env or the node's condition
 				// could not be written): try again soon, not after an
 				// ever longer backoff.
@@ -443,6 +465,9 @@ func (d *Daemon) processNext(ctx context.Context) bool {
 				d.queue.AddAfter(key, d.notReadyFor())
 				return true
 			}
+			d.mu.Lock()
+			d.readyTries = 0 // a later failure starts the backoff afresh
+			d.mu.Unlock()
 		}
 	} else {
 		start := time.Now()

@@ -90,6 +90,22 @@ func startWith(t *testing.T, dir, conf string, ownCIDRs []string, objs ...*v1.No
 // options before the daemon is made.
 func startTweaked(t *testing.T, dir, conf string, ownCIDRs []string, tweak func(*Options), objs ...*v1.Node) *harness {
 	t.Helper()
+	h := launchTweaked(t, dir, conf, ownCIDRs, tweak, objs...)
+	if len(ownCIDRs) > 0 {
+		h.eventually("ready", h.d.Ready)
+	}
+	return h
+}
+
+// launch is startWith without the wait for ready.
+func launch(t *testing.T, dir, conf string, ownCIDRs []string, objs ...*v1.Node) *harness {
+	t.Helper()
+	return launchTweaked(t, dir, conf, ownCIDRs, nil, objs...)
+}
+
+// launchTweaked is startTweaked without the wait for ready.
+func launchTweaked(t *testing.T, dir, conf string, ownCIDRs []string, tweak func(*Options), objs ...*v1.Node) *harness {
+	t.Helper()
 	cfg, err := netconf.Parse([]byte(conf))
 	if err != nil {
 		t.Fatal(err)
@@ -153,9 +169,6 @@ func startTweaked(t *testing.T, dir, conf string, ownCIDRs []string, tweak func(
 			t.Error("Run did not return after cancel")
 		}
 	})
-	if ownCIDR != "" {
-		h.eventually("ready", d.Ready)
-	}
 	return h
 }
 
@@ -597,6 +610,77 @@ func TestSubnetEnvNotWritable(t *testing.T) {
 	}
 	h.within(readyRetryMax+10*time.Second, "ready once subnet.env is written", h.d.Ready)
 	if _, err := os.Stat(filepath.Join(dir, "run/flannel/subnet.env")); err != nil {
+		t.Errorf("subnet.env: %v", err)
+	}
+}
+
+// TestSubnetEnvNotWritableAtStart: a flanneld that starts with its node's
+// podCIDR already there (a restart) and subnet.env unwritable programs its
+// peers, says why it is not ready (/readyz), and tries again on its own
+// backoff, not only at the next periodic resync (an hour here): once the
+// file can be written the node is ready within readyRetryMax.
+func TestSubnetEnvNotWritableAtStart(t *testing.T) {
+	dir := t.TempDir()
+	blocker := filepath.Join(dir, "run")
+	if err := os.WriteFile(blocker, []byte("a file where the directory should be"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := launch(t, dir, `{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}`, []string{"10.244.1.0/24"}, peerNode("node-0", "10.244.0.0/24", "172.18.0.3", "0a:00:00:00:00:10"))
+	h.eventually("peer programmed without subnet.env", h.node0Programmed())
+	h.eventually("the first full reconcile, not ready", func() bool {
+		for _, e := range h.logs.AllEntries() {
+			if strings.HasPrefix(e.Message, "not ready: subnet.env") {
+				return true
+			}
+		}
+		return false
+	})
+	if r := h.d.NotReady(); !strings.Contains(r, "subnet.env is not written") {
+		t.Errorf("NotReady = %q, want it to say subnet.env is not written", r)
+	}
+	if h.d.Ready() {
+		t.Error("ready without subnet.env")
+	}
+	if err := os.Remove(blocker); err != nil {
+		t.Fatal(err)
+	}
+	h.within(readyRetryMax+10*time.Second, "ready once subnet.env is written", h.d.Ready)
+	if r := h.d.NotReady(); r != "" {
+		t.Errorf("ready, and NotReady says %q", r)
+	}
+}
+
+// TestSubnetEnvUnwritableLater: a ready node whose subnet.env goes
+// missing and cannot be written again (its directory replaced, as by a
+// full or read-only /run) keeps its peers and its conflist, but is not
+// ready, saying why, until a retry on the not-ready backoff writes it.
+func TestSubnetEnvUnwritableLater(t *testing.T) {
+	dir := t.TempDir()
+	h := startIn(t, dir, "10.244.1.0/24", peerNode("node-0", "10.244.0.0/24", "172.18.0.3", "0a:00:00:00:00:10"))
+	h.eventually("node-0 programmed", h.node0Programmed())
+	flannelDir := filepath.Join(dir, "run/flannel")
+	if err := os.RemoveAll(flannelDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(flannelDir, []byte("a file where the directory should be"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.d.queue.Add(fullKey)
+	h.eventually("not ready, saying why", func() bool { return strings.Contains(h.d.NotReady(), "subnet.env is not written") })
+	if h.d.Ready() {
+		t.Error("ready with subnet.env missing and unwritable")
+	}
+	if !h.node0Programmed()() {
+		t.Error("node-0's entries changed while subnet.env could not be written")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "net.d/10-flannel.conflist")); err != nil {
+		t.Errorf("conflist withdrawn while the node is networked: %v", err)
+	}
+	if err := os.Remove(flannelDir); err != nil {
+		t.Fatal(err)
+	}
+	h.within(readyRetryMax+10*time.Second, "ready once subnet.env is written again", h.d.Ready)
+	if _, err := os.Stat(filepath.Join(flannelDir, "subnet.env")); err != nil {
 		t.Errorf("subnet.env: %v", err)
 	}
 }

@@ -20,19 +20,37 @@ type Prober interface {
 	Ready() bool
 }
 
+// Explainer is a Prober that can say why it is not ready: /readyz then
+// answers 503 with that reason, so a user reading the probe's failure (in
+// the pod's Events, or by hand) learns what to fix.
+type Explainer interface {
+	// NotReady says why the node is not ready, or "" when it is.
+	NotReady() string
+}
+
+// notReady is /readyz's reason when the Prober gives none.
+const notReady = "the first full reconcile has not finished"
+
 // Register adds /healthz and /readyz for p to mux.
 func Register(mux *http.ServeMux, p Prober) {
-	probe := func(ok func() bool, what string) http.HandlerFunc {
+	probe := func(ok func() bool, why func() string) http.HandlerFunc {
 		return func(w http.ResponseWriter, _ *http.Request) {
 			if !ok() {
-				http.Error(w, "not "+what, http.StatusServiceUnavailable)
+				http.Error(w, why(), http.StatusServiceUnavailable)
 				return
 			}
 			fmt.Fprintln(w, "ok")
 		}
 	}
-	mux.HandleFunc("/healthz", probe(p.Alive, "alive"))
-	mux.HandleFunc("/readyz", probe(p.Ready, "ready: the first full reconcile has not finished"))
+	mux.HandleFunc("/healthz", probe(p.Alive, func() string { return "not alive" }))
+	mux.HandleFunc("/readyz", probe(p.Ready, func() string {
+		if e, ok := p.(Explainer); ok {
+			if r := e.NotReady(); r != "" {
+				return "not ready: " + r
+			}
+		}
+		return "not ready: " + notReady
+	}))
 }
 
 // Serve serves h on addr until ctx ends.

@@ -264,7 +264,8 @@ func readyProbe(f *flags) func(ctx context.Context) error {
 		}
 		defer resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
-			body, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
+			// The body says why not (subnet.env not written, …): keep it whole.
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
 			return fmt.Errorf("GET %s: %s: %s", url, resp.Status, strings.TrimSpace(string(body)))
 		}
 		return nil

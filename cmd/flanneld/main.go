@@ -43,6 +43,9 @@ import (
 	"github.com/twill-net/twill/version"
 )
 
+// The daemon says why it is not ready, in /readyz's answer.
+var _ health.Explainer = (*daemon.Daemon)(nil)
+
 // memoryLimit is the Go runtime's soft memory limit unless GOMEMLIMIT is
 // set: 24 MiB for one IP family, 8 MiB more for each further one, whose
 // plane keeps as many entries again (a limit near the live heap would have

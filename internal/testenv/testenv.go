@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -79,9 +80,14 @@ type Node struct {
 	// NS is the namespace's path; NSName its name in /run/netns.
 	NS, NSName string
 	// Dir holds the node's files and flanneld's log.
-	Dir   string
-	net   *netns.NS
-	procs []*exec.Cmd
+	Dir string
+	// MountNS, when set, is a mount namespace file (e.g.
+	// /proc/PID/ns/mnt) that flanneld processes started from then on run
+	// in: a test's private mounts (a read-only or full tmpfs) that the
+	// host does not see.
+	MountNS string
+	net     *netns.NS
+	procs   []*exec.Cmd
 }
 
 // Start creates the underlay and the control plane. prefix names the
@@ -184,7 +190,8 @@ const ContainerCaps = "-all,+net_admin,+net_raw"
 // StartFlanneld writes netConf and starts flanneld in the node's namespace
 // with the admin kubeconfig, only the capabilities it has in the DaemonSet
 // (ContainerCaps) and no way to gain more (no_new_privs, as
-// allowPrivilegeEscalation: false); extra flags are appended.
+// allowPrivilegeEscalation: false); extra flags are appended, and a flag
+// given again there wins (e.g. --subnet-file).
 func (n *Node) StartFlanneld(netConf string, extra ...string) (*exec.Cmd, error) {
 	return n.StartFlanneldWith(ContainerCaps, nil, netConf, extra...)
 }
@@ -200,10 +207,14 @@ func (n *Node) StartFlanneldWith(caps string, env []string, netConf string, extr
 		return nil, err
 	}
 	defer log.Close()
-	args := append([]string{"--net=" + n.NS, "--",
-		"setpriv", "--inh-caps=-all", "--bounding-set=" + caps, "--no-new-privs", "--", n.env.Flanneld,
-		"--kube-subnet-mgr", "--kubeconfig-file=" + n.env.CP.Kubeconfig,
-		"--net-config-path=" + n.NetConfFile(), "--subnet-file=" + n.SubnetFile()}, extra...)
+	ns := []string{"--net=" + n.NS}
+	if n.MountNS != "" {
+		ns = append(ns, "--mount="+n.MountNS)
+	}
+	args := append(append(ns, "--",
+		"setpriv", "--inh-caps=-all", "--bounding-set="+caps, "--no-new-privs", "--", n.env.Flanneld,
+		"--kube-subnet-mgr", "--kubeconfig-file="+n.env.CP.Kubeconfig,
+		"--net-config-path="+n.NetConfFile(), "--subnet-file="+n.SubnetFile()), extra...)
 	// nsenter and setpriv exec in place: cmd's PID is flanneld's.
 	cmd := exec.Command("nsenter", args...)
 	cmd.Env = append(append(os.Environ(), "NODE_NAME="+n.Name), env...)
@@ -300,16 +311,18 @@ func Running(cmd *exec.Cmd) bool {
 const HealthPort = 10268
 
 // Ready asks the node's flanneld, on HealthPort, whether it is ready: nil
-// when /readyz answers 200.
+// when /readyz answers 200, else an error with the answer's status and
+// body (which says why not).
 func (n *Node) Ready() error {
 	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: netns.DialContext(n.NS)}}
 	resp, err := c.Get(fmt.Sprintf("http://%s:%d/readyz", n.IP, HealthPort))
 	if err != nil {
 		return err
 	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s's readyz: %s", n.Name, resp.Status)
+		return fmt.Errorf("%s's readyz: %s: %s", n.Name, resp.Status, strings.TrimSpace(string(body)))
 	}
 	return nil
 }

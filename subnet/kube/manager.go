@@ -308,7 +308,7 @@ type Handler interface {
 func (m *Manager) Watch(ctx context.Context, h Handler) error {
 	m.initial = h
 	lw := &strippedListWatch{ListWatch: &cache.ListWatch{
-		ListWithContextFunc: m.listStripped,
+		ListWithContextFunc: m.listUntilReachable,
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
 			w, err := m.watchUntilReachable(ctx, opts)
 			if err != nil {
@@ -387,6 +387,31 @@ func (m *Manager) watchUntilReachable(ctx context.Context, opts metav1.ListOptio
 		}
 		if !warned {
 			m.log.WithError(err).Warnf("the API server cannot be reached: trying the node watch again every %s to %s", watchRetry, 2*watchRetry)
+			warned = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(watchRetry + mrand.N(watchRetry)):
+		}
+	}
+}
+
+// listUntilReachable is the informer's list: listStripped, tried again
+// every watchRetry (jittered) while the API server cannot be reached, as
+// the watch is. A watch that breaks mid-stream (an API server killed or
+// restarted) sends the informer back to a list; left to the informer, the
+// failed lists of an outage back off to 30 s and a Node changed meanwhile
+// would reach the kernel that long after the API server is back.
+func (m *Manager) listUntilReachable(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+	warned := false
+	for {
+		list, err := m.listStripped(ctx, opts)
+		if err == nil || !unreachable(err) {
+			return list, err
+		}
+		if !warned {
+			m.log.WithError(err).Warnf("the API server cannot be reached: trying the node list again every %s to %s", watchRetry, 2*watchRetry)
 			warned = true
 		}
 		select {

@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"k8s.io/client-go/rest"
@@ -129,10 +131,13 @@ type ControlPlane struct {
 	PKIDir string
 	// CA signs the cluster's certificates; use it for kubelet certificates.
 	CA *pki.CA
+
+	// ready bounds each wait for a component's health endpoint.
+	ready time.Duration
 }
 
 // Component names, also the names of their PID files and logs.
-var components = []string{"kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"}
+var components = []string{Scheduler, ControllerManager, APIServer, Etcd}
 
 // Start starts the control plane and waits until the API server's /readyz
 // answers ok (and, with ControllerManager/Scheduler, their /healthz).
@@ -176,6 +181,7 @@ func Start(ctx context.Context, o Options) (*ControlPlane, error) {
 		Server:     fmt.Sprintf("https://%s", net.JoinHostPort(o.AdvertiseIP.String(), fmt.Sprint(Port))),
 		Kubeconfig: filepath.Join(dir, "admin.kubeconfig"),
 		PKIDir:     filepath.Join(dir, "pki"),
+		ready:      o.Ready,
 	}
 	if err := cp.writePKI(o); err != nil {
 		return nil, err
@@ -188,16 +194,10 @@ func Start(ctx context.Context, o Options) (*ControlPlane, error) {
 	}()
 
 	start := func(name, path string, args ...string) error {
-		_, err := proc.Start(proc.Spec{
+		return cp.startSpec(name, proc.Spec{
 			Path: path, Args: args,
 			NetNS: o.NetNS, MountNS: o.MountNS, UTSNS: o.UTSNS, Cgroups: o.Cgroups,
-			Log:     filepath.Join(dir, "logs", name+".log"),
-			PIDFile: filepath.Join(dir, "run", name+".pid"),
 		})
-		if err != nil {
-			return fmt.Errorf("starting %s: %w", name, err)
-		}
-		return nil
 	}
 	p := func(name string) string { return filepath.Join(cp.PKIDir, name) }
 	bin := func(name string) string { return filepath.Join(o.BinDir, name) }
@@ -242,10 +242,14 @@ func Start(ctx context.Context, o Options) (*ControlPlane, error) {
 		"--enable-admission-plugins=NodeRestriction",
 		"--allow-privileged=true",
 		"--profiling=false",
+		// Without it a stopping API server waits for open watches (every
+		// informer's) until its 60 s shutdown timeout; with it, it ends
+		// them and exits within seconds, as a clean restart should.
+		"--shutdown-watch-termination-grace-period=5s",
 	); err != nil {
 		return nil, err
 	}
-	if err := cp.waitHTTP(ctx, o, "kube-apiserver", cp.Server+"/readyz"); err != nil {
+	if err := cp.waitHTTP(ctx, "kube-apiserver", cp.Server+"/readyz"); err != nil {
 		return nil, err
 	}
 	if o.ControllerManager {
@@ -285,12 +289,12 @@ func Start(ctx context.Context, o Options) (*ControlPlane, error) {
 		}
 	}
 	if o.ControllerManager {
-		if err := cp.waitHTTP(ctx, o, "kube-controller-manager", "https://127.0.0.1:10257/healthz"); err != nil {
+		if err := cp.waitHTTP(ctx, "kube-controller-manager", "https://127.0.0.1:10257/healthz"); err != nil {
 			return nil, err
 		}
 	}
 	if o.Scheduler {
-		if err := cp.waitHTTP(ctx, o, "kube-scheduler", "https://127.0.0.1:10259/healthz"); err != nil {
+		if err := cp.waitHTTP(ctx, "kube-scheduler", "https://127.0.0.1:10259/healthz"); err != nil {
 			return nil, err
 		}
 	}
@@ -435,7 +439,7 @@ func (cp *ControlPlane) WriteKubeconfig(path, user, org string) error {
 
 // waitHTTP polls url from inside the namespace until it answers 200 "ok",
 // failing early if the component's process has exited.
-func (cp *ControlPlane) waitHTTP(ctx context.Context, o Options, name, url string) error {
+func (cp *ControlPlane) waitHTTP(ctx context.Context, name, url string) error {
 	cert, err := tls.LoadX509KeyPair(filepath.Join(cp.PKIDir, "apiserver-kubelet-client.crt"), filepath.Join(cp.PKIDir, "apiserver-kubelet-client.key"))
 	if err != nil {
 		return fmt.Errorf("loading admin client certificate: %w", err)
@@ -451,7 +455,7 @@ func (cp *ControlPlane) waitHTTP(ctx context.Context, o Options, name, url strin
 		Timeout:   5 * time.Second,
 		Transport: &http.Transport{DialContext: netns.DialContext(cp.NetNS), TLSClientConfig: tlsConf, DisableKeepAlives: true},
 	}
-	deadline := time.Now().Add(o.Ready)
+	deadline := time.Now().Add(cp.ready)
 	var last string
 	for {
 		for _, c := range components {
@@ -476,7 +480,7 @@ func (cp *ControlPlane) waitHTTP(ctx context.Context, o Options, name, url strin
 			return fmt.Errorf("waiting for %s: %w", name, ctx.Err())
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not ready after %s (last answer: %s); see %s", name, o.Ready, last, filepath.Join(cp.Dir, "logs", name+".log"))
+			return fmt.Errorf("%s not ready after %s (last answer: %s); see %s", name, cp.ready, last, filepath.Join(cp.Dir, "logs", name+".log"))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -530,5 +534,135 @@ func Load(dir, netnsPath string) (*ControlPlane, error) {
 	for _, cl := range cfg.Clusters {
 		server = cl.Server
 	}
-	return &ControlPlane{Dir: dir, NetNS: netnsPath, Server: server, Kubeconfig: filepath.Join(dir, "admin.kubeconfig"), PKIDir: pkiDir, CA: ca}, nil
+	return &ControlPlane{Dir: dir, NetNS: netnsPath, Server: server, Kubeconfig: filepath.Join(dir, "admin.kubeconfig"), PKIDir: pkiDir, CA: ca, ready: 2 * time.Minute}, nil
+}
+
+// Component names for Restart.
+const (
+	Etcd              = "etcd"
+	APIServer         = "kube-apiserver"
+	ControllerManager = "kube-controller-manager"
+	Scheduler         = "kube-scheduler"
+)
+
+// health is each component's health endpoint, from inside the namespace.
+func (cp *ControlPlane) health(component string) (string, error) {
+	switch component {
+	case Etcd:
+		return "http://127.0.0.1:2379/health", nil
+	case APIServer:
+		return cp.Server + "/readyz", nil
+	case ControllerManager:
+		return "https://127.0.0.1:10257/healthz", nil
+	case Scheduler:
+		return "https://127.0.0.1:10259/healthz", nil
+	}
+	return "", fmt.Errorf("controlplane: no component %q (one of %s)", component, strings.Join(components, ", "))
+}
+
+// startSpec starts component from s, with its log and PID file in Dir, and
+// records s in Dir/run/<component>.spec.json for Restart.
+func (cp *ControlPlane) startSpec(component string, s proc.Spec) error {
+	s.Log = filepath.Join(cp.Dir, "logs", component+".log")
+	s.PIDFile = filepath.Join(cp.Dir, "run", component+".pid")
+	data, err := json.Marshal(s)
+	if err != nil {
+		return fmt.Errorf("recording how %s is started: %w", component, err)
+	}
+	if err := atomicfile.Replace(cp.specFile(component), data, 0o644); err != nil {
+		return fmt.Errorf("recording how %s is started: %w", component, err)
+	}
+	if _, err := proc.Start(s); err != nil {
+		return fmt.Errorf("starting %s: %w", component, err)
+	}
+	return nil
+}
+
+func (cp *ControlPlane) specFile(component string) string {
+	return filepath.Join(cp.Dir, "run", component+".spec.json")
+}
+
+// Restart stops one component and starts it again in place, with the same
+// flags, data directory (etcd's) and certificates, then waits until it is
+// healthy: StopComponent, then StartComponent. It is how fault tests
+// restart etcd or the API server under a running cluster.
+func (cp *ControlPlane) Restart(ctx context.Context, component string, sig syscall.Signal) error {
+	if err := cp.StopComponent(component, sig); err != nil {
+		return fmt.Errorf("restarting %s: %w", component, err)
+	}
+	if err := cp.StartComponent(ctx, component); err != nil {
+		return fmt.Errorf("restarting %s: %w", component, err)
+	}
+	return nil
+}
+
+// StopComponent stops one component and waits until it is gone. sig says
+// how: syscall.SIGTERM for a clean stop (SIGKILL after 15 s),
+// syscall.SIGKILL for a crash. StartComponent starts it again.
+func (cp *ControlPlane) StopComponent(component string, sig syscall.Signal) error {
+	s, err := cp.spec(component)
+	if err != nil {
+		return err
+	}
+	p, err := proc.Load(s.PIDFile)
+	if err != nil {
+		return fmt.Errorf("stopping %s: %w", component, err)
+	}
+	switch sig {
+	case syscall.SIGTERM:
+		err = p.Stop(15 * time.Second)
+	case syscall.SIGKILL:
+		if err = p.Kill(); err == nil {
+			err = p.Stop(10 * time.Second) // waits until it is gone
+		}
+	default:
+		err = fmt.Errorf("signal %v: want SIGTERM or SIGKILL", sig)
+	}
+	if err != nil {
+		return fmt.Errorf("stopping %s: %w", component, err)
+	}
+	return nil
+}
+
+// StartComponent starts a component that StopComponent stopped, as Start
+// first started it, and waits until it is healthy: etcd's /health and
+// then the API server's /readyz (which checks etcd) for etcd, the
+// component's own endpoint otherwise.
+func (cp *ControlPlane) StartComponent(ctx context.Context, component string) error {
+	s, err := cp.spec(component)
+	if err != nil {
+		return err
+	}
+	if p, err := proc.Load(s.PIDFile); err == nil && p.Alive() {
+		return fmt.Errorf("starting %s: it runs already (PID %d)", component, p.PID)
+	}
+	url, _ := cp.health(component)
+	if err := cp.startSpec(component, s); err != nil {
+		return err
+	}
+	if err := cp.waitHTTP(ctx, component, url); err != nil {
+		return err
+	}
+	if component == Etcd {
+		if err := cp.waitHTTP(ctx, APIServer, cp.Server+"/readyz"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// spec reads how component was started.
+func (cp *ControlPlane) spec(component string) (proc.Spec, error) {
+	var s proc.Spec
+	if _, err := cp.health(component); err != nil {
+		return s, err
+	}
+	data, err := os.ReadFile(cp.specFile(component))
+	if err != nil {
+		return s, fmt.Errorf("%s: no record of how it was started (was it started by this control plane?): %w", component, err)
+	}
+	if err := json.Unmarshal(data, &s); err != nil {
+		return s, fmt.Errorf("%s: reading %s: %w", component, cp.specFile(component), err)
+	}
+	return s, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -93,5 +94,79 @@ func TestStartAllocatesNodeCIDRs(t *testing.T) {
 		if p.Alive() {
 			t.Errorf("%s still running after Stop", components[i])
 		}
+	}
+}
+
+// TestRestart: etcd killed and the API server stopped, each restarted in
+// place: a new process each time, healthy again, and the cluster's data
+// (etcd's data directory) still there; then the API server stopped for a
+// while and started again.
+func TestRestart(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create a network namespace")
+	}
+	if _, err := k8sbin.Dir(); err != nil {
+		t.Skipf("no Kubernetes binaries: %v", err)
+	}
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cp, stop, err := StartInSandbox(ctx, fmt.Sprintf("twill-cprestart-%d", os.Getpid()), Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = stop() })
+	cfg, err := cp.RESTConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	if _, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "kept"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		component string
+		sig       syscall.Signal
+	}{{Etcd, syscall.SIGKILL}, {APIServer, syscall.SIGTERM}, {Etcd, syscall.SIGTERM}} {
+		before, err := proc.Load(filepath.Join(dir, "run", c.component+".pid"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cp.Restart(ctx, c.component, c.sig); err != nil {
+			t.Fatalf("restarting %s with %v: %v", c.component, c.sig, err)
+		}
+		after, err := proc.Load(filepath.Join(dir, "run", c.component+".pid"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if before.Alive() || !after.Alive() || after.PID == before.PID {
+			t.Errorf("%s: old PID %d alive=%v, new PID %d alive=%v; want a new process", c.component, before.PID, before.Alive(), after.PID, after.Alive())
+		}
+		// Ready means ready: the first request after Restart is answered.
+		if _, err := cs.CoreV1().Nodes().Get(ctx, "kept", metav1.GetOptions{}); err != nil {
+			t.Errorf("after restarting %s with %v: %v", c.component, c.sig, err)
+		}
+	}
+	if err := cp.Restart(ctx, "kubelet", syscall.SIGTERM); err == nil {
+		t.Error("restarting an unknown component: no error")
+	}
+	// Stopped, the API server answers nothing; started, it is ready again.
+	if err := cp.StartComponent(ctx, APIServer); err == nil {
+		t.Error("starting a running API server: no error")
+	}
+	if err := cp.StopComponent(APIServer, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	short, cancelShort := context.WithTimeout(ctx, 2*time.Second)
+	_, err = cs.CoreV1().Nodes().Get(short, "kept", metav1.GetOptions{})
+	cancelShort()
+	if err == nil {
+		t.Error("the API server answers after StopComponent")
+	}
+	if err := cp.StartComponent(ctx, APIServer); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().Nodes().Get(ctx, "kept", metav1.GetOptions{}); err != nil {
+		t.Errorf("after StartComponent: %v", err)
 	}
 }
