@@ -861,7 +861,7 @@ func (d *Daemon) writeSubnetEnv(ctx context.Context) {
 	d.envErr = err
 	d.mu.Unlock()
 	if err == nil && failed {
-		d.mgr.ClearWarning(d.o.NodeName)
+		d.mgr.ClearWarning(d.o.NodeName, "SubnetEnvNotWritten")
 	}
 	if err != nil {
 		d.mgr.Warn(ctx, d.o.NodeName, "SubnetEnvNotWritten", fmt.Errorf("cannot write %s, which the CNI plugin reads to add pods (is /run read-only or full?): %w; existing pods keep working, new ones wait", d.o.SubnetFile, err))

@@ -59,8 +59,12 @@ type Manager struct {
 	knownMu sync.Mutex
 	known   map[string]types.UID
 
-	mu     sync.Mutex
-	warned map[string]string // node → last warning sent as an event
+	mu sync.Mutex
+	// warned is the last warning sent as an event, by node and reason: a
+	// node with two problems at once (this node's subnet.env unwritable
+	// and its podCIDR changed) sends each once, not one after the other
+	// at every reconcile.
+	warned map[eventKey]string
 	// limits bound the Warning Events per node and reason (see Warn).
 	limits map[eventKey]*rate.Limiter
 	now    func() time.Time
@@ -70,7 +74,7 @@ type Manager struct {
 // nowhere).
 func NewManager(api API, nodeName string, ann Annotations, log logrus.FieldLogger, rec metrics.Recorder) *Manager {
 	return &Manager{api: api, ann: ann, nodeName: nodeName, log: log, rec: metrics.OrNop(rec),
-		warned: map[string]string{}, limits: map[eventKey]*rate.Limiter{}, now: time.Now}
+		warned: map[eventKey]string{}, limits: map[eventKey]*rate.Limiter{}, now: time.Now}
 }
 
 // NodeName finds the node this daemon runs on: NODE_NAME, else the node of
@@ -587,17 +591,18 @@ const (
 )
 
 // Warn logs a problem with node name and records it as a Warning event on
-// that Node, once per distinct message and within the rate limit, so
-// `kubectl describe node` shows it.
+// that Node, once per distinct message of each reason and within the rate
+// limit, so `kubectl describe node` shows it.
 func (m *Manager) Warn(ctx context.Context, name, reason string, problem error) {
 	msg := problem.Error()
+	k := eventKey{name, reason}
 	m.mu.Lock()
-	if m.warned[name] == msg {
+	if m.warned[k] == msg {
 		m.mu.Unlock()
 		return
 	}
-	m.warned[name] = msg
-	allowed := m.allowEvent(eventKey{name, reason})
+	m.warned[k] = msg
+	allowed := m.allowEvent(k)
 	m.mu.Unlock()
 	if !allowed {
 		m.log.WithFields(logrus.Fields{"peer": name, "reason": reason}).Warnf("%s (no Event: more than %d for this node and reason within %s)", msg, eventBurst, eventInterval*eventBurst)
@@ -645,11 +650,16 @@ func (m *Manager) allowEvent(k eventKey) bool {
 	return l.AllowN(now, 1)
 }
 
-// ClearWarning forgets the last warning for name, once it is fixed.
-func (m *Manager) ClearWarning(name string) {
+// ClearWarning forgets the last warnings for name, once fixed: those of
+// the reasons given, or, with none, all of them.
+func (m *Manager) ClearWarning(name string, reasons ...string) {
 	m.mu.Lock()
-	delete(m.warned, name)
-	m.mu.Unlock()
+	defer m.mu.Unlock()
+	for k := range m.warned {
+		if k.node == name && (len(reasons) == 0 || slices.Contains(reasons, k.reason)) {
+			delete(m.warned, k)
+		}
+	}
 }
 
 // wrote reports a write of kind to the API server.

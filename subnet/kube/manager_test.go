@@ -44,3 +44,33 @@ func TestWarningEventsRateLimited(t *testing.T) {
 		t.Errorf("events by node and reason: %v; want 3 (the burst), 1 and 1", count)
 	}
 }
+
+// TestTwoProblemsOfOneNode: a node with two problems at once, reported at
+// every reconcile, gets one Warning Event for each, not one per report;
+// clearing one reason leaves the other's, and it comes back once.
+func TestTwoProblemsOfOneNode(t *testing.T) {
+	client := fake.NewClientset()
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	ann, _ := kube.NewAnnotations(kube.DefaultAnnotationPrefix)
+	m := kube.NewManager(clientsetapi.API{C: client}, "me", ann, log, nil)
+	ctx := context.Background()
+	for range 5 {
+		m.Warn(ctx, "me", "SubnetEnvNotWritten", errors.New("cannot write subnet.env"))
+		m.Warn(ctx, "me", "PodCIDRChanged", errors.New("podCIDR changed"))
+	}
+	m.ClearWarning("me", "SubnetEnvNotWritten")
+	m.Warn(ctx, "me", "PodCIDRChanged", errors.New("podCIDR changed"))
+	m.Warn(ctx, "me", "SubnetEnvNotWritten", errors.New("cannot write subnet.env"))
+	events, err := client.CoreV1().Events("default").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	for _, ev := range events.Items {
+		count[ev.Reason]++
+	}
+	if count["SubnetEnvNotWritten"] != 2 || count["PodCIDRChanged"] != 1 {
+		t.Errorf("events by reason: %v; want SubnetEnvNotWritten 2 (once, and once after it was cleared), PodCIDRChanged 1", count)
+	}
+}
