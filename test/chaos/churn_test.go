@@ -206,13 +206,7 @@ func TestChurn(t *testing.T) {
 	if worst > bound {
 		t.Errorf("worst lag from a Node event to the kernel %s, want within %s", worst, bound)
 	}
-	r.crashed = h.crashed()
-	ds, _ := h.diff()
-	for _, d := range ds {
-		r.stale += len(d.Stale)
-		r.missing += len(d.Missing)
-	}
-	h.pending = append(h.pending, pendingFault{r: r, before: before, after: h.marks()})
+	h.file(r, before)
 	h.finish()
 	if p := results.list[len(results.list)-1]; p.lost > 0 {
 		t.Errorf("%d pings lost between n1 and n2 during the churn", p.lost)

@@ -303,17 +303,22 @@ func (h *harness) fault(name, note string, within time.Duration, inject func() e
 		h.t.Fatalf("%s: %v", name, err)
 	}
 	took, err := h.converge(within)
-	r := record{scenario: h.name, fault: name, converge: took, crashed: h.crashed(), note: note}
+	r := record{scenario: h.name, fault: name, converge: took, note: note}
 	if err != nil {
 		h.t.Errorf("%s: %v", name, err)
 	}
-	ds, _ := h.diff()
-	for _, d := range ds {
-		r.stale += len(d.Stale)
-		r.missing += len(d.Missing)
-	}
+	h.answeredAgain(10*time.Second, "pings answered after "+name)
+	r = h.file(r, before)
+	h.t.Logf("%s: converged in %s", name, took.Round(time.Millisecond))
+	return r
+}
+
+// answeredAgain waits until every flow has ten more pings answered than
+// now.
+func (h *harness) answeredAgain(timeout time.Duration, what string) {
+	h.t.Helper()
 	at := h.marks()
-	h.until(10*time.Second, "pings answered after "+name, func() error {
+	h.until(timeout, what, func() error {
 		for i, f := range h.flows {
 			if m, _ := f.Mark(); m.Seq < at[i].Seq+10 {
 				return fmt.Errorf("%s: answered up to %d, want %d", f.Name, m.Seq, at[i].Seq+10)
@@ -321,8 +326,23 @@ func (h *harness) fault(name, note string, within time.Duration, inject func() e
 		}
 		return nil
 	})
+}
+
+// file completes r with whether a flanneld has exited and the stale and
+// missing entries left now, and keeps it, with the traffic from before
+// until now, for finish. It returns r as filed.
+func (h *harness) file(r record, before []traffic.Mark) record {
+	h.t.Helper()
+	r.crashed = h.crashed()
+	ds, err := h.diff()
+	if err != nil {
+		h.t.Errorf("%s: checking the kernels: %v", r.fault, err)
+	}
+	for _, d := range ds {
+		r.stale += len(d.Stale)
+		r.missing += len(d.Missing)
+	}
 	h.pending = append(h.pending, pendingFault{r: r, before: before, after: h.marks()})
-	h.t.Logf("%s: converged in %s", name, took.Round(time.Millisecond))
 	return r
 }
 

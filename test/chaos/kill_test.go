@@ -15,7 +15,6 @@ import (
 
 	"github.com/twill-net/twill/internal/testenv"
 	"github.com/twill-net/twill/internal/testenv/simnodes"
-	"github.com/twill-net/twill/internal/testenv/traffic"
 )
 
 // seed is the chaos suite's random seed: CHAOS_SEED, or the time. Tests
@@ -122,19 +121,6 @@ func TestKill9(t *testing.T) {
 		}
 		return took
 	}
-	file := func(r record, before []traffic.Mark) {
-		ds, err := h.diff()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, d := range ds {
-			r.stale += len(d.Stale)
-			r.missing += len(d.Missing)
-		}
-		r.crashed = h.crashed()
-		h.pending = append(h.pending, pendingFault{r: r, before: before, after: h.marks()})
-	}
-
 	// The kill mid initial list, on a fresh node: n3 has no flannel.1 yet.
 	// The count to kill at is drawn in the first half, where the routes
 	// still arrive page by page; if the count is over by the time the
@@ -171,7 +157,7 @@ func TestKill9(t *testing.T) {
 	h.restart(n3)
 	took := mustConverge(n3, start)
 	t.Logf("kill 1 (n3, mid initial list at %d of %d routes): converged %s after the restart", at, total, took.Round(time.Millisecond))
-	file(record{scenario: h.name, fault: fmt.Sprintf("kill -9 mid initial list (fresh node, %d peers)", peers), converge: took,
+	h.file(record{scenario: h.name, fault: fmt.Sprintf("kill -9 mid initial list (fresh node, %d peers)", peers), converge: took,
 		note: fmt.Sprintf("killed at %d of %d routes in the kernel; a peer deleted and one added while it was dead; converge from the restart to ready and every node matching", at, total)}, before)
 
 	// The kills at random moments. A kill that lands before the restarted
@@ -230,7 +216,7 @@ func TestKill9(t *testing.T) {
 	r := record{scenario: h.name, fault: fmt.Sprintf("kill -9 ×%d at random moments (%d peers)", kills-1, peers), converge: times[len(times)-1],
 		note: fmt.Sprintf("seed %d; %d of the kills hit a flanneld not yet ready; a peer deleted and one added while dead; converge from the restart (%d measured, the rest interrupted by the next kill): min %s, median %s, max %s",
 			s, early, len(times), times[0].Round(time.Millisecond), times[len(times)/2].Round(time.Millisecond), times[len(times)-1].Round(time.Millisecond))}
-	file(r, before)
+	h.file(r, before)
 	h.finish()
 	for _, p := range results.list[len(results.list)-2:] {
 		if p.lost > 0 {

@@ -92,13 +92,7 @@ func TestAPIServerDown(t *testing.T) {
 	if took > 5*time.Second {
 		t.Errorf("both changes reached the kernels %s after the API server came back, want within 5s", took)
 	}
-	r.crashed = h.crashed()
-	ds, _ := h.diff()
-	for _, d := range ds {
-		r.stale += len(d.Stale)
-		r.missing += len(d.Missing)
-	}
-	h.pending = append(h.pending, pendingFault{r: r, before: before, after: h.marks()})
+	h.file(r, before)
 	h.finish()
 	for _, p := range results.list[len(results.list)-1:] {
 		if p.lost > 0 {

@@ -68,24 +68,11 @@ func TestPublicIPChange(t *testing.T) {
 	if err != nil {
 		t.Error(err)
 	}
-	r := record{scenario: h.name, fault: "n2's eth0 re-addressed " + oldIP + " → " + newIP + ", its InternalIP updated", converge: moved + took, crashed: h.crashed()}
-	ds, _ := h.diff()
-	for _, d := range ds {
-		r.stale += len(d.Stale)
-		r.missing += len(d.Missing)
-	}
-	at := h.marks()
-	h.until(15*time.Second, "pings answered both ways after the move", func() error {
-		for i, f := range h.flows {
-			if m, _ := f.Mark(); m.Seq < at[i].Seq+10 {
-				return fmt.Errorf("%s: answered up to %d, want %d", f.Name, m.Seq, at[i].Seq+10)
-			}
-		}
-		return nil
-	})
+	r := record{scenario: h.name, fault: "n2's eth0 re-addressed " + oldIP + " → " + newIP + ", its InternalIP updated", converge: moved + took}
+	h.answeredAgain(15*time.Second, "pings answered both ways after the move")
 	r.note = fmt.Sprintf("the InternalIP updated %s after the re-address; n2 sending from and publishing the new address, and n1's FDB entry pointing there, %s after the re-address; limit: a ping gap of 5 s (n2's flanneld watches its interface's addresses)",
 		updated.Sub(start).Round(time.Millisecond), moved.Round(time.Millisecond))
-	h.pending = append(h.pending, pendingFault{r: r, before: before, after: h.marks()})
+	h.file(r, before)
 	h.finish()
 	last := results.list[len(results.list)-1]
 	if limit := 5*time.Second + updated.Sub(start); last.gap > limit {
