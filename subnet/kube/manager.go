@@ -383,22 +383,7 @@ var watchRetry = time.Second
 // it is about a second. Other errors (a resource version too old, a
 // refusal) go to the informer, which relists.
 func (m *Manager) watchUntilReachable(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-	warned := false
-	for {
-		w, err := m.watchPeers(ctx, opts)
-		if err == nil || !unreachable(err) {
-			return w, err
-		}
-		if !warned {
-			m.log.WithError(err).Warnf("the API server cannot be reached: trying the node watch again every %s to %s", watchRetry, 2*watchRetry)
-			warned = true
-		}
-		select {
-		case <-ctx.Done():
-			return nil, err
-		case <-time.After(watchRetry + mrand.N(watchRetry)):
-		}
-	}
+	return untilReachable(ctx, m.log, "node watch", func() (watch.Interface, error) { return m.watchPeers(ctx, opts) })
 }
 
 // listUntilReachable is the informer's list: listStripped, tried again
@@ -408,19 +393,27 @@ func (m *Manager) watchUntilReachable(ctx context.Context, opts metav1.ListOptio
 // failed lists of an outage back off to 30 s and a Node changed meanwhile
 // would reach the kernel that long after the API server is back.
 func (m *Manager) listUntilReachable(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+	return untilReachable(ctx, m.log, "node list", func() (runtime.Object, error) { return m.listStripped(ctx, opts) })
+}
+
+// untilReachable calls try until it succeeds, fails for another reason
+// than an API server that cannot be reached, or ctx ends, waiting
+// watchRetry to twice that (jittered) between tries; the first failure is
+// logged, naming what is tried.
+func untilReachable[T any](ctx context.Context, log logrus.FieldLogger, what string, try func() (T, error)) (T, error) {
 	warned := false
 	for {
-		list, err := m.listStripped(ctx, opts)
+		v, err := try()
 		if err == nil || !unreachable(err) {
-			return list, err
+			return v, err
 		}
 		if !warned {
-			m.log.WithError(err).Warnf("the API server cannot be reached: trying the node list again every %s to %s", watchRetry, 2*watchRetry)
+			log.WithError(err).Warnf("the API server cannot be reached: trying the %s again every %s to %s", what, watchRetry, 2*watchRetry)
 			warned = true
 		}
 		select {
 		case <-ctx.Done():
-			return nil, err
+			return v, err
 		case <-time.After(watchRetry + mrand.N(watchRetry)):
 		}
 	}
